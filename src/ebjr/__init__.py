@@ -1,0 +1,96 @@
+"""ebjr: energy-based joint reasoning.
+
+A fast student answers most inputs; the inputs it is unfit for, judged by its
+free energy (or another score), go to an accurate teacher. This package
+computes the scores, the full accuracy-vs-cost trade-off, thresholds chosen
+by target (with a high-probability guarantee where asked), the evaluation
+against baselines and the oracle, and reports.
+
+``import ebjr`` is light: it loads numpy only; modules that need scipy,
+matplotlib or torch are imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from ebjr.exceptions import (
+    BundleError,
+    EBJRError,
+    InputError,
+    LogProbabilityInputError,
+    MissingDependencyError,
+    NotFittedError,
+    TargetUnreachableError,
+    UnknownRouterError,
+)
+from ebjr.routers import Router, get_router, list_routers
+from ebjr.scores import (
+    free_energy,
+    margin,
+    max_logit,
+    negative_entropy,
+    softmax_confidence,
+    softmax_logsumexp,
+)
+
+# name -> module, imported on first attribute access (keeps `import ebjr` fast)
+_LAZY = {
+    "tradeoff_curve": "ebjr.calibration",
+    "curve_from_scores": "ebjr.calibration",
+    "select_threshold": "ebjr.calibration",
+    "TradeoffCurve": "ebjr.calibration",
+    "OperatingPoint": "ebjr.calibration",
+    "TeacherAccuracy": "ebjr.calibration",
+    "MaxDrop": "ebjr.calibration",
+    "MaxTeacherFraction": "ebjr.calibration",
+    "MaxCost": "ebjr.calibration",
+    "HistogramCrossing": "ebjr.calibration",
+    "GuaranteedDrop": "ebjr.risk_control",
+    "AutoRouter": "ebjr.auto",
+    "evaluate": "ebjr.evaluation",
+    "mcnemar": "ebjr.evaluation",
+    "write_report": "ebjr.report",
+    "RoutingBundle": "ebjr.bundle",
+    "read_bundle": "ebjr.bundle",
+    "write_bundle": "ebjr.bundle",
+    "load_outputs": "ebjr.io",
+}
+
+__all__ = [
+    "BundleError",
+    "EBJRError",
+    "InputError",
+    "LogProbabilityInputError",
+    "MissingDependencyError",
+    "NotFittedError",
+    "Router",
+    "TargetUnreachableError",
+    "UnknownRouterError",
+    "__version__",
+    "free_energy",
+    "get_router",
+    "list_routers",
+    "margin",
+    "max_logit",
+    "negative_entropy",
+    "softmax_confidence",
+    "softmax_logsumexp",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ebjr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,14 @@
+"""Shared fixtures (helpers live in helpers.py so tests can import them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import load_pair
+
+
+@pytest.fixture(scope="session")
+def cifar10_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ResNet-20 (student) and ResNet-56 (teacher) on the CIFAR-10 test set."""
+    return load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")

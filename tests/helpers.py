@@ -1,0 +1,37 @@
+"""Helpers shared by the tests: paths of the public model outputs and synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data"
+
+
+def shared_file(name: str) -> Path:
+    """Path of a file under ../shared/data, or skip the test with the reason."""
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(f"needs {path} (the public model outputs in ../shared/data; CI has them)")
+    return path
+
+
+def load_pair(student: str, teacher: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    s = np.load(shared_file(student))
+    t = np.load(shared_file(teacher))
+    assert np.array_equal(s["labels"], t["labels"])
+    return s["logits"], t["logits"], s["labels"]
+
+
+def synthetic(n: int = 300, c: int = 5, seed: int = 0, ties: bool = False):
+    """Student/teacher logits and labels with a student that errs more on low-energy rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    s = rng.normal(size=(n, c)) + 1.5 * np.eye(c)[y]
+    t = rng.normal(size=(n, c)) + 3.0 * np.eye(c)[y]
+    if ties:
+        s = np.round(s, 0)
+    return s, t, y

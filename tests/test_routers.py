@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from ebjr import routers
+from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
+from ebjr.routers import get_router, list_routers, router_from_spec
+
+PLAIN = [n for n in list_routers() if n != "auto"]
+
+
+@pytest.fixture
+def logits():
+    return np.random.default_rng(0).normal(size=(40, 6)) * 3
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_conformance(name, logits):
+    """Every registered router obeys the same contract."""
+    r = get_router(name)
+    s = r.score(logits)
+    assert s.shape == (40,) and np.all(np.isfinite(s))
+    for t in [float(np.median(s)), float(s.min()), float(s.max()) + 1]:
+        mask = get_router(name).route(logits, t)
+        assert mask.dtype == bool and mask.shape == (40,)
+        if name != "random":  # random draws fresh numbers on each call
+            np.testing.assert_array_equal(mask, r.score(logits) < t)
+    assert not get_router(name).route(logits, -np.inf).any()
+    assert get_router(name).route(logits, np.inf).all()
+    # spec round trip rebuilds an equal router
+    assert router_from_spec(r.to_spec()) == r
+    # torch in, torch out, same values
+    if name != "random":
+        st = r.score(torch.tensor(logits))
+        assert isinstance(st, torch.Tensor)
+        np.testing.assert_allclose(st.numpy(), s, rtol=1e-10)
+    with pytest.raises(InputError, match="NaN"):
+        r.score(np.array([[np.nan, 1.0], [0.0, 1.0]]))
+    with pytest.raises(InputError, match="threshold must be a real number"):
+        r.route(logits, float("nan"))
+
+
+def test_higher_score_means_student_fit():
+    confident = np.array([[10.0, 0.0, 0.0]])
+    unsure = np.array([[0.1, 0.0, 0.05]])
+    for name in ["energy", "softmax", "entropy", "maxlogit", "margin", "paper_code"]:
+        r = get_router(name)
+        assert r.score(confident)[0] > r.score(unsure)[0], name
+
+
+def test_energy_score_is_minus_free_energy_in_paper_units():
+    x = np.array([[12.0, 0.0], [1.0, 0.5]])
+    s = get_router("energy").score(x)
+    np.testing.assert_allclose(s, scipy.special.logsumexp(x, axis=1))
+    # student answers iff -F >= t
+    np.testing.assert_array_equal(get_router("energy").route(x, 12.0), [False, True])
+
+
+def test_unknown_router_lists_names():
+    with pytest.raises(UnknownRouterError, match="registered routers are: auto, energy"):
+        get_router("enrgy")
+    with pytest.raises(KeyError):  # subclasses KeyError for existing except clauses
+        get_router("nope")
+
+
+def test_bad_router_params():
+    with pytest.raises(InputError, match="bad parameters for router 'softmax'"):
+        get_router("softmax", temperature=2.0)
+    with pytest.raises(InputError, match="temperature must be a positive"):
+        get_router("energy", temperature=0)
+    with pytest.raises(InputError, match="seed must be an integer"):
+        get_router("random", seed=0.5)
+
+
+def test_energy_refuses_log_probabilities_with_a_clear_message(logits):
+    logp = scipy.special.log_softmax(logits, axis=1)
+    with pytest.raises(LogProbabilityInputError, match="these are log-probabilities"):
+        get_router("energy").score(logp)
+    with pytest.raises(LogProbabilityInputError, match="'softmax', 'entropy' or 'margin'"):
+        get_router("energy", temperature=2.0).route(logp, 0.0)
+    # routers that are meaningful on probabilities accept them
+    np.testing.assert_allclose(
+        get_router("softmax").score(logp), get_router("softmax").score(logits)
+    )
+
+
+def test_random_router_is_seeded_and_its_threshold_is_the_fraction():
+    x = np.zeros((20000, 3))
+    a = get_router("random", seed=3).score(x)
+    b = get_router("random", seed=3).score(x)
+    np.testing.assert_array_equal(a, b)
+    assert abs(get_router("random", seed=1).route(x, 0.3).mean() - 0.3) < 0.02
+
+
+def test_register_rejects_duplicates():
+    class Dup(routers.Router):
+        name = "energy"
+
+    with pytest.raises(ValueError, match="already registered"):
+        routers.register_router(Dup)
+
+
+def test_list_routers_wildcard():
+    assert list_routers("*max*") == ["maxlogit", "softmax"]
