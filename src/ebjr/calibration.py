@@ -1,0 +1,499 @@
+"""The accuracy-vs-cost trade-off curve and threshold selection by target.
+
+A router sends the rows whose score is below the threshold to the teacher.
+Sweeping the threshold over every distinct score value of a labelled
+calibration set traces the whole trade-off; :func:`tradeoff_curve` computes
+it exactly in ``O(n log n)`` (one sort, cumulative sums) with one point per
+distinct score, so tied scores are never split between student and teacher.
+
+Cost follows the paper: every input pays for the student, the routed ones
+also pay for the teacher, so ``cost = student_cost + teacher_fraction *
+teacher_cost`` per input.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> s, t = rng.normal(size=(200, 5)), rng.normal(size=(200, 5))
+>>> y = rng.integers(0, 5, 200)
+>>> curve = tradeoff_curve(s, t, y, router="energy", student_cost=1.0, teacher_cost=4.0)
+>>> float(curve.teacher_fraction[0]), float(curve.teacher_fraction[-1])
+(0.0, 1.0)
+>>> bool(np.all(np.diff(curve.cost) > 0))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ebjr._arrays import Array, to_numpy
+from ebjr._checks import check_cost, check_labels, check_pair, check_probability
+from ebjr.exceptions import InputError, NotFittedError, TargetUnreachableError
+from ebjr.routers import Router, get_router
+
+__all__ = [
+    "HistogramCrossing",
+    "MaxCost",
+    "MaxDrop",
+    "MaxTeacherFraction",
+    "OperatingPoint",
+    "Selection",
+    "Target",
+    "TeacherAccuracy",
+    "TradeoffCurve",
+    "curve_from_scores",
+    "select_threshold",
+    "tradeoff_curve",
+]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One point of a trade-off curve, measured on the data the curve was built from.
+
+    Attributes:
+        threshold: the student answers iff ``score >= threshold``.
+        teacher_fraction: share of inputs sent to the teacher.
+        accuracy: joint accuracy (NaN when the curve has no labels).
+        agreement: share of inputs where the joint prediction equals the teacher's.
+        cost: average cost per input, in the curve's cost unit.
+        speedup: ``teacher_cost / cost`` (teacher-only cost over joint cost).
+    """
+
+    threshold: float
+    teacher_fraction: float
+    accuracy: float
+    agreement: float
+    cost: float
+    speedup: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "threshold": self.threshold,
+            "teacher_fraction": self.teacher_fraction,
+            "accuracy": self.accuracy,
+            "agreement": self.agreement,
+            "cost": self.cost,
+            "speedup": self.speedup,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class TradeoffCurve:
+    """Every operating point of one router on one calibration set.
+
+    The arrays ``threshold``, ``teacher_fraction``, ``accuracy``,
+    ``agreement`` and ``cost`` have one entry per point, ordered by
+    ``teacher_fraction`` ascending (so ``threshold`` ascends too). Point 0
+    sends nothing to the teacher (its threshold is the lowest calibration
+    score; pass ``-inf`` to never call the teacher on new data); the last
+    point sends everything (threshold ``+inf``).
+
+    The per-sample arrays (``scores`` and the quality/agreement vectors, all
+    sorted by score ascending) are kept so that targets that need more than
+    the curve (the guaranteed drop) can be computed from the same object.
+    """
+
+    router: dict[str, Any]
+    threshold: np.ndarray
+    teacher_fraction: np.ndarray
+    accuracy: np.ndarray
+    agreement: np.ndarray
+    cost: np.ndarray
+    n_teacher: np.ndarray
+    student_cost: float
+    teacher_cost: float
+    cost_unit: str
+    scores: np.ndarray = field(repr=False)
+    student_correct: np.ndarray | None = field(repr=False)
+    teacher_correct: np.ndarray | None = field(repr=False)
+    agree: np.ndarray = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        """Number of calibration inputs."""
+        return int(self.scores.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.student_correct is not None
+
+    @property
+    def student_accuracy(self) -> float:
+        return float(self.accuracy[0])
+
+    @property
+    def teacher_accuracy(self) -> float:
+        return float(self.accuracy[-1])
+
+    @property
+    def speedup(self) -> np.ndarray:
+        """``teacher_cost / cost`` at every point."""
+        return self.teacher_cost / self.cost
+
+    def __len__(self) -> int:
+        return int(self.threshold.shape[0])
+
+    def point(self, index: int) -> OperatingPoint:
+        """The operating point at ``index`` (negative indices count from the end)."""
+        i = int(index)
+        return OperatingPoint(
+            threshold=float(self.threshold[i]),
+            teacher_fraction=float(self.teacher_fraction[i]),
+            accuracy=float(self.accuracy[i]),
+            agreement=float(self.agreement[i]),
+            cost=float(self.cost[i]),
+            speedup=float(self.teacher_cost / self.cost[i]) if self.cost[i] > 0 else math.inf,
+        )
+
+    def index_at(self, threshold: float) -> int:
+        """Index of the point that ``threshold`` realises on the calibration data."""
+        t = float(threshold)
+        # rows with score < t go to the teacher; that count identifies the point
+        k = int(np.searchsorted(self.scores, t, side="left"))
+        return int(np.searchsorted(self.n_teacher, k, side="left"))
+
+    def at_threshold(self, threshold: float) -> OperatingPoint:
+        """The operating point that ``threshold`` gives on the calibration data.
+
+        Unlike :meth:`point`, the returned ``threshold`` is the one asked for.
+        """
+        p = self.point(self.index_at(threshold))
+        return OperatingPoint(
+            float(threshold), p.teacher_fraction, p.accuracy, p.agreement, p.cost, p.speedup
+        )
+
+    def auc(self) -> float:
+        """Area under accuracy vs teacher fraction on ``[0, 1]`` (trapezoids).
+
+        Independent of the costs; higher is better. Between two operating
+        points, the straight line is reachable by randomising between their
+        thresholds.
+        """
+        if not self.has_labels:
+            raise InputError("the curve has no labels: accuracy AUC needs labels")
+        return float(np.trapezoid(self.accuracy, self.teacher_fraction))
+
+
+def curve_from_scores(
+    scores: Any,
+    student_pred: Any,
+    teacher_pred: Any,
+    labels: Any | None = None,
+    *,
+    student_cost: float = 1.0,
+    teacher_cost: float = 1.0,
+    cost_unit: str = "",
+    router: dict[str, Any] | None = None,
+) -> TradeoffCurve:
+    """Trade-off curve from per-row routing scores and the two models' predictions.
+
+    This is the engine behind :func:`tradeoff_curve`; use it directly when the
+    scores come from elsewhere.
+
+    Args:
+        scores: routing score per row, shape ``(n,)``; higher = student fit.
+        student_pred: student's predicted class per row, in the teacher's label space.
+        teacher_pred: teacher's predicted class per row.
+        labels: true class per row, or ``None`` (then ``accuracy`` is NaN and only
+            agreement-based targets can be used).
+        student_cost, teacher_cost: per-input cost of each model.
+        cost_unit: what the costs are measured in (FLOPs, s, J, $), for reports.
+        router: the router spec, kept for reports and bundles.
+    """
+    s = to_numpy(scores, np.float64)
+    if s.ndim != 1 or s.shape[0] == 0:
+        raise InputError(f"scores must be a non-empty 1-d array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise InputError("scores contain NaN or infinite values")
+    n = s.shape[0]
+    ps, pt = to_numpy(student_pred).astype(np.int64), to_numpy(teacher_pred).astype(np.int64)
+    if ps.shape != (n,) or pt.shape != (n,):
+        raise InputError(
+            f"predictions must have shape ({n},) like the scores, got student {ps.shape} "
+            f"and teacher {pt.shape}"
+        )
+    cs = check_cost(student_cost, "student_cost")
+    ct = check_cost(teacher_cost, "teacher_cost", positive=True)
+
+    order = np.argsort(s, kind="stable")
+    s_sorted = s[order]
+    ps, pt = ps[order], pt[order]
+    agree = ps == pt
+    # cut[k] = rows sent to the teacher at point k; one point per distinct score value
+    starts = np.flatnonzero(np.diff(s_sorted) != 0) + 1
+    cut = np.concatenate([[0], starts, [n]])
+    threshold = np.concatenate([s_sorted[cut[:-1]], [np.inf]])
+    fraction = cut / n
+
+    def _joint_rate(student_ok: np.ndarray, teacher_ok: np.ndarray) -> np.ndarray:
+        cum_t = np.concatenate([[0], np.cumsum(teacher_ok, dtype=np.int64)])
+        cum_s = np.concatenate([[0], np.cumsum(student_ok, dtype=np.int64)])
+        return (cum_t[cut] + (cum_s[n] - cum_s[cut])) / n
+
+    agreement = _joint_rate(agree, np.ones(n, dtype=bool))
+    student_correct = teacher_correct = None
+    if labels is not None:
+        y = to_numpy(labels)
+        if y.shape != (n,):
+            raise InputError(f"labels must have shape ({n},), got {y.shape}")
+        y = y[order]
+        student_correct, teacher_correct = ps == y, pt == y
+        accuracy = _joint_rate(student_correct, teacher_correct)
+    else:
+        accuracy = np.full(fraction.shape, np.nan)
+    return TradeoffCurve(
+        router=router or {"name": "custom", "params": {}},
+        threshold=threshold,
+        teacher_fraction=fraction,
+        accuracy=accuracy,
+        agreement=agreement,
+        cost=cs + fraction * ct,
+        n_teacher=cut,
+        student_cost=cs,
+        teacher_cost=ct,
+        cost_unit=cost_unit,
+        scores=s_sorted,
+        student_correct=student_correct,
+        teacher_correct=teacher_correct,
+        agree=agree,
+    )
+
+
+def tradeoff_curve(
+    student_logits: Array,
+    teacher_logits: Array,
+    labels: Any | None,
+    router: str | Router = "energy",
+    student_cost: float = 1.0,
+    teacher_cost: float = 1.0,
+    *,
+    cost_unit: str = "",
+) -> TradeoffCurve:
+    """The full trade-off curve of ``router`` on a labelled calibration set.
+
+    Args:
+        student_logits: student outputs, shape ``(n, C)``.
+        teacher_logits: teacher outputs on the same inputs, shape ``(n, C)``.
+        labels: true classes, shape ``(n,)``, or ``None`` for a label-free curve
+            (agreement with the teacher only).
+        router: a registered router name or a :class:`~ebjr.routers.Router`.
+        student_cost, teacher_cost: per-input costs (FLOPs, seconds, ...).
+        cost_unit: the unit of the costs, for reports.
+
+    Returns:
+        A :class:`TradeoffCurve` with one point per distinct score value.
+
+    Raises:
+        InputError: mismatched shapes, NaN/inf, labels out of range, bad costs.
+        LogProbabilityInputError: an energy router on log-probabilities.
+        NotFittedError: an ``auto`` router that was not fitted.
+    """
+    s, t = check_pair(student_logits, teacher_logits)
+    y = None if labels is None else check_labels(labels, s.shape[0], s.shape[1])
+    r = get_router(router)
+    if getattr(r, "requires_fit", False) and not getattr(r, "is_fitted", False):
+        raise NotFittedError(
+            "the 'auto' router must be fitted before it can score: call "
+            "AutoRouter(...).fit(student_logits, teacher_logits, labels) first"
+        )
+    score = to_numpy(r.score(s), np.float64)
+    ps = to_numpy(s).argmax(axis=1)
+    pt = to_numpy(t).argmax(axis=1)
+    return curve_from_scores(
+        score,
+        ps,
+        pt,
+        y,
+        student_cost=student_cost,
+        teacher_cost=teacher_cost,
+        cost_unit=cost_unit,
+        router=r.to_spec(),
+    )
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A chosen threshold with what it achieves on the calibration data.
+
+    Attributes:
+        threshold: the student answers iff ``score >= threshold``.
+        point: the operating point on the calibration data (in-sample).
+        target: the target as a dict (``Target.to_dict``).
+        details: target-specific evidence (p-values, bound, crossing, ...).
+    """
+
+    threshold: float
+    point: OperatingPoint
+    target: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Target:
+    """A rule that picks one point of a curve. Subclasses implement :meth:`select_index`."""
+
+    kind: str = ""
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"kind": self.kind}
+        d.update({k: v for k, v in vars(self).items() if not k.startswith("_")})
+        return d
+
+    def drop_bound(self) -> float | None:
+        """The accuracy drop this target allows, if it is a drop target."""
+        return None
+
+
+def _need_labels(curve: TradeoffCurve, what: str) -> None:
+    if not curve.has_labels:
+        raise InputError(f"the {what} target needs labels; the curve was built without them")
+
+
+def _first_meeting(curve: TradeoffCurve, ok: np.ndarray, describe: str) -> int:
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        raise TargetUnreachableError(f"no threshold on the calibration data meets {describe}")
+    return int(idx[0])
+
+
+@dataclass(frozen=True)
+class MaxDrop(Target):
+    """Smallest teacher fraction whose accuracy >= teacher accuracy - ``eps``.
+
+    In-sample: measured on the calibration data, with no guarantee on new data
+    (see :class:`ebjr.risk_control.GuaranteedDrop` for one).
+    """
+
+    eps: float = 0.0
+    kind = "max_drop"
+
+    def __post_init__(self) -> None:
+        check_probability(self.eps, "eps")
+
+    def drop_bound(self) -> float | None:
+        return float(self.eps)
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        _need_labels(curve, self.kind)
+        goal = curve.teacher_accuracy - self.eps
+        # a tiny tolerance so that "equal to the teacher" is not lost to float rounding
+        ok = curve.accuracy >= goal - 1e-12
+        return _first_meeting(curve, ok, f"accuracy >= {goal:.6f}"), {"accuracy_goal": goal}
+
+
+@dataclass(frozen=True)
+class TeacherAccuracy(MaxDrop):
+    """Smallest teacher fraction that reaches the teacher's accuracy (``MaxDrop(0)``)."""
+
+    eps: float = 0.0
+    kind = "teacher_accuracy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class MaxTeacherFraction(Target):
+    """Most accurate point that sends at most ``fraction`` of the inputs to the teacher.
+
+    Ties in accuracy go to the smaller teacher fraction. Without labels, the
+    point with the largest agreement with the teacher is taken.
+    """
+
+    fraction: float = 0.5
+    kind = "max_teacher_fraction"
+
+    def __post_init__(self) -> None:
+        check_probability(self.fraction, "fraction")
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        allowed = curve.teacher_fraction <= self.fraction + 1e-12
+        return _best_within(curve, allowed, f"teacher fraction <= {self.fraction}"), {}
+
+
+@dataclass(frozen=True)
+class MaxCost(Target):
+    """Most accurate point whose average cost per input is at most ``cost``."""
+
+    cost: float = 1.0
+    kind = "max_cost"
+
+    def __post_init__(self) -> None:
+        check_cost(self.cost, "cost")
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        allowed = curve.cost <= self.cost * (1 + 1e-12)
+        if not np.any(allowed):
+            raise TargetUnreachableError(
+                f"a cost of at most {self.cost:g} {curve.cost_unit} per input cannot be met: "
+                f"the student alone costs {curve.student_cost:g}"
+            )
+        return _best_within(curve, allowed, f"cost <= {self.cost:g}"), {}
+
+
+def _best_within(curve: TradeoffCurve, allowed: np.ndarray, describe: str) -> int:
+    idx = np.flatnonzero(allowed)
+    if idx.size == 0:
+        raise TargetUnreachableError(f"no threshold on the calibration data meets {describe}")
+    quality = curve.accuracy if curve.has_labels else curve.agreement
+    best = idx[np.argmax(quality[idx])]  # argmax takes the first, i.e. smallest fraction
+    return int(best)
+
+
+@dataclass(frozen=True)
+class HistogramCrossing(Target):
+    """The paper's recommended point: where the score densities of inputs the
+    student gets right and gets wrong cross.
+
+    Located exactly, without binning, as the threshold that maximises
+    ``P(score < t | student wrong) - P(score < t | student right)``: the gap
+    between the two empirical CDFs is largest where the two densities cross
+    (its derivative is their difference). This is Youden's J statistic of the
+    score as a detector of student errors.
+    """
+
+    kind = "histogram_crossing"
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        _need_labels(curve, self.kind)
+        assert curve.student_correct is not None
+        wrong = ~curve.student_correct
+        n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
+        if n_wrong == 0 or n_right == 0:
+            raise TargetUnreachableError(
+                "the histogram crossing needs inputs the student gets right and wrong; "
+                f"got {n_right} right and {n_wrong} wrong"
+            )
+        cum_wrong = np.concatenate([[0], np.cumsum(wrong)])[curve.n_teacher]
+        cum_right = np.concatenate([[0], np.cumsum(~wrong)])[curve.n_teacher]
+        gap = cum_wrong / n_wrong - cum_right / n_right
+        k = int(np.argmax(gap))
+        return k, {"cdf_gap": float(gap[k])}
+
+
+def select_threshold(curve: TradeoffCurve, target: Target) -> Selection:
+    """Pick the threshold of ``curve`` that meets ``target``.
+
+    Args:
+        curve: from :func:`tradeoff_curve`.
+        target: a :class:`Target` (e.g. ``MaxDrop(0.005)``,
+            ``TeacherAccuracy()``, ``MaxTeacherFraction(0.3)``, ``MaxCost(2e8)``,
+            ``HistogramCrossing()``, ``GuaranteedDrop(0.005, delta=0.05)``).
+
+    Raises:
+        TargetUnreachableError: no point meets the target.
+    """
+    if not isinstance(target, Target):
+        raise InputError(f"target must be a Target (e.g. MaxDrop(0.005)), got {target!r}")
+    index, details = target.select_index(curve)
+    point = curve.point(index)
+    return Selection(point.threshold, point, target.to_dict(), details)

@@ -1,0 +1,231 @@
+"""A threshold whose accuracy drop is bounded with high probability (Learn-then-Test).
+
+:class:`GuaranteedDrop` picks the threshold that sends the fewest inputs to
+the teacher while guaranteeing, with probability at least ``1 - delta`` over
+the draw of the calibration set, that on new inputs from the same
+distribution the joint model's accuracy is at most ``eps`` below the
+teacher's. The one assumption: calibration inputs and future traffic are
+independent draws from the same distribution (exchangeable). Under
+distribution shift nothing is guaranteed.
+
+How (Angelopoulos, Bates et al., "Learn then Test", 2021): for each threshold
+``t`` the null hypothesis "risk(t) > eps" is tested with a valid p-value,
+thresholds are tested in a fixed order from the all-teacher end (``t = +inf``,
+risk 0) towards sending more to the student, and testing stops at the first
+threshold that cannot be rejected. The last rejected threshold is returned.
+Fixed-sequence testing controls the family-wise error at ``delta`` without any
+multiplicity correction, because an error needs the first false null of the
+sequence to be rejected, and that one test has level ``delta``.
+
+Losses (per input, at threshold ``t``, ``A = 1{student answers}``):
+
+- ``"signed"`` (default): ``A * (1{teacher right} - 1{student right})``,
+  in ``{-1, 0, 1}``; its mean is *exactly* the accuracy drop vs the teacher.
+- ``"harm"``: ``A * 1{student wrong and teacher right}``; its mean bounds the
+  drop from above, so it is more conservative.
+- ``"disagreement"``: ``A * 1{student and teacher disagree}``; needs no
+  labels (teacher outputs on unlabelled traffic suffice), bounds the drop
+  from above, and is the most conservative.
+
+p-values (for losses mapped to ``[0, 1]``):
+
+- ``"wsr"`` (default): the betting confidence bound of Waudby-Smith and
+  Ramdas (JRSS-B 2024): a nonnegative supermartingale (the capital of a
+  bettor who bets against the null with predictable, variance-adaptive stakes)
+  whose running maximum gives a p-value by Ville's inequality. It adapts to the
+  loss variance, which is small for the signed loss (most inputs have loss 0).
+- ``"hb"``: Hoeffding-Bentkus (Bates et al., 2021), the classic choice; tight
+  for Bernoulli losses with a small mean, loose for the signed loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+
+from ebjr._checks import check_probability
+from ebjr.calibration import Target, TradeoffCurve
+from ebjr.exceptions import InputError
+
+__all__ = [
+    "LOSSES",
+    "P_VALUES",
+    "GuaranteedDrop",
+    "hoeffding_bentkus_pvalue",
+    "loss_matrix",
+    "wsr_pvalue",
+]
+
+LOSSES = ("signed", "harm", "disagreement")
+P_VALUES = ("wsr", "hb")
+
+
+def hoeffding_bentkus_pvalue(mean: np.ndarray, n: int, level: float) -> np.ndarray:
+    """p-value of the null "true mean > level" for ``n`` i.i.d. losses in ``[0, 1]``.
+
+    ``min(exp(-n h(min(mean, level), level)), e * P(Binomial(n, level) <= ceil(n mean)))``
+    with ``h(a, b) = a log(a/b) + (1-a) log((1-a)/(1-b))`` (Bates et al., 2021).
+
+    Args:
+        mean: empirical mean loss per hypothesis, any shape.
+        n: number of samples.
+        level: the null's boundary, in ``(0, 1)``.
+    """
+    r = np.minimum(np.asarray(mean, dtype=np.float64), level)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_term = np.where(r > 0, r * np.log(r / level), 0.0)
+        b_term = np.where(r < 1, (1 - r) * np.log((1 - r) / (1 - level)), 0.0)
+    hoeffding = np.exp(-n * (a_term + b_term))
+    bentkus = math.e * stats.binom.cdf(np.ceil(n * np.asarray(mean) - 1e-9), n, level)
+    return np.minimum(1.0, np.minimum(hoeffding, bentkus))
+
+
+def wsr_pvalue(x: np.ndarray, level: float, delta: float, truncation: float = 0.5) -> np.ndarray:
+    """Betting p-value of the null "true mean > level" for losses in ``[0, 1]``.
+
+    Columns of ``x`` are separate hypotheses; rows are samples in a random
+    order fixed before looking at the data. The bettor's capital
+    ``K_i = prod_{j<=i} (1 - lambda_j (x_j - level))`` is a nonnegative
+    supermartingale under the null for any predictable ``lambda_j`` in
+    ``[0, 1/(1 - level))``, so ``P(max_i K_i >= 1/delta) <= delta`` (Ville)
+    and ``1 / max_i K_i`` is a valid p-value. Stakes follow the
+    predictable plug-in rule of Waudby-Smith and Ramdas:
+    ``lambda_i = min(sqrt(2 log(1/delta) / (n var_{i-1})), truncation / (1 - level))``
+    with running mean and variance estimates that start at 1/2 and 1/4.
+
+    Args:
+        x: losses in ``[0, 1]``, shape ``(n, k)``.
+        level: the null's boundary.
+        delta: the level the stakes are tuned for.
+        truncation: largest stake as a share of the largest safe stake.
+
+    Returns:
+        p-values, shape ``(k,)``.
+    """
+    # one hypothesis per row, samples along the contiguous axis: cumsums run fast
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)
+    n = x.shape[1]
+    i = np.arange(1, n + 1, dtype=np.float64)
+    mu = (0.5 + np.cumsum(x, axis=1)) / (i + 1)
+    var = (0.25 + np.cumsum((x - mu) ** 2, axis=1)) / (i + 1)
+    var_prev = np.empty_like(var)  # the stake for sample i uses samples before i only
+    var_prev[:, 0] = 0.25
+    var_prev[:, 1:] = var[:, :-1]
+    lam = np.minimum(np.sqrt(2 * math.log(1 / delta) / (n * var_prev)), truncation / (1 - level))
+    log_capital = np.cumsum(np.log1p(-lam * (x - level)), axis=1)
+    best = np.maximum(0.0, log_capital.max(axis=1))
+    return np.exp(-best)
+
+
+def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray) -> np.ndarray:
+    """Per-sample losses at the curve points ``indices``, shape ``(n, len(indices))``.
+
+    Rows are in the curve's sorted-score order; values as in the module docs
+    (``signed`` in ``{-1, 0, 1}``, the others in ``{0, 1}``).
+    """
+    if loss == "disagreement":
+        g = (~curve.agree).astype(np.float64)
+    else:
+        if not curve.has_labels:
+            raise InputError(
+                f"the {loss!r} loss needs labels; without labels use loss='disagreement'"
+            )
+        assert curve.student_correct is not None and curve.teacher_correct is not None
+        sc, tc = curve.student_correct, curve.teacher_correct
+        if loss == "signed":
+            g = tc.astype(np.float64) - sc.astype(np.float64)
+        elif loss == "harm":
+            g = (tc & ~sc).astype(np.float64)
+        else:
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    rows = np.arange(curve.n)[:, None]
+    answers = rows >= curve.n_teacher[indices][None, :]  # the student answers these rows
+    return g[:, None] * answers
+
+
+@dataclass(frozen=True)
+class GuaranteedDrop(Target):
+    """Accuracy drop vs the teacher <= ``eps`` with probability >= ``1 - delta``.
+
+    See the module documentation for the guarantee, its assumption, the losses
+    and the p-values.
+
+    Args:
+        eps: allowed accuracy drop (a fraction: 0.005 is half a point).
+        delta: allowed probability that the guarantee fails.
+        loss: ``"signed"``, ``"harm"`` or ``"disagreement"`` (label-free).
+        p_value: ``"wsr"`` or ``"hb"``.
+        seed: seed of the sample order used by the betting p-value.
+    """
+
+    eps: float = 0.005
+    delta: float = 0.05
+    loss: str = "signed"
+    p_value: str = "wsr"
+    seed: int = 0
+    kind: ClassVar[str] = "guaranteed_drop"
+    block: ClassVar[int] = 256
+
+    def __post_init__(self) -> None:
+        check_probability(self.eps, "eps")
+        check_probability(self.delta, "delta", open_low=True)
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.p_value not in P_VALUES:
+            raise InputError(f"p_value must be one of {', '.join(P_VALUES)}, got {self.p_value!r}")
+        if self.delta >= 1:
+            raise InputError(f"delta must be below 1, got {self.delta}")
+
+    def drop_bound(self) -> float | None:
+        return float(self.eps)
+
+    def _pvalues(self, curve: TradeoffCurve, idx: np.ndarray, order: np.ndarray) -> np.ndarray:
+        losses = loss_matrix(curve, self.loss, idx)
+        if self.loss == "signed":  # map {-1, 0, 1} to [0, 1]
+            x, level = (losses + 1.0) / 2.0, (1.0 + self.eps) / 2.0
+        else:
+            x, level = losses, self.eps
+        if level >= 1.0:
+            return np.zeros(idx.shape[0])  # every loss is <= 1: the null is impossible
+        if level <= 0.0:
+            return np.ones(idx.shape[0])  # "mean > 0" can never be rejected
+        if self.p_value == "hb":
+            return hoeffding_bentkus_pvalue(x.mean(axis=0), curve.n, level)
+        return wsr_pvalue(x[order], level, self.delta)
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        last = len(curve) - 1  # the all-teacher point: loss 0 on every input
+        order = np.random.default_rng(self.seed).permutation(curve.n)
+        chosen, p_chosen, tested = last, 0.0, 0
+        stop = None
+        for hi in range(last - 1, -1, -self.block):
+            idx = np.arange(hi, max(hi - self.block, -1), -1)
+            p = self._pvalues(curve, idx, order)
+            tested += idx.size
+            fail = np.flatnonzero(p > self.delta)
+            if fail.size:
+                j = int(fail[0])
+                if j > 0:
+                    chosen, p_chosen = int(idx[j - 1]), float(p[j - 1])
+                stop = (int(idx[j]), float(p[j]))
+                break
+            chosen, p_chosen = int(idx[-1]), float(p[-1])
+        details: dict[str, Any] = {
+            "p_value_at_threshold": p_chosen,
+            "hypotheses_tested": tested,
+            "calibration_drop": float(curve.teacher_accuracy - curve.accuracy[chosen])
+            if curve.has_labels
+            else None,
+            "calibration_disagreement": float(1 - curve.agreement[chosen]),
+            "assumption": "calibration data and traffic are i.i.d. from the same distribution",
+        }
+        if stop is not None:
+            details["first_not_rejected"] = {
+                "threshold": float(curve.threshold[stop[0]]),
+                "p_value": stop[1],
+            }
+        return chosen, details

@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ebjr.calibration import MaxDrop, select_threshold, tradeoff_curve
+from ebjr.exceptions import InputError
+from ebjr.risk_control import GuaranteedDrop, hoeffding_bentkus_pvalue, loss_matrix, wsr_pvalue
+from helpers import load_pair, synthetic
+
+
+def test_hoeffding_bentkus_matches_its_formula():
+    n, level = 400, 0.1
+    for r in [0.0, 0.02, 0.05, 0.09, 0.1, 0.2]:
+        a = min(r, level)
+        h = (a * math.log(a / level) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - level))
+        expected = min(1.0, math.exp(-n * h), math.e * stats.binom.cdf(math.ceil(n * r), n, level))
+        assert hoeffding_bentkus_pvalue(np.array([r]), n, level)[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "signed"])
+def test_pvalues_are_valid_under_the_null(kind):
+    """Under a null at its boundary, P(p <= delta) <= delta (Monte Carlo, binomial slack)."""
+    rng = np.random.default_rng(0)
+    trials, n, delta = 2000, 300, 0.1
+    if kind == "bernoulli":
+        level = 0.1
+        x = (rng.random((n, trials)) < level).astype(float)
+    else:  # signed loss in {-1, 0, 1}: P(+1) = 0.04 + eps, P(-1) = 0.04, so the mean is eps
+        eps = 0.02
+        u = rng.random((n, trials))
+        raw = np.where(u < 0.04 + eps, 1.0, np.where(u < 0.08 + eps, -1.0, 0.0))
+        level = (1 + eps) / 2
+        x = (raw + 1) / 2
+    slack = stats.binom.ppf(0.999, trials, delta) / trials
+    p_wsr = wsr_pvalue(x, level, delta)
+    assert np.mean(p_wsr <= delta) <= slack
+    p_hb = hoeffding_bentkus_pvalue(x.mean(axis=0), n, level)
+    assert np.mean(p_hb <= delta) <= slack
+
+
+def test_wsr_rejects_a_clearly_false_null():
+    rng = np.random.default_rng(1)
+    x = (rng.random((2000, 1)) < 0.01).astype(float)
+    assert wsr_pvalue(x, 0.05, 0.05)[0] < 1e-6
+
+
+def test_loss_matrix_by_brute_force():
+    s, t, y = synthetic(80, seed=5, ties=True)
+    curve = tradeoff_curve(s, t, y, "energy")
+    idx = np.arange(len(curve))
+    sc, tc = curve.student_correct, curve.teacher_correct
+    for loss, g in [
+        ("signed", tc.astype(int) - sc.astype(int)),
+        ("harm", (tc & ~sc).astype(int)),
+        ("disagreement", (~curve.agree).astype(int)),
+    ]:
+        m = loss_matrix(curve, loss, idx)
+        for k in idx:
+            answers = curve.scores >= curve.threshold[k]
+            np.testing.assert_array_equal(m[:, k], g * answers)
+    # the signed loss's mean is exactly the accuracy drop vs the teacher
+    drop = curve.teacher_accuracy - curve.accuracy
+    np.testing.assert_allclose(loss_matrix(curve, "signed", idx).mean(axis=0), drop, atol=1e-12)
+
+
+def test_guarantee_is_never_looser_than_in_sample_and_falls_back_to_teacher():
+    s, t, y = synthetic(400, seed=2)
+    curve = tradeoff_curve(s, t, y, "energy")
+    for loss in ["signed", "harm", "disagreement"]:
+        for pv in ["wsr", "hb"]:
+            sel = select_threshold(curve, GuaranteedDrop(0.02, 0.1, loss, pv))
+            assert (
+                sel.point.teacher_fraction
+                >= select_threshold(curve, MaxDrop(0.02)).point.teacher_fraction
+            )
+            assert sel.details["calibration_drop"] <= 0.02
+    tiny = tradeoff_curve(s[:10], t[:10], y[:10], "energy")
+    sel = select_threshold(tiny, GuaranteedDrop(0.001, 0.05))
+    assert sel.point.teacher_fraction == 1.0 and sel.threshold == math.inf
+
+
+def test_label_free_guarantee_needs_no_labels():
+    s, t, _ = synthetic(400, seed=2)
+    curve = tradeoff_curve(s, t, None, "softmax")
+    sel = select_threshold(curve, GuaranteedDrop(0.05, 0.1, loss="disagreement"))
+    assert sel.point.teacher_fraction < 1.0
+    assert 1 - sel.point.agreement <= 0.05
+    with pytest.raises(InputError, match="needs labels; without labels use loss='disagreement'"):
+        select_threshold(curve, GuaranteedDrop(0.05, 0.1, loss="signed"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps": -0.1}, r"eps must lie in \[0, 1\]"),
+        ({"delta": 0.0}, r"delta must lie in \(0, 1\]"),
+        ({"delta": 1.0}, "delta must be below 1"),
+        ({"loss": "zero-one"}, "loss must be one of signed, harm, disagreement"),
+        ({"p_value": "clt"}, "p_value must be one of wsr, hb"),
+    ],
+)
+def test_bad_guarantee_arguments(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        GuaranteedDrop(**kwargs)
+
+
+@pytest.mark.slow
+def test_guarantee_holds_on_held_out_halves_of_a_public_pair():
+    """Over 100 seeded 50/50 splits of CIFAR-10 (ResNet-20 -> ResNet-56), the held-out drop
+    of the guaranteed threshold exceeds eps in at most delta of the splits (binomial slack)."""
+    s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
+    eps, delta, splits = 0.005, 0.05, 100
+    violations, fractions = 0, []
+    for seed in range(splits):
+        perm = np.random.default_rng(seed).permutation(y.size)
+        cal, test = perm[: y.size // 2], perm[y.size // 2 :]
+        curve = tradeoff_curve(s[cal], t[cal], y[cal], "energy")
+        threshold = select_threshold(curve, GuaranteedDrop(eps, delta, seed=seed)).threshold
+        held = tradeoff_curve(s[test], t[test], y[test], "energy").at_threshold(threshold)
+        drop = np.mean(t[test].argmax(1) == y[test]) - held.accuracy
+        violations += drop > eps
+        fractions.append(held.teacher_fraction)
+    allowed = stats.binom.ppf(0.99, splits, delta)
+    assert violations <= allowed, f"{violations} of {splits} splits exceeded eps"
+    assert 0 < np.mean(fractions) < 1  # it does route, it is not the trivial all-teacher answer
