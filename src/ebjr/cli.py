@@ -1,0 +1,317 @@
+"""The ``ebjr`` command line: parse, call the library, print. No logic of its own.
+
+Heavy modules are imported inside the command handlers so that ``--help``
+answers fast and numpy-only commands never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ebjr import __version__
+from ebjr.exceptions import EBJRError
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("student", help="student outputs: .npz with 'logits' (n x C) [and 'labels']")
+    p.add_argument("teacher", help="teacher outputs on the same inputs, same format")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels (.npz with 'labels', or .npy); default: from the outputs files",
+    )
+    p.add_argument(
+        "--student-cost",
+        type=float,
+        default=1.0,
+        metavar="A",
+        help="student cost per input (FLOPs, seconds, ...; default 1)",
+    )
+    p.add_argument(
+        "--teacher-cost",
+        type=float,
+        default=1.0,
+        metavar="B",
+        help="teacher cost per input, same unit (default 1)",
+    )
+    p.add_argument(
+        "--cost-unit",
+        default="",
+        metavar="UNIT",
+        help="name of the cost unit for reports, e.g. FLOPs or ms",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ebjr",
+        description="Energy-based joint reasoning: route inputs between a fast student and an "
+        "accurate teacher by the student's free energy.",
+    )
+    parser.add_argument("--version", action="version", version=f"ebjr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="compare routers on precomputed outputs (curves, oracle, report)",
+        description="Compare every router's accuracy-vs-cost trade-off on a labelled set of "
+        "precomputed student and teacher outputs, with the oracle bound and the random "
+        "baseline.",
+    )
+    _add_pair_args(ev)
+    ev.add_argument(
+        "--routers",
+        default=None,
+        metavar="A,B,...",
+        help="routers to compare (default: energy,softmax,entropy,maxlogit,margin,paper_code)",
+    )
+    ev.add_argument(
+        "--random-seeds",
+        type=int,
+        default=10,
+        metavar="K",
+        help="seeds of the random router to summarise (default 10; 0 = none)",
+    )
+    ev.add_argument("--report", metavar="DIR", help="write an HTML report with plots to DIR")
+    ev.add_argument("--json", action="store_true", help="print the results as JSON")
+    ev.set_defaults(func=cmd_evaluate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="choose a threshold for a target and save a bundle",
+        description="Choose the threshold that meets a target on calibration outputs and "
+        "write a versioned JSON bundle. With --max-drop and --confidence, the accuracy drop "
+        "is guaranteed with that probability (Learn-then-Test), assuming calibration data and "
+        "traffic come from the same distribution.",
+    )
+    _add_pair_args(cal)
+    cal.add_argument(
+        "--router",
+        default="energy",
+        help="router name (default energy; 'auto' picks one by cross-validation)",
+    )
+    cal.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="temperature of the energy router (default 1)",
+    )
+    g = cal.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--teacher-accuracy",
+        action="store_true",
+        help="smallest teacher share that reaches the teacher's accuracy",
+    )
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="EPS",
+        help="accuracy drop vs the teacher at most EPS (a fraction: 0.005 = 0.5 point)",
+    )
+    g.add_argument(
+        "--max-teacher-fraction",
+        type=float,
+        metavar="F",
+        help="send at most F of the inputs to the teacher",
+    )
+    g.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="C",
+        help="average cost per input at most C (in the unit of the costs)",
+    )
+    g.add_argument(
+        "--histogram-crossing",
+        action="store_true",
+        help="the paper's recommendation: where the score histograms of inputs the "
+        "student gets right and wrong cross",
+    )
+    cal.add_argument(
+        "--confidence",
+        type=float,
+        metavar="P",
+        help="with --max-drop: guarantee the drop with probability >= P (e.g. 0.95)",
+    )
+    cal.add_argument(
+        "--loss",
+        choices=["signed", "harm", "disagreement"],
+        default="signed",
+        help="with --confidence: the loss controlled (default signed; "
+        "'disagreement' needs no labels)",
+    )
+    cal.add_argument(
+        "--p-value",
+        choices=["wsr", "hb"],
+        default="wsr",
+        help="with --confidence: betting (wsr, default) or Hoeffding-Bentkus (hb)",
+    )
+    cal.add_argument("--seed", type=int, default=0, help="seed for auto folds and wsr order")
+    cal.add_argument(
+        "-o", "--output", required=True, metavar="BUNDLE.json", help="where to write the bundle"
+    )
+    cal.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
+    cal.add_argument("--json", action="store_true", help="print the bundle as JSON")
+    cal.set_defaults(func=cmd_calibrate)
+
+    return parser
+
+
+def _load_pair(args: argparse.Namespace, need_labels: bool = True) -> tuple[Any, Any, Any]:
+    from ebjr.io import load_outputs, resolve_labels
+
+    s = load_outputs(args.student)
+    t = load_outputs(args.teacher)
+    if not need_labels:
+        try:
+            return s, t, resolve_labels(s, t, args.labels)
+        except EBJRError:
+            return s, t, None
+    return s, t, resolve_labels(s, t, args.labels)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps
+    from ebjr.evaluation import DEFAULT_ROUTERS, evaluate
+
+    s, t, y = _load_pair(args)
+    routers = DEFAULT_ROUTERS if not args.routers else [r.strip() for r in args.routers.split(",")]
+    ev = evaluate(
+        s.logits,
+        t.logits,
+        y,
+        routers,
+        student_cost=args.student_cost,
+        teacher_cost=args.teacher_cost,
+        cost_unit=args.cost_unit,
+        random_seeds=args.random_seeds,
+    )
+    if args.report:
+        from ebjr.report import write_report
+
+        index = write_report(ev, args.report)
+        print(f"report: {index}", file=sys.stderr)
+    if args.json:
+        print(dumps(ev.to_json_dict(), indent=2))
+        return 0
+    from ebjr.report import router_rows
+
+    unit = f" {args.cost_unit}" if args.cost_unit else ""
+    print(
+        f"n={ev.n}  student {100 * ev.student_accuracy:.2f}% at {ev.student_cost:.4g}{unit}"
+        f"  teacher {100 * ev.teacher_accuracy:.2f}% at {ev.teacher_cost:.4g}{unit}"
+    )
+    print("at the teacher's accuracy (in-sample):")
+    header = ["router", "teacher %", "accuracy %", "cost", "speed-up", "AUC"]
+    rows = router_rows(ev)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print(
+            "  "
+            + "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    for name, why in ev.skipped.items():
+        print(f"skipped {name}: {why}")
+    return 0
+
+
+def _target_from_args(args: argparse.Namespace) -> Any:
+    from ebjr.calibration import (
+        HistogramCrossing,
+        MaxCost,
+        MaxDrop,
+        MaxTeacherFraction,
+        TeacherAccuracy,
+    )
+    from ebjr.exceptions import InputError
+
+    if args.confidence is not None and args.max_drop is None:
+        raise InputError("--confidence goes with --max-drop (a guaranteed accuracy drop)")
+    if args.max_drop is not None:
+        if args.confidence is None:
+            return MaxDrop(args.max_drop)
+        from ebjr.risk_control import GuaranteedDrop
+
+        if not 0 < args.confidence < 1:
+            raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
+        return GuaranteedDrop(
+            args.max_drop, round(1 - args.confidence, 12), args.loss, args.p_value, args.seed
+        )
+    if args.teacher_accuracy:
+        return TeacherAccuracy()
+    if args.max_teacher_fraction is not None:
+        return MaxTeacherFraction(args.max_teacher_fraction)
+    if args.max_cost is not None:
+        return MaxCost(args.max_cost)
+    return HistogramCrossing()
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps, write_bundle
+    from ebjr.pipeline import calibrate_outputs
+
+    target = _target_from_args(args)
+    label_free = getattr(target, "loss", None) == "disagreement"
+    s, t, y = _load_pair(args, need_labels=not label_free)
+    params = {} if args.temperature is None else {"temperature": args.temperature}
+    result = calibrate_outputs(
+        s.logits,
+        t.logits,
+        y,
+        target,
+        router=args.router,
+        router_params=params,
+        student_cost=args.student_cost,
+        teacher_cost=args.teacher_cost,
+        cost_unit=args.cost_unit,
+        seed=args.seed,
+        sources={"student": s.path, "teacher": t.path},
+    )
+    path = write_bundle(result.bundle, args.output)
+    if args.report and y is not None:
+        from ebjr.evaluation import evaluate
+        from ebjr.report import write_report
+
+        ev = evaluate(
+            s.logits,
+            t.logits,
+            y,
+            student_cost=args.student_cost,
+            teacher_cost=args.teacher_cost,
+            cost_unit=args.cost_unit,
+        )
+        index = write_report(
+            ev, args.report, selection=result.selection, title="ebjr calibration (in-sample)"
+        )
+        print(f"report: {index}", file=sys.stderr)
+    if args.json:
+        print(dumps(result.bundle.to_dict(), indent=2))
+    else:
+        print(result.summary())
+        print(f"bundle: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EBJRError as exc:
+        print(f"ebjr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
