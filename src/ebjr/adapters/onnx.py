@@ -1,0 +1,98 @@
+"""An ONNX model run by ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ebjr._arrays import Array, to_numpy
+from ebjr.adapters.base import Adapter
+from ebjr.exceptions import InputError, missing_dependency
+
+__all__ = ["OnnxAdapter"]
+
+
+class OnnxAdapter(Adapter):
+    """Run an ONNX model with ONNX Runtime (CPU by default).
+
+    Args:
+        model: path of an ``.onnx`` file, or an ``onnxruntime.InferenceSession``.
+        input_name: the graph input fed with the batch (default: the first).
+        output_name: the graph output holding the logits (default: the first).
+        providers: ONNX Runtime execution providers.
+
+    Inputs are converted to numpy with the input's declared element type;
+    a dict batch feeds several graph inputs by name.
+    """
+
+    kind = "onnx"
+    _DTYPES: ClassVar[dict[str, Any]] = {
+        "tensor(float)": np.float32,
+        "tensor(double)": np.float64,
+        "tensor(float16)": np.float16,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+    }
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing_dependency("onnxruntime", "onnx", "An ONNX model") from exc
+        self.path: str | None = None
+        if isinstance(model, str | Path):
+            p = Path(model)
+            if not p.is_file():
+                raise InputError(f"ONNX file not found: {str(p)!r}")
+            self.path = str(p)
+            try:
+                model = ort.InferenceSession(
+                    self.path, providers=providers or ["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise InputError(f"ONNX Runtime cannot load {str(p)!r}: {exc}") from exc
+        if not isinstance(model, ort.InferenceSession):
+            raise InputError(f"expected an .onnx path or an InferenceSession, got {type(model)}")
+        self.session = model
+        inputs = {i.name: i for i in model.get_inputs()}
+        outputs = [o.name for o in model.get_outputs()]
+        self.input_name = input_name or next(iter(inputs))
+        if self.input_name not in inputs:
+            raise InputError(
+                f"the ONNX graph has no input {self.input_name!r}; it has {list(inputs)}"
+            )
+        self.output_name = output_name or outputs[0]
+        if self.output_name not in outputs:
+            raise InputError(f"the ONNX graph has no output {self.output_name!r}; it has {outputs}")
+        self._input_types = {name: self._DTYPES.get(i.type) for name, i in inputs.items()}
+
+    def _feed(self, name: str, value: Any) -> np.ndarray:
+        arr = to_numpy(value)
+        dtype = self._input_types.get(name)
+        return arr.astype(dtype, copy=False) if dtype is not None else arr
+
+    def forward(self, batch: Any) -> Array:
+        if isinstance(batch, dict):
+            feed = {k: self._feed(k, v) for k, v in batch.items()}
+        else:
+            feed = {self.input_name: self._feed(self.input_name, batch)}
+        try:
+            (out,) = self.session.run([self.output_name], feed)
+        except Exception as exc:
+            raise InputError(f"ONNX Runtime rejected the batch: {exc}") from exc
+        return out
+
+    def reference(self) -> dict[str, Any] | None:
+        return {"kind": "onnx"} if self.path else None
+
+    def __repr__(self) -> str:
+        return f"OnnxAdapter({self.path or 'session'})"
