@@ -1,0 +1,283 @@
+"""The live joint model: student on every row, teacher on the routed rows only.
+
+>>> import numpy as np
+>>> student = lambda x: np.asarray(x) * 1.0            # logits = inputs, for the example
+>>> teacher = lambda x: np.asarray(x)[:, ::-1] * 10.0  # a teacher that disagrees
+>>> joint = JointModel(student, teacher, "energy", threshold=3.0)
+>>> out = joint.predict(np.array([[5.0, 0.0], [0.2, 0.1]]))
+>>> out.source.tolist(), out.predictions.tolist()
+(['student', 'teacher'], [0, 1])
+>>> joint.counts()["teacher_rows"]
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ebjr._arrays import Array, namespace, to_numpy
+from ebjr.adapters.base import Adapter, as_adapter, batch_size
+from ebjr.exceptions import InputError
+from ebjr.routers import Router, check_threshold, get_router
+from ebjr.scores import softmax
+
+__all__ = ["JointModel", "JointPrediction", "take_rows"]
+
+log = logging.getLogger("ebjr.joint")
+
+
+def take_rows(batch: Any, index: Any) -> Any:
+    """Rows ``index`` of a batch (array, tensor, list, or dict of those), on its device."""
+    if isinstance(batch, dict):
+        return {k: take_rows(v, index) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return [batch[int(i)] for i in to_numpy(index)]
+    if isinstance(batch, np.ndarray):
+        return batch[to_numpy(index)]
+    return batch[index]
+
+
+@dataclass(frozen=True)
+class JointPrediction:
+    """The joint model's answer for one batch.
+
+    Attributes:
+        predictions: class per row in the teacher's label space, shape ``(n,)``.
+        probabilities: the answering model's softmax probabilities in the
+            teacher's label space, shape ``(n, C_teacher)``.
+        to_teacher: boolean mask, ``True`` where the teacher answered.
+        scores: the router's score per row (higher = student fit).
+        threshold: the one threshold this whole batch was routed with.
+        timings: seconds spent per stage (``student``, ``route``, ``teacher``,
+            ``merge``) when the model was built with ``profile=True``.
+    """
+
+    predictions: Array
+    probabilities: Array
+    to_teacher: Array
+    scores: Array
+    threshold: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def source(self) -> np.ndarray:
+        """``"student"`` or ``"teacher"`` per row."""
+        return np.where(to_numpy(self.to_teacher), "teacher", "student")
+
+
+class JointModel:
+    """Student first; rows whose score is below the threshold go to the teacher.
+
+    Args:
+        student, teacher: models (anything :func:`~ebjr.adapters.as_adapter`
+            accepts: torch modules, ONNX files, scikit-learn classifiers,
+            transformers models, callables).
+        router: router name or instance (scores the student's logits).
+        threshold: the student answers iff ``score >= threshold``. A live
+            knob: :meth:`set_threshold` is thread-safe; every batch is routed
+            with the one threshold read when it starts.
+        class_map: for a student whose classes are a subset of the teacher's,
+            ``class_map[j]`` is the teacher class of student class ``j``
+            (``-1`` for a student class with no teacher class, e.g. ``other``).
+        max_teacher_batch: largest sub-batch sent to the teacher at once.
+        validate: check logits (shape, NaN/inf) on every batch.
+        profile: record per-stage timings in each prediction.
+
+    The teacher sees only the routed rows, as one sub-batch (chunked by
+    ``max_teacher_batch``) on the batch's device, and is not called at all
+    when no row is routed.
+    """
+
+    def __init__(
+        self,
+        student: Any,
+        teacher: Any,
+        router: str | Router = "energy",
+        threshold: float = 0.0,
+        class_map: Any = None,
+        *,
+        max_teacher_batch: int | None = None,
+        validate: bool = True,
+        profile: bool = False,
+    ) -> None:
+        self.student: Adapter = as_adapter(student)
+        self.teacher: Adapter = as_adapter(teacher)
+        self.router: Router = get_router(router)
+        if getattr(self.router, "requires_fit", False) and not getattr(
+            self.router, "is_fitted", False
+        ):
+            raise InputError("an 'auto' router must be fitted before it is used in a JointModel")
+        self._threshold = check_threshold(threshold)
+        self.class_map = None if class_map is None else np.asarray(class_map, dtype=np.int64)
+        if self.class_map is not None and self.class_map.ndim != 1:
+            raise InputError(f"class_map must be 1-d, got shape {self.class_map.shape}")
+        if max_teacher_batch is not None and (
+            not isinstance(max_teacher_batch, int) or max_teacher_batch < 1
+        ):
+            raise InputError(
+                f"max_teacher_batch must be a positive integer, got {max_teacher_batch!r}"
+            )
+        self.max_teacher_batch = max_teacher_batch
+        self.validate = validate
+        self.profile = profile
+        self._lock = threading.Lock()
+        self._counts = {
+            "batches": 0,
+            "rows": 0,
+            "student_rows": 0,
+            "teacher_rows": 0,
+            "teacher_calls": 0,
+        }
+
+    # ------------------------------------------------------------ the live knob
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def set_threshold(self, threshold: float) -> float:
+        """Change the threshold for every batch that starts from now on; returns the old one."""
+        t = check_threshold(threshold)
+        with self._lock:
+            old, self._threshold = self._threshold, t
+        log.info("threshold changed from %r to %r", old, t)
+        return old
+
+    def counts(self) -> dict[str, int]:
+        """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
+        ``teacher_calls``."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            for k in self._counts:
+                self._counts[k] = 0
+
+    # ------------------------------------------------------------ prediction
+    def _to_teacher_space(self, xp: Any, pred: Array, probs: Array, c_teacher: int) -> tuple:
+        if self.class_map is None:
+            return pred, probs
+        cmap = xp.asarray(self.class_map, device=_device(pred))
+        mapped = xp.take(cmap, pred, axis=0)
+        out = xp.zeros((probs.shape[0], c_teacher), dtype=probs.dtype, device=_device(probs))
+        keep = np.flatnonzero(self.class_map >= 0)  # student columns with a teacher class
+        src = xp.asarray(keep, device=_device(probs))
+        dst = xp.asarray(self.class_map[keep], device=_device(probs))
+        out[:, dst] = xp.take(probs, src, axis=1)
+        return mapped, out
+
+    def predict(self, batch: Any) -> JointPrediction:
+        """Run the joint model on a batch (array, tensor, list of inputs, or dict of tensors)."""
+        n = batch_size(batch)
+        if n == 0:
+            raise InputError("the batch is empty: expected at least one input")
+        threshold = self._threshold  # one read: the whole batch uses this value
+        tick = time.perf_counter
+        timings: dict[str, float] = {}
+        t0 = tick()
+        s_logits = self.student(batch) if self.validate else self.student.forward(batch)
+        xp = namespace(s_logits)
+        t1 = tick()
+        scores = self.router.score(s_logits, validate=self.validate)
+        to_teacher = scores < threshold
+        s_probs = softmax(s_logits, validate=False)
+        s_pred = xp.argmax(s_logits, axis=1)
+        routed = xp.nonzero(to_teacher)[0]
+        k = int(routed.shape[0])
+        t2 = tick()
+        t_logits = None
+        if k:
+            t_logits = self._run_teacher(take_rows(batch, routed), xp, s_logits)
+        t3 = tick()
+        if (
+            self.class_map is None
+            and t_logits is not None
+            and t_logits.shape[1] != s_logits.shape[1]
+        ):
+            raise InputError(
+                f"the student has {s_logits.shape[1]} classes and the teacher "
+                f"{t_logits.shape[1]}; pass class_map to map the student's into the teacher's"
+            )
+        c_teacher = (
+            int(t_logits.shape[1])
+            if t_logits is not None
+            else (
+                int(self.class_map.max()) + 1 if self.class_map is not None else s_logits.shape[1]
+            )
+        )
+        pred, probs = self._to_teacher_space(xp, s_pred, s_probs, c_teacher)
+        if t_logits is not None:
+            if probs.shape[1] != t_logits.shape[1]:
+                raise InputError(
+                    f"class_map maps the student into {probs.shape[1]} classes but the teacher "
+                    f"has {t_logits.shape[1]}"
+                )
+            pred = _scatter(xp, pred, routed, xp.argmax(t_logits, axis=1))
+            probs = _scatter(xp, probs, routed, softmax(t_logits, validate=False))
+        t4 = tick()
+        if self.profile:
+            timings = {"student": t1 - t0, "route": t2 - t1, "teacher": t3 - t2, "merge": t4 - t3}
+        with self._lock:
+            c = self._counts
+            c["batches"] += 1
+            c["rows"] += n
+            c["teacher_rows"] += k
+            c["student_rows"] += n - k
+        return JointPrediction(pred, probs, to_teacher, scores, threshold, timings)
+
+    def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
+        k = batch_size(sub_batch)
+        step = self.max_teacher_batch or k
+        parts = []
+        for start in range(0, k, step):
+            chunk = (
+                sub_batch
+                if step >= k
+                else take_rows(sub_batch, np.arange(start, min(start + step, k)))
+            )
+            out = self.teacher(chunk) if self.validate else self.teacher.forward(chunk)
+            with self._lock:
+                self._counts["teacher_calls"] += 1
+            parts.append(_into_namespace(out, xp, like))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+    def __call__(self, batch: Any) -> JointPrediction:
+        return self.predict(batch)
+
+    def __repr__(self) -> str:
+        return (
+            f"JointModel(student={self.student!r}, teacher={self.teacher!r}, "
+            f"router={self.router!r}, threshold={self._threshold!r})"
+        )
+
+
+def _device(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _into_namespace(x: Array, xp: Any, like: Array) -> Array:
+    """``x`` as an array of ``like``'s namespace and device (a no-op when it already is)."""
+    if namespace(x) is xp:
+        dev = _device(like)
+        return x if _device(x) == dev else xp.asarray(x, device=dev)
+    host = to_numpy(x)
+    if isinstance(like, np.ndarray):
+        return host
+    return xp.asarray(host, device=_device(like))
+
+
+def _scatter(xp: Any, base: Array, index: Array, values: Array) -> Array:
+    """A copy of ``base`` with rows ``index`` replaced by ``values``."""
+    out = xp.asarray(base, copy=True)
+    if values.dtype != out.dtype:
+        values = xp.astype(values, out.dtype)
+    out[index, ...] = values
+    return out

@@ -1,0 +1,154 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ebjr.calibration import tradeoff_curve
+from ebjr.exceptions import InputError
+from ebjr.joint import JointModel
+from ebjr.routers import get_router
+from helpers import synthetic
+
+
+class Counting(torch.nn.Module):
+    """Wraps a module and records the size of every batch it is called with."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(x.detach().clone())
+        return self.inner(x)
+
+
+@pytest.fixture
+def pair():
+    torch.manual_seed(0)
+    return torch.nn.Linear(6, 4), Counting(torch.nn.Linear(6, 4))
+
+
+def test_teacher_sees_only_routed_rows(pair):
+    student, teacher = pair
+    x = torch.randn(50, 6)
+    score = get_router("energy").score(student(x).detach())
+    t = float(score.median())
+    joint = JointModel(student, teacher, "energy", t)
+    out = joint.predict(x)
+    routed = score < t
+    assert len(teacher.calls) == 1
+    torch.testing.assert_close(teacher.calls[0], x[routed])
+    assert out.to_teacher.tolist() == routed.tolist()
+    assert joint.counts() == {
+        "batches": 1,
+        "rows": 50,
+        "student_rows": 50 - int(routed.sum()),
+        "teacher_rows": int(routed.sum()),
+        "teacher_calls": 1,
+    }
+
+
+def test_teacher_never_called_when_nothing_is_routed(pair):
+    student, teacher = pair
+    joint = JointModel(student, teacher, "energy", -np.inf)
+    out = joint.predict(torch.randn(20, 6))
+    assert teacher.calls == [] and joint.counts()["teacher_calls"] == 0
+    assert out.source.tolist() == ["student"] * 20
+
+
+def test_teacher_batches_are_chunked(pair):
+    student, teacher = pair
+    joint = JointModel(student, teacher, "energy", np.inf, max_teacher_batch=8)
+    joint.predict(torch.randn(20, 6))
+    assert [c.shape[0] for c in teacher.calls] == [8, 8, 4]
+
+
+def test_live_predictions_equal_the_offline_curve():
+    s_logits, t_logits, y = synthetic(400, seed=7)
+    x = np.arange(400)  # the "inputs" are row indices; the models look the logits up
+    student = lambda b: s_logits[np.asarray(b)]  # noqa: E731
+    teacher = lambda b: t_logits[np.asarray(b)]  # noqa: E731
+    curve = tradeoff_curve(s_logits, t_logits, y, "energy")
+    for i in [0, 37, len(curve) // 2, len(curve) - 1]:
+        p = curve.point(i)
+        out = JointModel(student, teacher, "energy", p.threshold).predict(x)
+        assert np.mean(out.predictions == y) == pytest.approx(p.accuracy)
+        assert np.mean(out.to_teacher) == pytest.approx(p.teacher_fraction)
+        # probabilities are the answering model's
+        src = np.where(out.to_teacher[:, None], t_logits, s_logits)
+        expected = np.exp(src - src.max(1, keepdims=True))
+        np.testing.assert_allclose(out.probabilities, expected / expected.sum(1, keepdims=True))
+
+
+def test_numpy_and_torch_batches_give_the_same_answer(pair):
+    student, teacher = pair
+    x = torch.randn(30, 6)
+    joint = JointModel(student, teacher, "softmax", 0.5)
+    a, b = joint.predict(x), joint.predict(x.numpy())
+    assert torch.equal(a.predictions, b.predictions)
+
+
+def test_threshold_changes_from_another_thread_are_atomic_per_batch():
+    rng = np.random.default_rng(0)
+    s_logits = rng.normal(size=(256, 5)) * 3
+    t_logits = rng.normal(size=(256, 5))
+    joint = JointModel(lambda b: s_logits, lambda b: t_logits[: len(b)], "energy", 1.0)
+    score = get_router("energy").score(s_logits)
+    stop = threading.Event()
+    values = np.quantile(score, np.linspace(0.05, 0.95, 19))
+
+    def knob():
+        i = 0
+        while not stop.is_set():
+            joint.set_threshold(float(values[i % len(values)]))
+            i += 1
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=knob)
+    thread.start()
+    try:
+        seen = set()
+        for _ in range(300):
+            out = joint.predict(np.zeros((256, 1)))
+            # every row was routed with the one threshold the batch reports
+            np.testing.assert_array_equal(out.to_teacher, score < out.threshold)
+            seen.add(out.threshold)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) > 3  # the knob really moved during the stream
+
+
+def test_class_map_puts_student_answers_in_teacher_space():
+    s = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    t = np.eye(6)[[4, 5, 1]] * 9.0
+    joint = JointModel(lambda b: s, lambda b: t[: len(b)], "energy", -np.inf, class_map=[3, 1, -1])
+    out = joint.predict(np.zeros((3, 1)))
+    assert out.predictions.tolist() == [3, 1, -1]
+    assert out.probabilities.shape == (3, 4)  # no teacher ran: the map's largest class + 1
+    np.testing.assert_allclose(out.probabilities[0, 3], np.exp(5) / (np.exp(5) + 2))
+
+
+def test_errors(pair):
+    student, teacher = pair
+    joint = JointModel(student, teacher, "energy", 0.0)
+    with pytest.raises(InputError, match="the batch is empty"):
+        joint.predict(torch.zeros(0, 6))
+    with pytest.raises(InputError, match="threshold must be a real number"):
+        joint.set_threshold("high")
+    with pytest.raises(InputError, match="max_teacher_batch must be a positive integer"):
+        JointModel(student, teacher, max_teacher_batch=0)
+    wide = JointModel(student, torch.nn.Linear(6, 7), "energy", np.inf)
+    with pytest.raises(InputError, match="pass class_map"):
+        wide.predict(torch.randn(3, 6))
+    bad = JointModel(lambda b: np.full((len(b), 3), np.nan), teacher, "energy", 0.0)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        bad.predict(np.zeros((2, 6)))
+    short = JointModel(lambda b: np.zeros((1, 3)), teacher, "energy", 0.0)
+    with pytest.raises(InputError, match="returned 1 rows of logits for a batch of 4"):
+        short.predict(np.zeros((4, 6)))
+    with pytest.raises(InputError, match="'auto' router must be fitted"):
+        JointModel(student, teacher, "auto")
