@@ -58,6 +58,15 @@ _LAZY = {
     "read_bundle": "ebjr.bundle",
     "write_bundle": "ebjr.bundle",
     "load_outputs": "ebjr.io",
+    "JointModel": "ebjr.joint",
+    "JointPrediction": "ebjr.joint",
+    "save": "ebjr.persist",
+    "load": "ebjr.persist",
+    "as_adapter": "ebjr.adapters",
+    "count_flops": "ebjr.cost",
+    "measure_latency": "ebjr.cost",
+    "joint_cost": "ebjr.cost",
+    "calibrate_outputs": "ebjr.pipeline",
 }
 
 __all__ = [

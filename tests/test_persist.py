@@ -1,0 +1,132 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ebjr
+from ebjr.adapters.torch_module import TorchAdapter
+from ebjr.exceptions import BundleError
+from ebjr.joint import JointModel
+from ebjr.zoo.digits import make_student, make_teacher
+
+X = torch.rand(64, 8, 8)
+
+
+@pytest.fixture
+def joint():
+    torch.manual_seed(0)
+    s = TorchAdapter(make_student(), factory="ebjr.zoo.digits:make_student")
+    t = TorchAdapter(
+        make_teacher(width=4), factory="ebjr.zoo.digits:make_teacher", factory_kwargs={"width": 4}
+    )
+    score = s(X)
+    thr = float(torch.logsumexp(score, 1).median())
+    return JointModel(s, t, "energy", thr, max_teacher_batch=16)
+
+
+def _same(a, b):
+    assert torch.equal(a.predictions, b.predictions)
+    torch.testing.assert_close(a.probabilities, b.probabilities)
+    assert a.threshold == b.threshold
+
+
+def test_factory_round_trip_gives_identical_predictions(joint, tmp_path):
+    path = ebjr.save(joint, tmp_path / "b" / "model.json")
+    back = ebjr.load(path)
+    _same(joint.predict(X), back.predict(X))
+    assert back.max_teacher_batch == 16
+    ref = json.loads(path.read_text())["models"]["teacher"]
+    assert ref["kind"] == "factory" and ref["kwargs"] == {"width": 4} and len(ref["sha256"]) == 64
+
+
+def test_torchscript_and_onnx_round_trips(tmp_path):
+    torch.manual_seed(1)
+    student = torch.jit.script(make_student())
+    teacher_module = make_teacher(width=4).eval()
+    onnx_path = tmp_path / "teacher.onnx"
+    torch.onnx.export(
+        teacher_module,
+        (X[:2],),
+        str(onnx_path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("n")},),
+        dynamo=True,
+        verbose=False,
+    )
+    joint = JointModel(student, str(onnx_path), "softmax", 0.2)
+    path = ebjr.save(joint, tmp_path / "out" / "m.json")
+    back = ebjr.load(path)
+    a, b = joint.predict(X), back.predict(X)
+    assert torch.equal(a.predictions, b.predictions)
+    assert (tmp_path / "out" / "m.teacher.onnx").is_file()
+
+
+def test_missing_and_tampered_files_fail_clearly(joint, tmp_path):
+    path = ebjr.save(joint, tmp_path / "model.json")
+    weights = tmp_path / "model.teacher.state_dict.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"teacher's model file .* does not match the bundle"):
+        ebjr.load(path)
+    weights.unlink()
+    with pytest.raises(BundleError, match="teacher's model file is missing"):
+        ebjr.load(path)
+
+
+def test_untrusted_factory_is_refused_unless_allowed(joint, tmp_path):
+    path = ebjr.save(joint, tmp_path / "model.json")
+    d = json.loads(path.read_text())
+    d["models"]["student"]["factory"] = "os:system"
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="'os:system', which is not trusted"):
+        ebjr.load(path)
+    d["models"]["student"]["factory"] = "tests_factories:nothing"
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="cannot import the factory"):
+        ebjr.load(path, allow_factories=["tests_factories:*"])
+
+
+def test_weights_that_do_not_fit_fail_clearly(joint, tmp_path):
+    path = ebjr.save(joint, tmp_path / "model.json")
+    d = json.loads(path.read_text())
+    d["models"]["teacher"]["kwargs"] = {"width": 8}
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="teacher's weights do not fit"):
+        ebjr.load(path)
+
+
+def test_models_without_a_reference_cannot_be_saved(tmp_path):
+    joint = JointModel(lambda b: np.zeros((len(b), 3)), lambda b: np.zeros((len(b), 3)))
+    with pytest.raises(BundleError, match="cannot save the student"):
+        ebjr.save(joint, tmp_path / "m.json")
+
+
+def test_routing_only_bundle_is_explained(tmp_path):
+    from ebjr.bundle import RoutingBundle, write_bundle
+
+    p = write_bundle(
+        RoutingBundle({"name": "energy", "params": {}}, 1.0, {}, {}, {}), tmp_path / "r.json"
+    )
+    with pytest.raises(BundleError, match="routing bundle without model references"):
+        ebjr.load(p)
+
+
+def test_weights_are_loaded_without_unpickling_objects(joint, tmp_path):
+    path = ebjr.save(joint, tmp_path / "model.json")
+    evil = tmp_path / "model.student.state_dict.pt"
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Boom()}, evil)
+    d = json.loads(path.read_text())
+    import hashlib
+
+    d["models"]["student"]["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="not a plain state dict of tensors"):
+        ebjr.load(path)
