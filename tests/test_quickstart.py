@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ebjr
+from ebjr.cli import main
+from ebjr.quickstart import QuickstartConfig, make_digits_traffic
+
+
+def test_traffic_is_seeded_and_disjoint_from_training_images():
+    cfg = QuickstartConfig(n_calibration=50, n_test=50, augment_per_image=1)
+    a, b = make_digits_traffic(cfg), make_digits_traffic(cfg)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["x_cal"].shape == (50, 8, 8) and a["x_cal"].dtype == np.float32
+    assert 0.0 <= a["x_cal"].min() and a["x_cal"].max() <= 1.0
+    c = make_digits_traffic(
+        QuickstartConfig(seed=1, n_calibration=50, n_test=50, augment_per_image=1)
+    )
+    assert not np.array_equal(a["x_cal"], c["x_cal"])
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--epochs", "6", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # report with plots, results and a loadable bundle
+    html = (out / "report" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "held-out test set" in html
+    bundle = out / "bundle" / "quickstart.json"
+    joint = ebjr.load(bundle)
+    assert joint.threshold == pytest.approx(summary["threshold"])
+    # the held-out drop respects the guaranteed target, and the joint model routes
+    test = summary["test"]
+    assert test["accuracy_drop"] <= summary["config"]["eps"]
+    assert test["target_met"] and 0.0 < test["teacher_fraction"] < 1.0
+    assert test["live_matches_offline"]
+    assert summary["teacher"]["flops"] > 20 * summary["student"]["flops"]
+    # the loaded bundle reproduces the live predictions
+    cfg = QuickstartConfig(epochs=6)
+    data = make_digits_traffic(cfg)
+    pred = joint.predict(torch.as_tensor(data["x_test"])).predictions.numpy()
+    assert np.mean(pred == data["y_test"]) == pytest.approx(test["accuracy"])
+    # a second run reuses the cached models
+    assert main(["quickstart", "--out", str(out), "--epochs", "6"]) == 0
+    assert "loaded from cache" in capsys.readouterr().err
+
+
+def test_quickstart_rejects_bad_options(capsys, tmp_path):
+    assert main(["quickstart", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert main(["quickstart", "--out", str(tmp_path), "--confidence", "1.5"]) == 2
+    assert "--confidence must lie in (0, 1)" in capsys.readouterr().err
