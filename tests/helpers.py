@@ -35,3 +35,19 @@ def synthetic(n: int = 300, c: int = 5, seed: int = 0, ties: bool = False):
     if ties:
         s = np.round(s, 0)
     return s, t, y
+
+
+MODELS = SHARED / "models" / "ebjr-densenet"
+
+#: the paper's pairs: dataset -> (images file, classes, student (depth, growth), teacher)
+PAPER_PAIRS = {
+    "cifar10": ("cifar10-test-images.npz", 10, (52, 6), (64, 12)),
+    "cifar100": ("cifar100-test-images-classorder.npz", 100, (58, 6), (88, 8)),
+}
+
+
+def checkpoint(dataset: str, depth: int, growth: int) -> Path:
+    path = MODELS / dataset / f"densenet-bc-{depth}-{growth}" / "model_best.pth.tar"
+    if not path.is_file():
+        pytest.skip(f"needs the paper's checkpoint {path} (../shared/models; CI has it)")
+    return path

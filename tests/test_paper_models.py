@@ -1,0 +1,75 @@
+"""The paper's own DenseNet-BC checkpoints on the real CIFAR test images."""
+
+import numpy as np
+import pytest
+import torch
+
+from ebjr.joint import JointModel
+from ebjr.routers import get_router
+from ebjr.training import predict_logits
+from ebjr.zoo.densenet import DenseNetBC, cifar_preprocess, load_ebjr_checkpoint
+from helpers import MODELS, PAPER_PAIRS, checkpoint, shared_file
+
+STORED_ACCURACY = {  # best_acc stored in each checkpoint, in percent
+    ("cifar10", 52, 6): 91.80,
+    ("cifar10", 64, 12): 94.76,
+    ("cifar100", 58, 6): 69.28,
+    ("cifar100", 88, 8): 74.70,
+}
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    """Logits of all four checkpoints on the full test sets, computed once."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = {}
+    for dataset, (images, classes, s, t) in PAPER_PAIRS.items():
+        z = np.load(shared_file(images))
+        x = cifar_preprocess(z["images"])
+        for depth, growth in (s, t):
+            model = load_ebjr_checkpoint(checkpoint(dataset, depth, growth), depth, growth, classes)
+            out[(dataset, depth, growth)] = (predict_logits(model, x, 100).numpy(), z["labels"])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(STORED_ACCURACY))
+def test_checkpoints_give_their_stored_accuracy(outputs, key):
+    logits, labels = outputs[key]
+    acc = 100 * np.mean(logits.argmax(1) == labels)
+    assert round(acc, 2) == STORED_ACCURACY[key]
+    dataset, depth, growth = key
+    name = f"{dataset}{'-classorder' if dataset == 'cifar100' else ''}"
+    stored = MODELS / "logits" / f"{name}_ebjr-densenet-bc-{depth}-{growth}.npz"
+    if stored.is_file():  # same logits as the ones published beside the checkpoints
+        np.testing.assert_allclose(logits, np.load(stored)["logits"], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dataset", "threshold", "student_share", "accuracy"),
+    [("cifar10", 2.46, 72.03, 94.77), ("cifar100", 4.6195, 56.73, 74.79)],
+)
+def test_paper_code_router_reproduces_its_readme(
+    outputs, dataset, threshold, student_share, accuracy
+):
+    _, _, s, t = PAPER_PAIRS[dataset]
+    s_logits, labels = outputs[(dataset, *s)]
+    t_logits, _ = outputs[(dataset, *t)]
+    rows = np.arange(len(labels))
+    joint = JointModel(lambda b: s_logits[b], lambda b: t_logits[b], "paper_code", threshold)
+    out = joint.predict(rows)
+    assert round(100 * (1 - out.to_teacher.mean()), 2) == student_share
+    assert round(100 * np.mean(out.predictions == labels), 2) == accuracy
+
+
+def test_architecture_matches_the_checkpoint_layout():
+    # 20 + 36 n state-dict entries and the channel counts of the checkpoints' README
+    for (depth, growth), fc_in in {(52, 6): 87, (64, 12): 216, (58, 6): 97, (88, 8): 200}.items():
+        m = DenseNetBC(depth, growth, 10)
+        n = (depth - 4) // 6
+        assert len(m.state_dict()) == 20 + 36 * n
+        assert m.fc.in_features == fc_in
+    with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
+        DenseNetBC(50, 6)
+    assert get_router("paper_code").name == "paper_code"
