@@ -152,3 +152,49 @@ def test_errors(pair):
         short.predict(np.zeros((4, 6)))
     with pytest.raises(InputError, match="'auto' router must be fitted"):
         JointModel(student, teacher, "auto")
+
+
+def test_stream_pools_routed_rows_and_matches_per_batch_predict(pair):
+    student, teacher = pair
+    x = torch.randn(200, 6)
+    score = get_router("energy").score(student(x).detach())
+    joint = JointModel(student, teacher, "energy", float(torch.quantile(score, 0.3)))
+    sizes = [8, 1, 13, 32, 8, 50, 7, 81]
+    chunks = list(torch.split(x, sizes))
+    expected = [joint.predict(c) for c in chunks]
+    teacher.calls.clear()
+    joint.reset_counts()
+    got = list(joint.predict_stream(iter(chunks), teacher_batch_size=20))
+    assert len(got) == len(chunks)
+    for e, g in zip(expected, got, strict=True):
+        assert torch.equal(e.predictions, g.predictions)
+        assert torch.equal(e.to_teacher, g.to_teacher)
+        torch.testing.assert_close(e.probabilities, g.probabilities)
+    # fewer, larger teacher calls: every call but the last carries >= 20 rows
+    sizes_seen = [c.shape[0] for c in teacher.calls]
+    assert len(sizes_seen) < sum(1 for e in expected if e.to_teacher.any())
+    assert all(s >= 20 for s in sizes_seen[:-1])
+    assert sum(sizes_seen) == joint.counts()["teacher_rows"] == int((score < joint.threshold).sum())
+
+
+def test_stream_handles_numpy_lists_and_threshold_changes():
+    s_logits, t_logits, _ = synthetic(90, seed=3)
+    joint = JointModel(
+        lambda b: s_logits[np.asarray(b)], lambda b: t_logits[np.asarray(b)], "energy", 1.0
+    )
+    score = np.log(np.exp(s_logits).sum(1))
+
+    def batches():
+        for i, start in enumerate(range(0, 90, 10)):
+            joint.set_threshold(float(np.quantile(score, 0.1 * (i % 5))))
+            yield list(range(start, start + 10))
+
+    for i, out in enumerate(joint.predict_stream(batches(), teacher_batch_size=7)):
+        rows = np.arange(10 * i, 10 * i + 10)
+        np.testing.assert_array_equal(out.to_teacher, score[rows] < out.threshold)
+        np.testing.assert_array_equal(
+            out.predictions,
+            np.where(out.to_teacher, t_logits[rows].argmax(1), s_logits[rows].argmax(1)),
+        )
+    with pytest.raises(InputError, match="teacher_batch_size must be a positive integer"):
+        next(joint.predict_stream([[0]], teacher_batch_size=0))

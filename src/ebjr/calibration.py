@@ -358,7 +358,7 @@ def _need_labels(curve: TradeoffCurve, what: str) -> None:
         raise InputError(f"the {what} target needs labels; the curve was built without them")
 
 
-def _first_meeting(curve: TradeoffCurve, ok: np.ndarray, describe: str) -> int:
+def _first_meeting(ok: np.ndarray, describe: str) -> int:
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         raise TargetUnreachableError(f"no threshold on the calibration data meets {describe}")
@@ -387,7 +387,7 @@ class MaxDrop(Target):
         goal = curve.teacher_accuracy - self.eps
         # a tiny tolerance so that "equal to the teacher" is not lost to float rounding
         ok = curve.accuracy >= goal - 1e-12
-        return _first_meeting(curve, ok, f"accuracy >= {goal:.6f}"), {"accuracy_goal": goal}
+        return _first_meeting(ok, f"accuracy >= {goal:.6f}"), {"accuracy_goal": goal}
 
 
 @dataclass(frozen=True)

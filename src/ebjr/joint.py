@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,39 @@ from ebjr.exceptions import InputError
 from ebjr.routers import Router, check_threshold, get_router
 from ebjr.scores import softmax
 
-__all__ = ["JointModel", "JointPrediction", "take_rows"]
+__all__ = ["JointModel", "JointPrediction", "concat_rows", "take_rows"]
 
 log = logging.getLogger("ebjr.joint")
+
+
+@dataclass
+class _Pending:
+    """One batch after the student stage, waiting for its routed rows' teacher answers."""
+
+    batch: Any
+    n: int
+    threshold: float
+    xp: Any
+    s_logits: Array
+    scores: Array
+    to_teacher: Array
+    routed: Array
+    k: int
+    timings: dict[str, float]
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Concatenate batches row-wise (arrays, tensors, lists, or dicts of those)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if isinstance(first, dict):
+        return {k: concat_rows([p[k] for p in parts]) for k in first}
+    if isinstance(first, list | tuple):
+        return [row for p in parts for row in p]
+    if isinstance(first, np.ndarray):
+        return np.concatenate([to_numpy(p) for p in parts], axis=0)
+    return namespace(first).concat(parts, axis=0)
 
 
 def take_rows(batch: Any, index: Any) -> Any:
@@ -172,29 +203,37 @@ class JointModel:
         out[:, dst] = xp.take(probs, src, axis=1)
         return mapped, out
 
-    def predict(self, batch: Any) -> JointPrediction:
-        """Run the joint model on a batch (array, tensor, list of inputs, or dict of tensors)."""
+    def _student_stage(self, batch: Any) -> _Pending:
+        """Student forward, scores and the routing mask for one batch (one threshold read)."""
         n = batch_size(batch)
         if n == 0:
             raise InputError("the batch is empty: expected at least one input")
         threshold = self._threshold  # one read: the whole batch uses this value
-        tick = time.perf_counter
-        timings: dict[str, float] = {}
-        t0 = tick()
+        t0 = time.perf_counter()
         s_logits = self.student(batch) if self.validate else self.student.forward(batch)
         xp = namespace(s_logits)
-        t1 = tick()
+        t1 = time.perf_counter()
         scores = self.router.score(s_logits, validate=self.validate)
         to_teacher = scores < threshold
-        s_probs = softmax(s_logits, validate=False)
-        s_pred = xp.argmax(s_logits, axis=1)
         routed = xp.nonzero(to_teacher)[0]
-        k = int(routed.shape[0])
-        t2 = tick()
-        t_logits = None
-        if k:
-            t_logits = self._run_teacher(take_rows(batch, routed), xp, s_logits)
-        t3 = tick()
+        t2 = time.perf_counter()
+        return _Pending(
+            batch,
+            n,
+            threshold,
+            xp,
+            s_logits,
+            scores,
+            to_teacher,
+            routed,
+            int(routed.shape[0]),
+            {"student": t1 - t0, "route": t2 - t1},
+        )
+
+    def _finish(self, p: _Pending, t_logits: Array | None, teacher_s: float) -> JointPrediction:
+        """Merge the teacher's answers for the routed rows into the student's; count."""
+        t3 = time.perf_counter()
+        xp, s_logits = p.xp, p.s_logits
         if (
             self.class_map is None
             and t_logits is not None
@@ -204,32 +243,93 @@ class JointModel:
                 f"the student has {s_logits.shape[1]} classes and the teacher "
                 f"{t_logits.shape[1]}; pass class_map to map the student's into the teacher's"
             )
-        c_teacher = (
-            int(t_logits.shape[1])
-            if t_logits is not None
-            else (
-                int(self.class_map.max()) + 1 if self.class_map is not None else s_logits.shape[1]
-            )
-        )
-        pred, probs = self._to_teacher_space(xp, s_pred, s_probs, c_teacher)
+        if t_logits is not None:
+            c_teacher = int(t_logits.shape[1])
+        elif self.class_map is not None:
+            c_teacher = int(self.class_map.max()) + 1
+        else:
+            c_teacher = int(s_logits.shape[1])
+        s_probs = softmax(s_logits, validate=False)
+        pred, probs = self._to_teacher_space(xp, xp.argmax(s_logits, axis=1), s_probs, c_teacher)
         if t_logits is not None:
             if probs.shape[1] != t_logits.shape[1]:
                 raise InputError(
                     f"class_map maps the student into {probs.shape[1]} classes but the teacher "
                     f"has {t_logits.shape[1]}"
                 )
-            pred = _scatter(xp, pred, routed, xp.argmax(t_logits, axis=1))
-            probs = _scatter(xp, probs, routed, softmax(t_logits, validate=False))
-        t4 = tick()
+            pred = _scatter(xp, pred, p.routed, xp.argmax(t_logits, axis=1))
+            probs = _scatter(xp, probs, p.routed, softmax(t_logits, validate=False))
+        timings = {}
         if self.profile:
-            timings = {"student": t1 - t0, "route": t2 - t1, "teacher": t3 - t2, "merge": t4 - t3}
+            timings = {**p.timings, "teacher": teacher_s, "merge": time.perf_counter() - t3}
         with self._lock:
             c = self._counts
             c["batches"] += 1
-            c["rows"] += n
-            c["teacher_rows"] += k
-            c["student_rows"] += n - k
-        return JointPrediction(pred, probs, to_teacher, scores, threshold, timings)
+            c["rows"] += p.n
+            c["teacher_rows"] += p.k
+            c["student_rows"] += p.n - p.k
+        return JointPrediction(pred, probs, p.to_teacher, p.scores, p.threshold, timings)
+
+    def predict(self, batch: Any) -> JointPrediction:
+        """Run the joint model on a batch (array, tensor, list of inputs, or dict of tensors)."""
+        p = self._student_stage(batch)
+        start = time.perf_counter()
+        t_logits = None
+        if p.k:
+            t_logits = self._run_teacher(take_rows(batch, p.routed), p.xp, p.s_logits)
+        return self._finish(p, t_logits, time.perf_counter() - start)
+
+    def predict_stream(
+        self, batches: Iterable[Any], teacher_batch_size: int = 256
+    ) -> Iterator[JointPrediction]:
+        """Predict a stream of batches, pooling routed rows into large teacher batches.
+
+        The student runs on each batch as it arrives (each batch reads the
+        threshold once, as in :meth:`predict`). Routed rows wait until at least
+        ``teacher_batch_size`` of them are pending, or the stream ends; the
+        teacher then runs once on all of them, and the waiting batches' results
+        are yielded, in input order. With small batches and a deep teacher this
+        avoids paying the teacher's per-call cost for a handful of rows. For
+        offline scoring of a dataset; a server uses dynamic batching instead.
+
+        Args:
+            batches: any iterable of batches (arrays, tensors, lists or dicts).
+            teacher_batch_size: pending routed rows that trigger a teacher call.
+        """
+        if (
+            isinstance(teacher_batch_size, bool)
+            or not isinstance(teacher_batch_size, int)
+            or (teacher_batch_size < 1)
+        ):
+            raise InputError(
+                f"teacher_batch_size must be a positive integer, got {teacher_batch_size!r}"
+            )
+        pending: list[_Pending] = []
+        waiting = 0
+        for batch in batches:
+            p = self._student_stage(batch)
+            pending.append(p)
+            waiting += p.k
+            if waiting >= teacher_batch_size:
+                yield from self._flush(pending)
+                pending, waiting = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[_Pending]) -> Iterator[JointPrediction]:
+        routed = [p for p in pending if p.k]
+        start = time.perf_counter()
+        outputs: dict[int, Array] = {}
+        if routed:
+            rows = concat_rows([take_rows(p.batch, p.routed) for p in routed])
+            t_all = self._run_teacher(rows, routed[0].xp, routed[0].s_logits)
+            offset = 0
+            for p in routed:
+                outputs[id(p)] = _into_namespace(t_all[offset : offset + p.k], p.xp, p.s_logits)
+                offset += p.k
+        total = sum(p.k for p in routed) or 1
+        elapsed = time.perf_counter() - start
+        for p in pending:
+            yield self._finish(p, outputs.get(id(p)), elapsed * p.k / total)
 
     def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
         k = batch_size(sub_batch)
