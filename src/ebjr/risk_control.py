@@ -205,8 +205,8 @@ class GuaranteedDrop(Target):
         for hi in range(last - 1, -1, -self.block):
             idx = np.arange(hi, max(hi - self.block, -1), -1)
             p = self._pvalues(curve, idx, order)
-            tested += idx.size
             fail = np.flatnonzero(p > self.delta)
+            tested += int(fail[0]) + 1 if fail.size else idx.size
             if fail.size:
                 j = int(fail[0])
                 if j > 0:
