@@ -20,13 +20,16 @@ def test_conformance(name, logits):
     """Every registered router obeys the same contract."""
     r = get_router(name)
     s = r.score(logits)
-    assert s.shape == (40,) and np.all(np.isfinite(s))
-    for t in [float(np.median(s)), float(s.min()), float(s.max()) + 1]:
+    # scores are finite, or -inf for rows that must go to the teacher (specialized 'other')
+    assert s.shape == (40,) and not np.any(np.isnan(s)) and not np.any(s == np.inf)
+    finite = s[np.isfinite(s)]
+    assert finite.size > 20
+    for t in [float(np.median(finite)), float(finite.min()), float(finite.max()) + 1]:
         mask = get_router(name).route(logits, t)
         assert mask.dtype == bool and mask.shape == (40,)
         if name != "random":  # random draws fresh numbers on each call
-            np.testing.assert_array_equal(mask, r.score(logits) < t)
-    assert not get_router(name).route(logits, -np.inf).any()
+            np.testing.assert_array_equal(mask, (s < t) | (s == -np.inf))
+    np.testing.assert_array_equal(get_router(name).route(logits, -np.inf), s == -np.inf)
     assert get_router(name).route(logits, np.inf).all()
     # spec round trip rebuilds an equal router
     assert router_from_spec(r.to_spec()) == r
@@ -34,7 +37,7 @@ def test_conformance(name, logits):
     if name != "random":
         st = r.score(torch.tensor(logits))
         assert isinstance(st, torch.Tensor)
-        np.testing.assert_allclose(st.numpy(), s, rtol=1e-10)
+        np.testing.assert_allclose(st.numpy(), s, rtol=1e-10)  # -inf == -inf passes too
     with pytest.raises(InputError, match="NaN"):
         r.score(np.array([[np.nan, 1.0], [0.0, 1.0]]))
     with pytest.raises(InputError, match="threshold must be a real number"):

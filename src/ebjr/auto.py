@@ -38,7 +38,7 @@ from ebjr.exceptions import (
     NotFittedError,
     TargetUnreachableError,
 )
-from ebjr.routers import Router, router_from_spec
+from ebjr.routers import Router, router_from_spec, teacher_mask
 
 __all__ = ["DEFAULT_CANDIDATES", "AutoRouter", "CandidateEvidence", "list_candidates"]
 
@@ -225,7 +225,7 @@ class AutoRouter(Router):
                 threshold = select_threshold(curve, target).threshold
             except TargetUnreachableError as exc:
                 return CandidateEvidence(router.to_spec(), None, None, None, False, str(exc))
-            teacher = score[held] < threshold
+            teacher = teacher_mask(score[held], threshold)
             joint = np.where(teacher, pt[held], ps[held])
             fraction = float(teacher.mean())
             fractions.append(fraction)

@@ -88,9 +88,11 @@ class TradeoffCurve:
     The arrays ``threshold``, ``teacher_fraction``, ``accuracy``,
     ``agreement`` and ``cost`` have one entry per point, ordered by
     ``teacher_fraction`` ascending (so ``threshold`` ascends too). Point 0
-    sends nothing to the teacher (its threshold is the lowest calibration
-    score; pass ``-inf`` to never call the teacher on new data); the last
-    point sends everything (threshold ``+inf``).
+    sends nothing to the teacher (its threshold is the lowest finite
+    calibration score; pass ``-inf`` to never call the teacher on new data)
+    except rows scored ``-inf``, which go to the teacher at every threshold
+    (a specialized student's ``other``); the last point sends everything
+    (threshold ``+inf``).
 
     The per-sample arrays (``scores`` and the quality/agreement vectors, all
     sorted by score ascending) are kept so that targets that need more than
@@ -196,6 +198,8 @@ def curve_from_scores(
 
     Args:
         scores: routing score per row, shape ``(n,)``; higher = student fit.
+            ``-inf`` marks rows that always go to the teacher (then point 0
+            already sends those rows to it).
         student_pred: student's predicted class per row, in the teacher's label space.
         teacher_pred: teacher's predicted class per row.
         labels: true class per row, or ``None`` (then ``accuracy`` is NaN and only
@@ -207,8 +211,8 @@ def curve_from_scores(
     s = to_numpy(scores, np.float64)
     if s.ndim != 1 or s.shape[0] == 0:
         raise InputError(f"scores must be a non-empty 1-d array, got shape {s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise InputError("scores contain NaN or infinite values")
+    if np.any(np.isnan(s)) or np.any(s == np.inf):
+        raise InputError("scores contain NaN or +inf values (-inf means: always the teacher)")
     n = s.shape[0]
     ps, pt = to_numpy(student_pred).astype(np.int64), to_numpy(teacher_pred).astype(np.int64)
     if ps.shape != (n,) or pt.shape != (n,):
@@ -224,9 +228,11 @@ def curve_from_scores(
     ps, pt = ps[order], pt[order]
     agree = ps == pt
     # cut[k] = rows sent to the teacher at point k; one point per distinct score value
-    starts = np.flatnonzero(np.diff(s_sorted) != 0) + 1
+    starts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1  # (np.diff(-inf, -inf) is NaN)
     cut = np.concatenate([[0], starts, [n]])
     threshold = np.concatenate([s_sorted[cut[:-1]], [np.inf]])
+    if s_sorted[0] == -np.inf:  # rows scored -inf go to the teacher at every threshold
+        cut, threshold = cut[1:], threshold[1:]
     fraction = cut / n
 
     def _joint_rate(student_ok: np.ndarray, teacher_ok: np.ndarray) -> np.ndarray:

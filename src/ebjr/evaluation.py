@@ -26,7 +26,7 @@ from ebjr.calibration import (
     select_threshold,
 )
 from ebjr.exceptions import InputError, LogProbabilityInputError
-from ebjr.routers import RandomRouter, Router, get_router
+from ebjr.routers import RandomRouter, Router, get_router, teacher_mask
 
 __all__ = [
     "DEFAULT_ROUTERS",
@@ -291,5 +291,5 @@ def joint_predictions(
 ) -> np.ndarray:
     """Joint predictions for ``threshold`` from scores and the two models' predictions."""
     score = to_numpy(curve_or_scores, np.float64)
-    teacher = score < float(threshold)
+    teacher = teacher_mask(score, float(threshold))
     return np.where(teacher, to_numpy(teacher_pred), to_numpy(student_pred))

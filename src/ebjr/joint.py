@@ -25,7 +25,7 @@ import numpy as np
 from ebjr._arrays import Array, namespace, to_numpy
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
-from ebjr.routers import Router, check_threshold, get_router
+from ebjr.routers import Router, check_threshold, get_router, teacher_mask
 from ebjr.scores import softmax
 
 __all__ = ["JointModel", "JointPrediction", "concat_rows", "take_rows"]
@@ -214,7 +214,7 @@ class JointModel:
         xp = namespace(s_logits)
         t1 = time.perf_counter()
         scores = self.router.score(s_logits, validate=self.validate)
-        to_teacher = scores < threshold
+        to_teacher = teacher_mask(scores, threshold)
         routed = xp.nonzero(to_teacher)[0]
         t2 = time.perf_counter()
         return _Pending(

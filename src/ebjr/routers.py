@@ -39,11 +39,13 @@ __all__ = [
     "RandomRouter",
     "Router",
     "SoftmaxRouter",
+    "SpecializedRouter",
     "check_threshold",
     "get_router",
     "list_routers",
     "register_router",
     "router_from_spec",
+    "teacher_mask",
 ]
 
 
@@ -62,6 +64,11 @@ def check_threshold(threshold: Any) -> float:
     if math.isnan(t):
         raise InputError("threshold must be a real number, got NaN")
     return t
+
+
+def teacher_mask(scores: Array, threshold: float) -> Array:
+    """``True`` where a row goes to the teacher: ``score < threshold`` or ``score == -inf``."""
+    return (scores < threshold) | (scores == -math.inf)
 
 
 class Router:
@@ -120,10 +127,11 @@ class Router:
     def route(self, logits: Array, threshold: float, *, validate: bool = True) -> Array:
         """Boolean mask, shape ``(n,)``: ``True`` where the row goes to the teacher.
 
-        The student answers iff ``score >= threshold``.
+        The student answers iff ``score >= threshold``; a score of ``-inf``
+        (never fit, e.g. a specialized student's ``other``) always goes to the
+        teacher, whatever the threshold.
         """
-        t = check_threshold(threshold)
-        return self.score(logits, validate=validate) < t
+        return teacher_mask(self.score(logits, validate=validate), check_threshold(threshold))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -297,6 +305,46 @@ class RandomRouter(Router):
         if device is None or isinstance(logits, np.ndarray):
             return xp.asarray(u, dtype=logits.dtype)
         return xp.asarray(u, dtype=logits.dtype, device=device)
+
+
+@register_router
+class SpecializedRouter(Router):
+    """Router of a specialized student (paper's eq. 16-17).
+
+    The score is the negative free energy over the real classes, excluding
+    the ``other`` column; a row whose argmax is ``other`` scores ``-inf`` and so
+    always goes to the teacher, whatever the threshold.
+
+    Args:
+        other_index: the student's ``other`` column (default: the last).
+        temperature: ``T > 0`` of the energy.
+    """
+
+    name = "specialized"
+    needs_raw_logits = True
+
+    def __init__(self, other_index: int = -1, temperature: float = 1.0) -> None:
+        if isinstance(other_index, bool) or not isinstance(other_index, int):
+            raise InputError(f"other_index must be an integer, got {other_index!r}")
+        self.other_index = other_index
+        self.temperature = temperature
+        scores._check_temperature(temperature)
+
+    def params(self) -> dict[str, Any]:
+        return {"other_index": self.other_index, "temperature": float(self.temperature)}
+
+    def _score(self, logits: Array) -> Array:
+        xp = namespace(logits)
+        c = logits.shape[1]
+        if not -c <= self.other_index < c:
+            raise InputError(
+                f"other_index {self.other_index} is not a column of logits with {c} classes"
+            )
+        s = -scores.specialized_free_energy(
+            logits, self.other_index, self.temperature, validate=False
+        )
+        is_other = xp.argmax(logits, axis=1) == (self.other_index % c)
+        return xp.where(is_other, xp.asarray(-math.inf, dtype=s.dtype), s)
 
 
 _lazy("auto", "ebjr.auto:AutoRouter")

@@ -36,6 +36,7 @@ __all__ = [
     "softmax",
     "softmax_confidence",
     "softmax_logsumexp",
+    "specialized_free_energy",
 ]
 
 #: A row whose logsumexp is within this distance of 0 looks like log-probabilities.
@@ -108,6 +109,32 @@ def free_energy(logits: Array, temperature: float = 1.0, *, validate: bool = Tru
     if t == 1.0:
         return -logsumexp(logits, validate=False)
     return -t * logsumexp(logits / t, validate=False)
+
+
+def specialized_free_energy(
+    logits: Array, other_index: int, temperature: float = 1.0, *, validate: bool = True
+) -> Array:
+    """Free energy over every class except ``other`` (the paper's eq. 17).
+
+    A specialized student has ``C`` real classes plus one ``other`` class; its
+    energy is computed over the real classes only.
+
+    Args:
+        logits: specialized student logits, shape ``(n, C + 1)``.
+        other_index: the column of the ``other`` class (negative counts from the end).
+        temperature: ``T > 0``.
+    """
+    if validate:
+        logits = check_logits(logits, min_classes=3)
+    c = logits.shape[1]
+    if isinstance(other_index, bool) or not isinstance(other_index, int) or not (
+        -c <= other_index < c
+    ):
+        raise InputError(f"other_index must be a column in [-{c}, {c}), got {other_index!r}")
+    xp = namespace(logits)
+    keep = [j for j in range(c) if j != other_index % c]
+    real = xp.take(logits, xp.asarray(keep, device=getattr(logits, "device", None)), axis=1)
+    return free_energy(real, temperature, validate=False)
 
 
 def softmax_confidence(logits: Array, *, validate: bool = True) -> Array:
