@@ -41,13 +41,15 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    # -sum_i tau_i log S_i(x / T), scaled by T^2 so gradients keep their size (Hinton et al.)
+    logp = torch.log_softmax(logits / temperature, dim=1)
+    return -(target * logp).sum(dim=1).mean() * temperature**2
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _loss(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     if target.dtype.is_floating_point:
-        return _soft_ce(logits, target)
+        return _soft_ce(logits, target, temperature)
     return nn.functional.cross_entropy(logits, target)
 
 
@@ -96,6 +98,7 @@ def train_classifier(
     progress: bool = True,
     desc: str = "train",
     checkpoint: str | Path | None = None,
+    temperature: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` in place with AdamW and cosine decay; keep the best validation weights.
 
@@ -108,7 +111,11 @@ def train_classifier(
         seed: seeds torch and the shuffling, so runs are reproducible.
         progress: show a progress bar (tqdm) over epochs.
         checkpoint: if given, the best state dict is saved there.
+        temperature: with soft targets, the student's logits are divided by it
+            (the targets should be the teacher's softmax at the same temperature).
     """
+    if not temperature > 0:
+        raise InputError(f"temperature must be positive, got {temperature!r}")
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     torch.manual_seed(seed)
@@ -131,14 +138,14 @@ def train_classifier(
         total, count = 0.0, 0
         for xb, yb in loader:
             opt.zero_grad(set_to_none=True)
-            loss = _loss(model(xb), yb)
+            loss = _loss(model(xb), yb, temperature)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * xb.shape[0]
             count += xb.shape[0]
         logits = predict_logits(model, xv)
-        val_loss = float(_loss(logits, yv))
+        val_loss = float(_loss(logits, yv, temperature))
         hard = yv.argmax(1) if yv.dtype.is_floating_point else yv
         val_acc = float((logits.argmax(1) == hard).float().mean())
         history.append(
