@@ -97,8 +97,13 @@ def test_joint_model_maps_specialized_answers_into_teacher_space():
     cmap = ClassMap(np.array([7, 2]), n_classes=10)  # student: 0 -> 7, 1 -> 2, 2 = other
     s = np.array([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [0.1, 0.0, 0.0]])
     t = np.eye(10)[[1, 1, 4, 5]] * 9.0
-    joint = JointModel(lambda b: s[b], lambda b: t[b], get_router("specialized"), 3.0,
-                       class_map=cmap.joint_class_map())
+    joint = JointModel(
+        lambda b: s[b],
+        lambda b: t[b],
+        get_router("specialized"),
+        3.0,
+        class_map=cmap.joint_class_map(),
+    )
     out = joint.predict(np.arange(4))
     # confident rows answered by the student in teacher labels; 'other' and unsure rows by T
     assert out.source.tolist() == ["student", "student", "teacher", "teacher"]

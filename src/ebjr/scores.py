@@ -127,8 +127,10 @@ def specialized_free_energy(
     if validate:
         logits = check_logits(logits, min_classes=3)
     c = logits.shape[1]
-    if isinstance(other_index, bool) or not isinstance(other_index, int) or not (
-        -c <= other_index < c
+    if (
+        isinstance(other_index, bool)
+        or not isinstance(other_index, int)
+        or not (-c <= other_index < c)
     ):
         raise InputError(f"other_index must be a column in [-{c}, {c}), got {other_index!r}")
     xp = namespace(logits)

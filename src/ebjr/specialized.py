@@ -48,8 +48,10 @@ def top_classes(counts: Any, n_top: int) -> np.ndarray:
         raise InputError(f"counts must be a 1-d histogram over >= 2 classes, got shape {c.shape}")
     if np.any(~np.isfinite(c)) or np.any(c < 0):
         raise InputError("counts must be finite and non-negative")
-    if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or not (
-        1 <= n_top < c.size
+    if (
+        isinstance(n_top, bool)
+        or not isinstance(n_top, int | np.integer)
+        or not (1 <= n_top < c.size)
     ):
         raise InputError(
             f"n_top must be an integer in [1, {c.size - 1}] for {c.size} classes, got {n_top!r}"
