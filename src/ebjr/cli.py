@@ -192,6 +192,56 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--json", action="store_true", help="print the summary as JSON")
     qs.set_defaults(func=cmd_quickstart)
 
+    di = sub.add_parser(
+        "distill",
+        help="train a student from a teacher on unlabelled inputs, calibrate, write a bundle",
+        description="Unsupervised EBJR: distil a student from the teacher's soft outputs on "
+        "unlabelled inputs (80 %%), choose the threshold on the other 20 %% with a label-free "
+        "guarantee (disagreement with the teacher <= EPS with probability P), and write a "
+        "bundle with both models.",
+    )
+    di.add_argument(
+        "--teacher",
+        required=True,
+        metavar="REF",
+        help="a bundle (.json), an .onnx file, or package.module:function",
+    )
+    di.add_argument("--teacher-weights", metavar="FILE", help="state dict for a factory teacher")
+    di.add_argument("--teacher-kwargs", metavar="JSON", help="arguments of the teacher factory")
+    di.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="unlabelled inputs: .npy, .npz (x or images) or a folder of images",
+    )
+    di.add_argument(
+        "--student",
+        required=True,
+        metavar="FACTORY",
+        help="package.module:function building the (untrained) student",
+    )
+    di.add_argument("--student-kwargs", metavar="JSON", help="arguments of the student factory")
+    di.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    di.add_argument("--epochs", type=int, default=30, help="most training epochs (default 30)")
+    di.add_argument("--router", default="energy", help="router for the bundle (default energy)")
+    di.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=0.01,
+        metavar="EPS",
+        help="guaranteed share of answers that differ from the teacher's (0.01)",
+    )
+    di.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        metavar="P",
+        help="probability of the guarantee (default 0.95)",
+    )
+    di.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    di.add_argument("-o", "--output", required=True, metavar="BUNDLE.json")
+    di.set_defaults(func=cmd_distill)
+
     return parser
 
 
@@ -351,6 +401,72 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(dumps(summary, indent=2))
     else:
         print_summary(summary)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ebjr import persist
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.distill import distill, model_logits
+    from ebjr.distill_cli import load_inputs, load_teacher, make_module
+    from ebjr.exceptions import InputError
+    from ebjr.joint import JointModel
+    from ebjr.pipeline import calibrate_outputs
+    from ebjr.risk_control import GuaranteedDrop
+    from ebjr.training import predict_logits
+
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 0 < args.confidence < 1:
+        raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
+    x = load_inputs(args.data)
+    if x.shape[0] < 50:
+        raise InputError(f"--data needs at least 50 inputs, got {x.shape[0]}")
+    teacher = load_teacher(args.teacher, args.teacher_weights, args.teacher_kwargs)
+    torch.manual_seed(args.seed)  # the student's initial weights are part of the result
+    student, kwargs = make_module(args.student, args.student_kwargs)
+    perm = np.random.default_rng(args.seed).permutation(x.shape[0])
+    n_cal = max(20, round(0.2 * x.shape[0]))
+    cal, fit = perm[:n_cal], perm[n_cal:]
+    result = distill(
+        student, teacher, x[fit], temperature=args.temperature, epochs=args.epochs, seed=args.seed
+    )
+    print(
+        f"held-out KL to the teacher: {result.heldout_kl_before:.4f} -> "
+        f"{result.heldout_kl_after:.4f} nats"
+    )
+    s_cal = predict_logits(student, x[cal]).numpy()
+    t_cal = model_logits(teacher, x[cal])
+    target = GuaranteedDrop(
+        args.max_disagreement, round(1 - args.confidence, 12), loss="disagreement", seed=args.seed
+    )
+    costs = {"student_cost": 1.0, "teacher_cost": 1.0, "cost_unit": "model calls"}
+    if hasattr(teacher, "module"):  # both are torch modules: count FLOPs per input
+        from ebjr.cost import count_flops
+
+        example = torch.as_tensor(x[:8])
+        costs = {
+            "student_cost": count_flops(student, example),
+            "teacher_cost": count_flops(teacher.module, example),
+            "cost_unit": "FLOPs",
+        }
+    calibration = calibrate_outputs(
+        s_cal, t_cal, None, target, router=args.router, seed=args.seed, **costs
+    )
+    print(calibration.summary())
+    joint = JointModel(
+        TorchAdapter(student, factory=args.student, factory_kwargs=kwargs),
+        teacher,
+        calibration.router,
+        calibration.selection.threshold,
+    )
+    allow = [args.student] + ([args.teacher] if ":" in args.teacher else [])
+    path = persist.save(joint, args.output, calibration.bundle)
+    persist.load(path, allow_factories=allow)  # the bundle reads back before we say so
+    print(f"bundle: {path} (load with allow_factories={allow})")
     return 0
 
 

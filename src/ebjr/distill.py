@@ -34,9 +34,18 @@ __all__ = [
     "DistillResult",
     "distill",
     "kl_to_teacher",
+    "model_logits",
     "teacher_probabilities",
     "train_specialized",
 ]
+
+
+def model_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Logits of any model (anything :func:`~ebjr.adapters.as_adapter` accepts), batched."""
+    adapter = as_adapter(model)
+    xs = np.asarray(to_numpy(x))
+    parts = [to_numpy(adapter(xs[i : i + batch_size])) for i in range(0, xs.shape[0], batch_size)]
+    return np.concatenate(parts)
 
 
 def teacher_probabilities(
@@ -45,13 +54,8 @@ def teacher_probabilities(
     """``softmax(teacher_logits / temperature)`` on ``x``, batched; float32 ``(n, C)``."""
     if not temperature > 0:
         raise InputError(f"temperature must be positive, got {temperature!r}")
-    adapter = as_adapter(teacher)
-    xs = np.asarray(to_numpy(x))
-    parts = []
-    for start in range(0, xs.shape[0], batch_size):
-        logits = torch.as_tensor(to_numpy(adapter(xs[start : start + batch_size])))
-        parts.append(torch.softmax(logits.double() / temperature, dim=1).float().numpy())
-    return np.concatenate(parts)
+    logits = torch.as_tensor(model_logits(teacher, x, batch_size), dtype=torch.float64)
+    return torch.softmax(logits / temperature, dim=1).float().numpy()
 
 
 def kl_to_teacher(

@@ -68,8 +68,13 @@ class CalibrationResult:
         )
         if self.selection.target.get("kind") == "guaranteed_drop":
             t = self.selection.target
+            what = (
+                "share of answers that differ from the teacher's (so also the accuracy drop)"
+                if t.get("loss") == "disagreement"
+                else "accuracy drop vs the teacher"
+            )
             lines.append(
-                f"guarantee: accuracy drop vs the teacher <= {t['eps']} with probability >= "
+                f"guarantee: {what} <= {t['eps']} with probability >= "
                 f"{1 - t['delta']:g} on new inputs from the calibration distribution"
             )
         return "\n".join(lines)
