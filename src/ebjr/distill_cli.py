@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ebjr._factory import import_factory
 from ebjr.exceptions import InputError
 
 __all__ = ["load_inputs", "load_teacher", "make_module"]
@@ -72,19 +72,13 @@ def make_module(spec: str, kwargs_json: str | None = None) -> Any:
     Returns:
         ``(module, kwargs)``.
     """
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise InputError(f"a factory is 'package.module:function', got {spec!r}")
+    factory = import_factory(spec)
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except json.JSONDecodeError as exc:
         raise InputError(f"factory arguments must be a JSON object: {exc}") from exc
     if not isinstance(kwargs, dict):
         raise InputError(f"factory arguments must be a JSON object, got {kwargs!r}")
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import the factory {spec!r}: {exc}") from exc
     return factory(**kwargs), kwargs
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib
 import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ebjr._factory import check_factory_spec, import_factory
 from ebjr.adapters.base import Adapter
 from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
 from ebjr.exceptions import BundleError
@@ -145,18 +145,13 @@ def _check_file(folder: Path, ref: dict[str, Any], role: str) -> Path:
 
 
 def _factory(spec: str, allow: list[str]) -> Any:
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise BundleError(f"a factory is 'package.module:function', got {spec!r}")
+    check_factory_spec(spec, BundleError)
     if not any(fnmatch.fnmatchcase(spec, pattern) for pattern in ["ebjr.*", *allow]):
         raise BundleError(
             f"the bundle asks to run the factory {spec!r}, which is not trusted: pass "
-            f"allow_factories=[{spec!r}] (CLI: --allow-factory {spec}) if you trust this bundle"
+            f"allow_factories=[{spec!r}] if you trust this bundle"
         )
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise BundleError(f"cannot import the factory {spec!r}: {exc}") from exc
+    return import_factory(spec, BundleError)
 
 
 def _load_model(folder: Path, ref: Any, role: str, device: Any, allow: list[str]) -> Adapter:
