@@ -168,6 +168,24 @@ class TradeoffCurve:
             float(threshold), p.teacher_fraction, p.accuracy, p.agreement, p.cost, p.speedup
         )
 
+    def summary(self, max_points: int = 201) -> dict[str, Any]:
+        """At most ``max_points`` points of the curve, evenly spaced in index, as JSON lists.
+
+        Keeps both ends; ``accuracy`` is ``None`` without labels. What a bundle
+        stores so a server can draw the curve and look up thresholds.
+        """
+        if max_points < 2:
+            raise InputError(f"max_points must be >= 2, got {max_points!r}")
+        idx = np.unique(np.round(np.linspace(0, len(self) - 1, max_points)).astype(np.int64))
+        return {
+            "threshold": self.threshold[idx].tolist(),
+            "teacher_fraction": self.teacher_fraction[idx].tolist(),
+            "accuracy": self.accuracy[idx].tolist() if self.has_labels else None,
+            "agreement": self.agreement[idx].tolist(),
+            "cost": self.cost[idx].tolist(),
+            "n": self.n,
+        }
+
     def auc(self) -> float:
         """Area under accuracy vs teacher fraction on ``[0, 1]`` (trapezoids).
 

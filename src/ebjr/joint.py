@@ -28,14 +28,20 @@ from ebjr.exceptions import InputError
 from ebjr.routers import Router, check_threshold, get_router, teacher_mask
 from ebjr.scores import softmax
 
-__all__ = ["JointModel", "JointPrediction", "concat_rows", "take_rows"]
+__all__ = ["JointModel", "JointPrediction", "RoutedBatch", "concat_rows", "take_rows"]
 
 log = logging.getLogger("ebjr.joint")
 
 
 @dataclass
-class _Pending:
-    """One batch after the student stage, waiting for its routed rows' teacher answers."""
+class RoutedBatch:
+    """One batch after the student stage, waiting for its routed rows' teacher answers.
+
+    Made by :meth:`JointModel.route`, finished by :meth:`JointModel.merge`.
+    ``routed`` holds the row indices the teacher must answer (``k`` of them),
+    in the batch's namespace; ``threshold`` is the one value this batch was
+    routed with.
+    """
 
     batch: Any
     n: int
@@ -164,6 +170,7 @@ class JointModel:
             "student_rows": 0,
             "teacher_rows": 0,
             "teacher_calls": 0,
+            "fallback_rows": 0,
         }
 
     # ------------------------------------------------------------ the live knob
@@ -181,7 +188,8 @@ class JointModel:
 
     def counts(self) -> dict[str, int]:
         """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
-        ``teacher_calls``."""
+        ``teacher_calls``, ``fallback_rows`` (routed rows the student answered because
+        the teacher could not)."""
         with self._lock:
             return dict(self._counts)
 
@@ -203,12 +211,18 @@ class JointModel:
         out[:, dst] = xp.take(probs, src, axis=1)
         return mapped, out
 
-    def _student_stage(self, batch: Any) -> _Pending:
-        """Student forward, scores and the routing mask for one batch (one threshold read)."""
+    def route(self, batch: Any, threshold: float | None = None) -> RoutedBatch:
+        """The student stage of one batch: forward, scores and the routing mask.
+
+        The threshold is read once (``threshold`` overrides the live knob for
+        this batch, e.g. a server's load-aware value). Finish the batch with
+        :meth:`merge` once the teacher has answered the ``routed`` rows.
+        """
         n = batch_size(batch)
         if n == 0:
             raise InputError("the batch is empty: expected at least one input")
-        threshold = self._threshold  # one read: the whole batch uses this value
+        if threshold is None:
+            threshold = self._threshold  # one read: the whole batch uses this value
         t0 = time.perf_counter()
         s_logits = self.student(batch) if self.validate else self.student.forward(batch)
         xp = namespace(s_logits)
@@ -217,7 +231,7 @@ class JointModel:
         to_teacher = teacher_mask(scores, threshold)
         routed = xp.nonzero(to_teacher)[0]
         t2 = time.perf_counter()
-        return _Pending(
+        return RoutedBatch(
             batch,
             n,
             threshold,
@@ -230,10 +244,19 @@ class JointModel:
             {"student": t1 - t0, "route": t2 - t1},
         )
 
-    def _finish(self, p: _Pending, t_logits: Array | None, teacher_s: float) -> JointPrediction:
-        """Merge the teacher's answers for the routed rows into the student's; count."""
+    def merge(
+        self, p: RoutedBatch, t_logits: Array | None, teacher_s: float = 0.0
+    ) -> JointPrediction:
+        """Merge the teacher's logits for ``p``'s routed rows into the student's answers; count.
+
+        ``t_logits`` is ``None`` when no row was routed, or when the teacher
+        could not answer (a server's fallback): the student then answers every
+        row, and the routed rows are counted as ``fallback_rows``.
+        """
         t3 = time.perf_counter()
         xp, s_logits = p.xp, p.s_logits
+        if t_logits is not None:
+            t_logits = _into_namespace(t_logits, xp, s_logits)
         if (
             self.class_map is None
             and t_logits is not None
@@ -266,18 +289,22 @@ class JointModel:
             c = self._counts
             c["batches"] += 1
             c["rows"] += p.n
-            c["teacher_rows"] += p.k
-            c["student_rows"] += p.n - p.k
+            if t_logits is None and p.k:
+                c["fallback_rows"] += p.k
+                c["student_rows"] += p.n
+            else:
+                c["teacher_rows"] += p.k
+                c["student_rows"] += p.n - p.k
         return JointPrediction(pred, probs, p.to_teacher, p.scores, p.threshold, timings)
 
     def predict(self, batch: Any) -> JointPrediction:
         """Run the joint model on a batch (array, tensor, list of inputs, or dict of tensors)."""
-        p = self._student_stage(batch)
+        p = self.route(batch)
         start = time.perf_counter()
         t_logits = None
         if p.k:
             t_logits = self._run_teacher(take_rows(batch, p.routed), p.xp, p.s_logits)
-        return self._finish(p, t_logits, time.perf_counter() - start)
+        return self.merge(p, t_logits, time.perf_counter() - start)
 
     def predict_stream(
         self, batches: Iterable[Any], teacher_batch_size: int = 256
@@ -304,10 +331,10 @@ class JointModel:
             raise InputError(
                 f"teacher_batch_size must be a positive integer, got {teacher_batch_size!r}"
             )
-        pending: list[_Pending] = []
+        pending: list[RoutedBatch] = []
         waiting = 0
         for batch in batches:
-            p = self._student_stage(batch)
+            p = self.route(batch)
             pending.append(p)
             waiting += p.k
             if waiting >= teacher_batch_size:
@@ -315,7 +342,7 @@ class JointModel:
                 pending, waiting = [], 0
         yield from self._flush(pending)
 
-    def _flush(self, pending: list[_Pending]) -> Iterator[JointPrediction]:
+    def _flush(self, pending: list[RoutedBatch]) -> Iterator[JointPrediction]:
         routed = [p for p in pending if p.k]
         start = time.perf_counter()
         outputs: dict[int, Array] = {}
@@ -329,7 +356,12 @@ class JointModel:
         total = sum(p.k for p in routed) or 1
         elapsed = time.perf_counter() - start
         for p in pending:
-            yield self._finish(p, outputs.get(id(p)), elapsed * p.k / total)
+            yield self.merge(p, outputs.get(id(p)), elapsed * p.k / total)
+
+    def run_teacher(self, sub_batch: Any, like: Array) -> Array:
+        """The teacher's logits for ``sub_batch`` (chunked by ``max_teacher_batch``), as
+        arrays of ``like``'s namespace and device; counted in ``teacher_calls``."""
+        return self._run_teacher(sub_batch, namespace(like), like)
 
     def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
         k = batch_size(sub_batch)

@@ -32,7 +32,7 @@ from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
 from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
 
-__all__ = ["load", "save"]
+__all__ = ["load", "load_model", "save"]
 
 ROLES = ("student", "teacher")
 
@@ -194,13 +194,47 @@ def _load_model(folder: Path, ref: Any, role: str, device: Any, allow: list[str]
         from ebjr.adapters.transformers import TransformersAdapter
 
         return TransformersAdapter.from_pretrained(ref["name_or_path"], device=device)
+    if kind == "remote_v2":
+        from ebjr.adapters.remote import RemoteV2Adapter
+
+        return RemoteV2Adapter(
+            ref["url"], input_name=ref.get("input_name", "input"),
+            output_name=ref.get("output_name"),
+        )
     raise BundleError(f"unknown {role} model kind {kind!r}")
 
 
+def load_model(
+    path: str | Path,
+    role: str,
+    *,
+    device: Any = None,
+    allow_factories: list[str] | None = None,
+) -> tuple[Adapter, RoutingBundle]:
+    """Load one model (``"student"`` or ``"teacher"``) of the bundle at ``path``, and the bundle."""
+    if role not in ROLES:
+        raise BundleError(f"role must be one of {ROLES}, got {role!r}")
+    p = Path(path)
+    bundle = read_bundle(p)
+    if role not in bundle.models:
+        raise BundleError(f"{str(p)!r} has no {role} model reference")
+    adapter = _load_model(p.parent, bundle.models[role], role, device, list(allow_factories or []))
+    return adapter, bundle
+
+
 def load(
-    path: str | Path, *, device: Any = None, allow_factories: list[str] | None = None
+    path: str | Path,
+    *,
+    device: Any = None,
+    allow_factories: list[str] | None = None,
+    teacher: Any = None,
 ) -> JointModel:
     """Rebuild the :class:`~ebjr.joint.JointModel` saved at ``path``.
+
+    Args:
+        teacher: use this model as the teacher instead of the bundle's (e.g.
+            a :class:`~ebjr.adapters.remote.RemoteV2Adapter` for an edge/cloud
+            split); the bundle's teacher is then not loaded.
 
     Raises:
         BundleError: a malformed bundle, a missing or altered model file, an
@@ -208,7 +242,7 @@ def load(
     """
     p = Path(path)
     bundle = read_bundle(p)
-    missing = [r for r in ROLES if r not in bundle.models]
+    missing = [r for r in ROLES if r not in bundle.models and not (r == "teacher" and teacher)]
     if missing:
         raise BundleError(
             f"{str(p)!r} is a routing bundle without model references ({', '.join(missing)} "
@@ -217,7 +251,8 @@ def load(
         )
     allow = list(allow_factories or [])
     student = _load_model(p.parent, bundle.models["student"], "student", device, allow)
-    teacher = _load_model(p.parent, bundle.models["teacher"], "teacher", device, allow)
+    if teacher is None:
+        teacher = _load_model(p.parent, bundle.models["teacher"], "teacher", device, allow)
     joint = JointModel(
         student,
         teacher,

@@ -115,7 +115,11 @@ def _train_or_load(
     from ebjr.zoo import digits
 
     model = getattr(digits, factory)()
-    path = cache / f"{name}-{cfg.key()}.pt"
+    # the architecture is part of the key: a cache from another version is never loaded
+    arch = hashlib.sha256(
+        repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode()
+    ).hexdigest()[:8]
+    path = cache / f"{name}-{cfg.key()}-{arch}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         _say(f"{name}: loaded from cache {path}")
@@ -237,6 +241,11 @@ def run_quickstart(
             "per input.",
         ],
     )
+    result.bundle.extra["input"] = {
+        "shape": [8, 8],
+        "datatype": "FP32",
+        "description": "an 8x8 grey image of one digit, ink = 1, background = 0",
+    }
     bundle_path = persist.save(joint, out / "bundle" / "quickstart.json", result.bundle)
     summary = {
         "config": vars(cfg),

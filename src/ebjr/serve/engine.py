@@ -1,0 +1,326 @@
+"""What the HTTP layer calls: a joint engine (student, routing, teacher) or one plain model.
+
+Flow of a joint request: its rows join the student :class:`~ebjr.serve.batcher.Batcher`;
+a student batch is routed by :meth:`JointModel.route` with the threshold in
+use (the live one, or the load-aware one); its routed rows join the teacher
+batcher, so routed rows of several student batches share one teacher call;
+:meth:`JointModel.merge` puts the answers together, and each request gets
+its rows back. The student and the local teacher each run on their own
+thread, so the two stages overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ebjr._arrays import to_numpy
+from ebjr.exceptions import EBJRError
+from ebjr.joint import JointModel, take_rows
+from ebjr.serve.batcher import Batcher, Overloaded
+from ebjr.serve.load_control import LoadAwareThreshold
+from ebjr.serve.metrics import ServeMetrics
+from ebjr.serve.settings import ServeSettings
+
+__all__ = ["JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
+
+log = logging.getLogger("ebjr.serve")
+
+
+class TeacherUnavailable(EBJRError):
+    """The teacher could not answer (down, slow, overloaded, or broken)."""
+
+    def __init__(self, message: str, kind: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass
+class JointAnswer:
+    """The joint model's answer for one request's rows."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+    answered_by: np.ndarray  # "student" | "teacher" | "student_fallback" per row
+    threshold: float
+    degraded: bool
+
+    @property
+    def path(self) -> str:
+        if self.degraded:
+            return "fallback"
+        return "teacher" if (self.answered_by == "teacher").any() else "student"
+
+
+def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for b in blocks:
+        out.append((start, start + int(b.shape[0])))
+        start += int(b.shape[0])
+    return out
+
+
+class _ModelRunner:
+    """Runs ``fn`` on its own thread: ``await runner(*args) -> fn(*args)``."""
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self._fn = fn
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{name}")
+
+    async def __call__(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._fn, *args)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class ModelEngine:
+    """One model served alone (``--role student|teacher``): rows in, logits out."""
+
+    kind = "model"
+
+    def __init__(self, adapter: Any, settings: ServeSettings, metrics: ServeMetrics) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.metrics = metrics
+        self._runner = _ModelRunner(lambda rows: to_numpy(adapter(rows)), settings.role)
+        self.batcher = Batcher(
+            settings.role,
+            self._run,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_rows=settings.max_queue_rows,
+            on_batch=lambda n: metrics.batch_rows.labels(settings.role).observe(n),
+        )
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def _run(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        logits = await self._runner(np.concatenate(blocks))
+        return [logits[a:b] for a, b in _split(blocks)]
+
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        self.metrics.queue_rows.labels(self.settings.role).set(self.batcher.queued_rows + len(x))
+        return await self.batcher.submit(x)
+
+    def queue_rows(self) -> dict[str, int]:
+        return {self.settings.role: self.batcher.queued_rows}
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self._runner.close()
+
+
+class JointEngine:
+    """The joint model behind dynamic batching, with a local or remote teacher."""
+
+    kind = "joint"
+
+    def __init__(
+        self,
+        joint: JointModel,
+        settings: ServeSettings,
+        metrics: ServeMetrics,
+        teacher: Any = None,
+    ) -> None:
+        self.joint = joint
+        self.settings = settings
+        self.metrics = metrics
+        self._student = _ModelRunner(joint.route, "student")
+        self._teacher = teacher if teacher is not None else _ModelRunner(
+            lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher"
+        )
+        self.control: LoadAwareThreshold | None = None
+        if settings.load_mode is not None:
+            self.control = LoadAwareThreshold(
+                settings.load_mode, settings.load_budget, settings.load_min_threshold
+            )
+        self.student_batcher = Batcher(
+            "student",
+            self._run_student,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_rows=settings.max_queue_rows,
+            max_in_flight=8,  # student batches waiting for the teacher do not block the student
+            on_batch=lambda n: metrics.batch_rows.labels("student").observe(n),
+        )
+        self.teacher_batcher = Batcher(
+            "teacher",
+            self._run_teacher,
+            max_batch=settings.teacher_max_batch_size,
+            max_wait_s=settings.teacher_max_wait_ms / 1000,
+            max_queue_rows=settings.teacher_max_queue_rows,
+            max_in_flight=getattr(self._teacher, "max_in_flight", 1),
+            on_batch=lambda n: metrics.batch_rows.labels("teacher").observe(n),
+        )
+        metrics.threshold.labels("set").set(joint.threshold)
+        metrics.threshold.labels("effective").set(joint.threshold)
+
+    def start(self) -> None:
+        self.student_batcher.start()
+        self.teacher_batcher.start()
+
+    # ------------------------------------------------------------ threshold
+    def effective_threshold(self) -> float:
+        t = self.joint.threshold
+        if self.control is not None:
+            t = self.control.effective(t, self.teacher_batcher.queued_rows)
+            self.metrics.allowed_share.set(self.control.allowed_share)
+        self.metrics.threshold.labels("set").set(self.joint.threshold)
+        self.metrics.threshold.labels("effective").set(t)
+        return t
+
+    # ------------------------------------------------------------ serving
+    def queue_rows(self) -> dict[str, int]:
+        return {"student": self.student_batcher.queued_rows,
+                "teacher": self.teacher_batcher.queued_rows}
+
+    def _update_queue_gauges(self) -> None:
+        for stage, rows in self.queue_rows().items():
+            self.metrics.queue_rows.labels(stage).set(rows)
+
+    async def infer(self, x: np.ndarray) -> JointAnswer:
+        """The joint answer for ``x``; raises Overloaded or TeacherUnavailable (policy ``error``)."""
+        fut = self.student_batcher.submit(x)
+        self._update_queue_gauges()
+        result = await fut
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _run_teacher(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        logits = await self._teacher(np.concatenate(blocks))
+        return [logits[a:b] for a, b in _split(blocks)]
+
+    async def _ask_teacher(self, rows: np.ndarray) -> tuple[np.ndarray | None, Exception | None]:
+        try:
+            return await self.teacher_batcher.submit(rows), None
+        except Overloaded as exc:
+            kind = "shutting_down" if exc.closing else "queue_full"
+            err = TeacherUnavailable(f"the teacher is overloaded: {exc}", kind, exc.retry_after)
+        except TeacherUnavailable as exc:
+            err = exc
+        except Exception as exc:  # a broken local teacher must not take the request down
+            log.exception("the teacher failed on %d rows", len(rows))
+            err = TeacherUnavailable(f"the teacher failed: {type(exc).__name__}: {exc}",
+                                     "model_error")
+        self.metrics.teacher_errors.labels(err.kind).inc()
+        return None, err
+
+    async def _run_student(self, blocks: list[np.ndarray]) -> list[Any]:
+        batch = np.concatenate(blocks)
+        routed = await self._student(batch, self.effective_threshold())
+        scores = to_numpy(routed.scores)
+        mask = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
+        if self.control is not None:
+            self.control.observe(scores)
+        self.metrics.observe_routing(len(batch), routed.k)
+        t_logits, failure = None, None
+        if routed.k:
+            self._update_queue_gauges()
+            t_logits, failure = await self._ask_teacher(take_rows(batch, np.flatnonzero(mask)))
+        pred = self.joint.merge(routed, t_logits)
+        predictions = to_numpy(pred.predictions)
+        probs = to_numpy(pred.probabilities)
+        answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
+        out: list[Any] = []
+        for a, b in _split(blocks):
+            if failure is not None and self.settings.fallback == "error" and mask[a:b].any():
+                out.append(failure)
+                continue
+            out.append(
+                JointAnswer(predictions[a:b], probs[a:b], scores[a:b], answered[a:b],
+                            routed.threshold, failure is not None and bool(mask[a:b].any()))
+            )
+        return out
+
+    async def close(self) -> None:
+        """Finish every queued request (student first, its teacher calls after), then stop."""
+        await self.student_batcher.close()
+        await self.teacher_batcher.close()
+        await self._student.close()
+        await self._teacher.close()
+
+
+class RemoteTeacher:
+    """The teacher behind an Open Inference Protocol v2 server, over a pooled async client.
+
+    Each call tries ``1 + retries`` times (connection errors, timeouts and 5xx
+    answers are retried after a short back-off); then it raises
+    :class:`TeacherUnavailable`. After ``trip_after`` failed calls in a row the
+    circuit opens: calls fail at once for ``cooldown_s`` seconds, then one is
+    let through to probe the teacher again.
+    """
+
+    def __init__(self, settings: ServeSettings, metrics: ServeMetrics, *,
+                 trip_after: int = 3, cooldown_s: float = 2.0, max_in_flight: int = 4) -> None:
+        import httpx
+
+        self.url = settings.remote_teacher.rstrip("/")
+        self.settings = settings
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.trip_after = trip_after
+        self.cooldown_s = cooldown_s
+        self._failures = 0
+        self._open_until = 0.0
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.teacher_timeout_s),
+            limits=httpx.Limits(max_connections=2 * max_in_flight,
+                                max_keepalive_connections=max_in_flight),
+        )
+
+    async def __call__(self, rows: np.ndarray) -> np.ndarray:
+        import httpx
+
+        from ebjr.adapters.remote import v2_logits, v2_request
+
+        now = time.monotonic()
+        if now < self._open_until:
+            raise TeacherUnavailable(
+                f"the remote teacher at {self.url} failed {self._failures} times in a row; "
+                "not retrying for a moment", "circuit_open", self._open_until - now)
+        body = v2_request(rows, self.settings.teacher_input_name)
+        kind, detail = "connection", ""
+        for attempt in range(self.settings.teacher_retries + 1):
+            if attempt:
+                self.metrics.teacher_errors.labels(kind).inc()
+                await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
+            try:
+                r = await self._client.post(f"{self.url}/infer", json=body)
+            except httpx.TimeoutException as exc:
+                kind, detail = "timeout", str(exc) or "timed out"
+                continue
+            except httpx.TransportError as exc:
+                kind, detail = "connection", str(exc) or type(exc).__name__
+                continue
+            if r.status_code >= 500 or r.status_code == 429:
+                kind, detail = "http_5xx", f"HTTP {r.status_code}: {r.text[:200]}"
+                continue
+            try:
+                if r.status_code != 200:
+                    raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
+                logits = v2_logits(r.json(), len(rows), self.settings.teacher_output_name)
+            except ValueError as exc:
+                kind, detail = "bad_response", str(exc)
+                break
+            self._failures = 0
+            return logits
+        self._failures += 1
+        if self._failures >= self.trip_after:
+            self._open_until = time.monotonic() + self.cooldown_s
+        raise TeacherUnavailable(f"the remote teacher at {self.url} failed ({kind}): {detail}",
+                                 kind)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,79 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process).
+
+Names (all prefixed ``ebjr_``):
+
+- ``requests_total{status}``: answered requests by HTTP status.
+- ``rows_total{answered_by}``: rows by the model that answered them
+  (``student``, ``teacher``, ``student_fallback`` when the teacher failed).
+- ``teacher_share``: share of rows routed to the teacher over the last
+  ``window`` rows (fallback rows count as routed).
+- ``request_latency_seconds{path}``: request latency; ``path`` is
+  ``student`` (no row went to the teacher), ``teacher`` (some did) or
+  ``fallback`` (some were answered by the student because the teacher failed).
+- ``queue_rows{stage}``: rows waiting for the ``student`` or ``teacher``.
+- ``batch_rows{stage}``: rows per model call.
+- ``shed_total{reason}``: requests refused for load (``queue_full``,
+  ``shutting_down``, ``timeout``, ``teacher_unavailable``).
+- ``teacher_errors_total{kind}``: teacher failures (``timeout``,
+  ``connection``, ``http_5xx``, ``bad_response``, ``queue_full``,
+  ``circuit_open``, ``model_error``).
+- ``threshold{kind}``: the live threshold (``set``) and the one in use
+  (``effective``, differs under the load-aware control).
+- ``load_allowed_share``: the teacher share the load-aware control allows.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["ServeMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServeMetrics:
+    def __init__(self, window: int = 2048) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("ebjr_requests", "Answered requests by HTTP status", ["status"],
+                                registry=r)
+        self.rows = Counter("ebjr_rows", "Rows by the model that answered them", ["answered_by"],
+                            registry=r)
+        self.teacher_share = Gauge("ebjr_teacher_share",
+                                   "Share of recent rows routed to the teacher", registry=r)
+        self.latency = Histogram("ebjr_request_latency_seconds", "Request latency by path",
+                                 ["path"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_rows = Gauge("ebjr_queue_rows", "Rows waiting per stage", ["stage"],
+                                registry=r)
+        self.batch_rows = Histogram("ebjr_batch_rows", "Rows per model call", ["stage"],
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.shed = Counter("ebjr_shed", "Requests refused for load", ["reason"], registry=r)
+        self.teacher_errors = Counter("ebjr_teacher_errors", "Teacher failures", ["kind"],
+                                      registry=r)
+        self.threshold = Gauge("ebjr_threshold", "Routing threshold", ["kind"], registry=r)
+        self.allowed_share = Gauge("ebjr_load_allowed_share",
+                                   "Teacher share the load-aware control allows", registry=r)
+        self.allowed_share.set(1.0)
+        self._recent: collections.deque[tuple[int, int]] = collections.deque()
+        self._recent_rows = 0
+        self._recent_routed = 0
+        self._window = window
+
+    def observe_routing(self, rows: int, routed: int) -> None:
+        """Record one student batch's rows and routed rows (for the recent teacher share)."""
+        self._recent.append((rows, routed))
+        self._recent_rows += rows
+        self._recent_routed += routed
+        while self._recent_rows - self._recent[0][0] >= self._window:
+            r, k = self._recent.popleft()
+            self._recent_rows -= r
+            self._recent_routed -= k
+        self.teacher_share.set(self.recent_teacher_share())
+
+    def recent_teacher_share(self) -> float:
+        return self._recent_routed / self._recent_rows if self._recent_rows else 0.0
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
