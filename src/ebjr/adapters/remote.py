@@ -23,8 +23,12 @@ def v2_request(rows: Any, input_name: str = "input") -> dict[str, Any]:
     x = np.ascontiguousarray(to_numpy(rows), dtype=np.float32)
     return {
         "inputs": [
-            {"name": input_name, "shape": list(x.shape), "datatype": "FP32",
-             "data": x.reshape(-1).tolist()}
+            {
+                "name": input_name,
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "data": x.reshape(-1).tolist(),
+            }
         ]
     }
 
@@ -102,14 +106,19 @@ class RemoteV2Adapter(Adapter):
                 last = RuntimeError(f"{r.status_code}: {r.text[:200]}")
                 continue
             if r.status_code != 200:
-                raise InputError(f"the remote model refused the batch ({r.status_code}): "
-                                 f"{r.text[:300]}")
+                raise InputError(
+                    f"the remote model refused the batch ({r.status_code}): {r.text[:300]}"
+                )
             return v2_logits(r.json(), n, self.output_name)
         raise ConnectionError(f"the remote model at {self.url} did not answer: {last}")
 
     def reference(self) -> dict[str, Any]:
-        return {"kind": "remote_v2", "url": self.url, "input_name": self.input_name,
-                "output_name": self.output_name}
+        return {
+            "kind": "remote_v2",
+            "url": self.url,
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+        }
 
     def __repr__(self) -> str:
         return f"RemoteV2Adapter({self.url!r})"

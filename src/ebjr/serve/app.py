@@ -87,18 +87,30 @@ class _BodyLimit:
                 if too_big:
                     await JSONResponse({"error": message}, 413)(scope, receive, send)
                     return
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        # read the body up to the limit before the app sees it (a streamed body has no length)
+        chunks, seen = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(413, message)
-            return msg
+            if msg["type"] != "http.request":  # the client went away
+                return
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await JSONResponse({"error": message}, 413)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class _State:
@@ -122,16 +134,21 @@ def _load(state: _State) -> None:
         if s.remote_teacher:
             from ebjr.adapters.remote import RemoteV2Adapter
 
-            teacher = RemoteV2Adapter(s.remote_teacher, input_name=s.teacher_input_name,
-                                      output_name=s.teacher_output_name,
-                                      timeout=s.teacher_timeout_s, retries=s.teacher_retries)
+            teacher = RemoteV2Adapter(
+                s.remote_teacher,
+                input_name=s.teacher_input_name,
+                output_name=s.teacher_output_name,
+                timeout=s.teacher_timeout_s,
+                retries=s.teacher_retries,
+            )
         joint = persist.load(s.bundle, allow_factories=s.allow_factories, teacher=teacher)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(joint, s, state.metrics, remote)
     else:
-        adapter, state.bundle = persist.load_model(s.bundle, s.role,
-                                                   allow_factories=s.allow_factories)
+        adapter, state.bundle = persist.load_model(
+            s.bundle, s.role, allow_factories=s.allow_factories
+        )
         state.engine = ModelEngine(adapter, s, state.metrics)
     if state.row_shape is None:
         spec = state.bundle.extra.get("input") or {}
@@ -150,8 +167,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await loop.run_in_executor(None, _load, state)
         state.engine.start()
         state.ready = True
-        log.info("serving %s %r from %s (loaded in %.1f s)", settings.role, settings.name,
-                 settings.bundle, time.perf_counter() - t0)
+        log.info(
+            "serving %s %r from %s (loaded in %.1f s)",
+            settings.role,
+            settings.name,
+            settings.bundle,
+            time.perf_counter() - t0,
+        )
         try:
             yield
         finally:
@@ -184,8 +206,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:
@@ -201,15 +226,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     def check_model(name: str) -> None:
         if name != settings.name:
-            raise HTTPException(404, f"unknown model {name!r}; this server serves "
-                                     f"{settings.name!r}")
+            raise HTTPException(
+                404, f"unknown model {name!r}; this server serves {settings.name!r}"
+            )
 
     def joint_engine(name: str) -> JointEngine:
         check_model(name)
         e = engine()
         if not isinstance(e, JointEngine):
-            raise HTTPException(404, f"model {name!r} is a plain {settings.role} model; "
-                                     "it has no threshold, curve or routing stats")
+            raise HTTPException(
+                404,
+                f"model {name!r} is a plain {settings.role} model; "
+                "it has no threshold, curve or routing stats",
+            )
         return e
 
     async def run(x: np.ndarray) -> tuple[Any, float]:
@@ -221,16 +250,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except Overloaded as exc:
             reason = "shutting_down" if exc.closing else "queue_full"
             state.metrics.shed.labels(reason).inc()
-            raise HTTPException(503 if exc.closing else 429, str(exc),
-                                {"Retry-After": str(math.ceil(exc.retry_after))}) from None
+            raise HTTPException(
+                503 if exc.closing else 429,
+                str(exc),
+                {"Retry-After": str(math.ceil(exc.retry_after))},
+            ) from None
         except TeacherUnavailable as exc:
             state.metrics.shed.labels("teacher_unavailable").inc()
-            raise HTTPException(503, f"{exc} (fallback policy 'error')",
-                                {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
+            raise HTTPException(
+                503,
+                f"{exc} (fallback policy 'error')",
+                {"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+            ) from None
         except TimeoutError:
             state.metrics.shed.labels("timeout").inc()
-            raise HTTPException(503, f"no answer within {settings.request_timeout_s} s; retry "
-                                     "later", {"Retry-After": "1"}) from None
+            raise HTTPException(
+                503,
+                f"no answer within {settings.request_timeout_s} s; retry later",
+                {"Retry-After": "1"},
+            ) from None
         except InputError:
             raise
         except EBJRError as exc:
@@ -290,10 +328,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         shape = [-1, *(state.row_shape or [-1])]
         params: dict[str, Any] = {"role": settings.role}
         if isinstance(e, JointEngine):
-            params.update(router=e.joint.router.to_spec(), threshold=e.joint.threshold,
-                          costs=state.bundle.costs, target=state.bundle.target,
-                          calibration=_finite(state.bundle.calibration),
-                          remote_teacher=settings.remote_teacher, fallback=settings.fallback)
+            params.update(
+                router=e.joint.router.to_spec(),
+                threshold=e.joint.threshold,
+                costs=state.bundle.costs,
+                target=state.bundle.target,
+                calibration=_finite(state.bundle.calibration),
+                remote_teacher=settings.remote_teacher,
+                fallback=settings.fallback,
+            )
             outputs = [
                 {"name": "predictions", "datatype": "INT64", "shape": [-1]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
@@ -304,9 +347,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
         else:
             outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, -1]}]
             platform = "ebjr_model"
-        return {"name": name, "versions": [], "platform": platform,
-                "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
-                "outputs": outputs, "parameters": params}
+        return {
+            "name": name,
+            "versions": [],
+            "platform": platform,
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
+            "outputs": outputs,
+            "parameters": params,
+        }
 
     @app.post("/v2/models/{name}/infer", response_model=InferResponse, responses=_ERRORS)
     async def infer(name: str, body: InferRequest) -> dict:
@@ -324,15 +372,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 encode_tensor("scores", _finite_array(result.scores)),
                 encode_tensor("answered_by", result.answered_by.astype(str)),
             ]
-            params = {"threshold": _finite(result.threshold), "degraded": result.degraded,
-                      "router": state.engine.joint.router.name,
-                      "teacher_rows": int((result.answered_by != "student").sum())}
+            params = {
+                "threshold": _finite(result.threshold),
+                "degraded": result.degraded,
+                "router": state.engine.joint.router.name,
+                "teacher_rows": int((result.answered_by != "student").sum()),
+            }
         if wanted is not None:
             known = {o["name"] for o in outputs}
             unknown = wanted - known
             if unknown:
-                raise InputError(f"unknown outputs {sorted(unknown)}; this model has "
-                                 f"{sorted(known)}")
+                raise InputError(
+                    f"unknown outputs {sorted(unknown)}; this model has {sorted(known)}"
+                )
             outputs = [o for o in outputs if o["name"] in wanted]
         return {"model_name": name, "id": body.id, "parameters": params, "outputs": outputs}
 
@@ -345,8 +397,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise InputError(f"instances must be equally shaped lists of numbers: {exc}") from None
         from ebjr.serve.protocol import InferTensor
 
-        tensor = InferTensor(name="instances", shape=list(x.shape), datatype="FP64",
-                             data=x.reshape(-1).tolist())
+        tensor = InferTensor(
+            name="instances", shape=list(x.shape), datatype="FP64", data=x.reshape(-1).tolist()
+        )
         x = decode_tensor(tensor, state.row_shape, settings.max_request_rows)
         result, elapsed = await run(x)
         if isinstance(result, np.ndarray):
@@ -368,9 +421,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "effective_threshold": _finite(e.effective_threshold()),
             "calibrated_threshold": _finite(state.bundle.threshold),
             "router": e.joint.router.name,
-            "load_control": None if e.control is None else {
-                "mode": e.control.mode, "budget": e.control.budget,
-                "lower": _finite(e.control.lower), "allowed_share": e.control.allowed_share},
+            "load_control": None
+            if e.control is None
+            else {
+                "mode": e.control.mode,
+                "budget": e.control.budget,
+                "lower": _finite(e.control.lower),
+                "allowed_share": e.control.allowed_share,
+            },
             "writable": settings.admin_token is not None,
         }
 
@@ -380,18 +438,26 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.put("/v2/models/{name}/threshold", responses=_ERRORS)
     async def set_threshold(
-        name: str, body: ThresholdUpdate, request: Request,
+        name: str,
+        body: ThresholdUpdate,
+        request: Request,
         authorization: str | None = Header(default=None),
     ) -> dict:
         e = joint_engine(name)
         if settings.admin_token is None:
-            raise HTTPException(403, "threshold writes are disabled: start the server with "
-                                     "--admin-token (or EBJR_ADMIN_TOKEN) to allow them")
+            raise HTTPException(
+                403,
+                "threshold writes are disabled: start the server with "
+                "--admin-token (or EBJR_ADMIN_TOKEN) to allow them",
+            )
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
-            raise HTTPException(401, "a valid 'Authorization: Bearer <admin token>' header is "
-                                     "required to change the threshold",
-                                {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "a valid 'Authorization: Bearer <admin token>' header is "
+                "required to change the threshold",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if (body.threshold is None) == (body.teacher_fraction is None):
             raise InputError("give exactly one of 'threshold' or 'teacher_fraction'")
         if body.threshold is not None:
@@ -402,8 +468,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
             new = _threshold_for_share(state.bundle, body.teacher_fraction)
         old = e.joint.set_threshold(new)
         client = request.client.host if request.client else "?"
-        log.warning("threshold of %r changed from %r to %r by %s (%s)", name, old, new, client,
-                    json.dumps(body.model_dump(exclude_none=True)))
+        log.warning(
+            "threshold of %r changed from %r to %r by %s (%s)",
+            name,
+            old,
+            new,
+            client,
+            json.dumps(body.model_dump(exclude_none=True)),
+        )
         return {"old_threshold": _finite(old), **threshold_state(e)}
 
     @app.get("/v2/models/{name}/curve", responses=_ERRORS)
@@ -474,18 +546,23 @@ def _point_at(curve: dict | None, threshold: float) -> dict | None:
     thr = np.asarray(curve["threshold"], dtype=np.float64)
     i = min(int(np.searchsorted(thr, threshold, side="left")), len(thr) - 1)
     acc = curve.get("accuracy")
-    return {"threshold": _finite(float(threshold)),
-            "teacher_fraction": curve["teacher_fraction"][i],
-            "accuracy": None if acc is None else acc[i],
-            "agreement": curve["agreement"][i], "cost": curve["cost"][i]}
+    return {
+        "threshold": _finite(float(threshold)),
+        "teacher_fraction": curve["teacher_fraction"][i],
+        "accuracy": None if acc is None else acc[i],
+        "agreement": curve["agreement"][i],
+        "cost": curve["cost"][i],
+    }
 
 
 def _threshold_for_share(bundle: Any, share: float) -> float:
     """The largest stored threshold whose calibration teacher share is at most ``share``."""
     curve = bundle.extra.get("curve")
     if not curve:
-        raise InputError("this bundle stores no trade-off curve, so a teacher share cannot be "
-                         "turned into a threshold; set 'threshold' directly")
+        raise InputError(
+            "this bundle stores no trade-off curve, so a teacher share cannot be "
+            "turned into a threshold; set 'threshold' directly"
+        )
     frac = np.asarray(curve["teacher_fraction"], dtype=np.float64)
     ok = np.flatnonzero(frac <= share + 1e-12)
     return float(curve["threshold"][int(ok[-1])]) if ok.size else float(curve["threshold"][0])

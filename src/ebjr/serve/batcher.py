@@ -103,8 +103,9 @@ class Batcher:
     async def submit(self, x: np.ndarray) -> Any:
         """Queue ``x`` (rows along axis 0) and wait for its result."""
         if self._closing:
-            raise Overloaded(f"the {self.name} queue is closed: the server is shutting down",
-                             closing=True)
+            raise Overloaded(
+                f"the {self.name} queue is closed: the server is shutting down", closing=True
+            )
         n = int(x.shape[0])
         if self._rows + n > self.max_queue_rows:
             raise Overloaded(
@@ -191,4 +192,6 @@ class Batcher:
             self._slots.release()
             elapsed = max(time.perf_counter() - start, 1e-6)
             rate = rows / elapsed
-            self._rows_per_s = rate if self._rows_per_s == 0 else 0.8 * self._rows_per_s + 0.2 * rate
+            self._rows_per_s = (
+                rate if self._rows_per_s == 0 else 0.8 * self._rows_per_s + 0.2 * rate
+            )

@@ -137,8 +137,10 @@ class JointEngine:
         self.settings = settings
         self.metrics = metrics
         self._student = _ModelRunner(joint.route, "student")
-        self._teacher = teacher if teacher is not None else _ModelRunner(
-            lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher"
+        self._teacher = (
+            teacher
+            if teacher is not None
+            else _ModelRunner(lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher")
         )
         self.control: LoadAwareThreshold | None = None
         if settings.load_mode is not None:
@@ -182,18 +184,24 @@ class JointEngine:
 
     # ------------------------------------------------------------ serving
     def queue_rows(self) -> dict[str, int]:
-        return {"student": self.student_batcher.queued_rows,
-                "teacher": self.teacher_batcher.queued_rows}
+        return {
+            "student": self.student_batcher.queued_rows,
+            "teacher": self.teacher_batcher.queued_rows,
+        }
 
     def _update_queue_gauges(self) -> None:
         for stage, rows in self.queue_rows().items():
             self.metrics.queue_rows.labels(stage).set(rows)
 
     async def infer(self, x: np.ndarray) -> JointAnswer:
-        """The joint answer for ``x``; raises Overloaded or TeacherUnavailable (policy ``error``)."""
-        fut = self.student_batcher.submit(x)
+        """The joint answer for ``x``.
+
+        Raises:
+            Overloaded: the student queue is full or closed.
+            TeacherUnavailable: rows went to a failed teacher under policy ``error``.
+        """
         self._update_queue_gauges()
-        result = await fut
+        result = await self.student_batcher.submit(x)
         if isinstance(result, Exception):
             raise result
         return result
@@ -212,8 +220,9 @@ class JointEngine:
             err = exc
         except Exception as exc:  # a broken local teacher must not take the request down
             log.exception("the teacher failed on %d rows", len(rows))
-            err = TeacherUnavailable(f"the teacher failed: {type(exc).__name__}: {exc}",
-                                     "model_error")
+            err = TeacherUnavailable(
+                f"the teacher failed: {type(exc).__name__}: {exc}", "model_error"
+            )
         self.metrics.teacher_errors.labels(err.kind).inc()
         return None, err
 
@@ -239,8 +248,14 @@ class JointEngine:
                 out.append(failure)
                 continue
             out.append(
-                JointAnswer(predictions[a:b], probs[a:b], scores[a:b], answered[a:b],
-                            routed.threshold, failure is not None and bool(mask[a:b].any()))
+                JointAnswer(
+                    predictions[a:b],
+                    probs[a:b],
+                    scores[a:b],
+                    answered[a:b],
+                    routed.threshold,
+                    failure is not None and bool(mask[a:b].any()),
+                )
             )
         return out
 
@@ -262,8 +277,15 @@ class RemoteTeacher:
     let through to probe the teacher again.
     """
 
-    def __init__(self, settings: ServeSettings, metrics: ServeMetrics, *,
-                 trip_after: int = 3, cooldown_s: float = 2.0, max_in_flight: int = 4) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        metrics: ServeMetrics,
+        *,
+        trip_after: int = 3,
+        cooldown_s: float = 2.0,
+        max_in_flight: int = 4,
+    ) -> None:
         import httpx
 
         self.url = settings.remote_teacher.rstrip("/")
@@ -276,8 +298,9 @@ class RemoteTeacher:
         self._open_until = 0.0
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.teacher_timeout_s),
-            limits=httpx.Limits(max_connections=2 * max_in_flight,
-                                max_keepalive_connections=max_in_flight),
+            limits=httpx.Limits(
+                max_connections=2 * max_in_flight, max_keepalive_connections=max_in_flight
+            ),
         )
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
@@ -289,7 +312,10 @@ class RemoteTeacher:
         if now < self._open_until:
             raise TeacherUnavailable(
                 f"the remote teacher at {self.url} failed {self._failures} times in a row; "
-                "not retrying for a moment", "circuit_open", self._open_until - now)
+                "not retrying for a moment",
+                "circuit_open",
+                self._open_until - now,
+            )
         body = v2_request(rows, self.settings.teacher_input_name)
         kind, detail = "connection", ""
         for attempt in range(self.settings.teacher_retries + 1):
@@ -319,8 +345,9 @@ class RemoteTeacher:
         self._failures += 1
         if self._failures >= self.trip_after:
             self._open_until = time.monotonic() + self.cooldown_s
-        raise TeacherUnavailable(f"the remote teacher at {self.url} failed ({kind}): {detail}",
-                                 kind)
+        raise TeacherUnavailable(
+            f"the remote teacher at {self.url} failed ({kind}): {detail}", kind
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -37,24 +37,34 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class ServeMetrics:
     def __init__(self, window: int = 2048) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("ebjr_requests", "Answered requests by HTTP status", ["status"],
-                                registry=r)
-        self.rows = Counter("ebjr_rows", "Rows by the model that answered them", ["answered_by"],
-                            registry=r)
-        self.teacher_share = Gauge("ebjr_teacher_share",
-                                   "Share of recent rows routed to the teacher", registry=r)
-        self.latency = Histogram("ebjr_request_latency_seconds", "Request latency by path",
-                                 ["path"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_rows = Gauge("ebjr_queue_rows", "Rows waiting per stage", ["stage"],
-                                registry=r)
-        self.batch_rows = Histogram("ebjr_batch_rows", "Rows per model call", ["stage"],
-                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.requests = Counter(
+            "ebjr_requests", "Answered requests by HTTP status", ["status"], registry=r
+        )
+        self.rows = Counter(
+            "ebjr_rows", "Rows by the model that answered them", ["answered_by"], registry=r
+        )
+        self.teacher_share = Gauge(
+            "ebjr_teacher_share", "Share of recent rows routed to the teacher", registry=r
+        )
+        self.latency = Histogram(
+            "ebjr_request_latency_seconds",
+            "Request latency by path",
+            ["path"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_rows = Gauge("ebjr_queue_rows", "Rows waiting per stage", ["stage"], registry=r)
+        self.batch_rows = Histogram(
+            "ebjr_batch_rows", "Rows per model call", ["stage"], buckets=_BATCH_BUCKETS, registry=r
+        )
         self.shed = Counter("ebjr_shed", "Requests refused for load", ["reason"], registry=r)
-        self.teacher_errors = Counter("ebjr_teacher_errors", "Teacher failures", ["kind"],
-                                      registry=r)
+        self.teacher_errors = Counter(
+            "ebjr_teacher_errors", "Teacher failures", ["kind"], registry=r
+        )
         self.threshold = Gauge("ebjr_threshold", "Routing threshold", ["kind"], registry=r)
-        self.allowed_share = Gauge("ebjr_load_allowed_share",
-                                   "Teacher share the load-aware control allows", registry=r)
+        self.allowed_share = Gauge(
+            "ebjr_load_allowed_share", "Teacher share the load-aware control allows", registry=r
+        )
         self.allowed_share.set(1.0)
         self._recent: collections.deque[tuple[int, int]] = collections.deque()
         self._recent_rows = 0

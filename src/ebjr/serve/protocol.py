@@ -155,7 +155,8 @@ def decode_tensor(
     shape = tuple(t.shape)
     if len(shape) < 1 or any(d < 0 for d in shape):
         raise InputError(
-            f"input {t.name!r}: shape must be [batch, ...] with non-negative sizes, got {list(shape)}"
+            f"input {t.name!r}: shape must be [batch, ...] with non-negative sizes, "
+            f"got {list(shape)}"
         )
     if shape[0] == 0:
         raise InputError(f"input {t.name!r}: the batch is empty (shape {list(shape)})")

@@ -1,0 +1,113 @@
+"""Helpers for the inference-service tests: a small real bundle, and real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROW_SHAPE = (8, 8)
+
+
+def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
+    """A real bundle: seeded digits student and teacher (untrained), calibrated on random inputs.
+
+    The threshold sends about ``threshold_share`` of random traffic to the teacher,
+    and the bundle carries the curve and the input record, as the quickstart's does.
+    """
+    import torch
+
+    from ebjr import persist
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.calibration import MaxTeacherFraction
+    from ebjr.joint import JointModel
+    from ebjr.pipeline import calibrate_outputs
+    from ebjr.zoo import digits
+
+    torch.manual_seed(0)
+    student = TorchAdapter(digits.make_student().eval(), factory="ebjr.zoo.digits:make_student")
+    teacher = TorchAdapter(digits.make_teacher().eval(), factory="ebjr.zoo.digits:make_teacher")
+    x = random_rows(600, seed=1)
+    s, t = student(x).numpy(), teacher(x).numpy()
+    result = calibrate_outputs(
+        s, t, t.argmax(1), MaxTeacherFraction(threshold_share), router="energy",
+        student_cost=7.1e3, teacher_cost=9.7e5, cost_unit="FLOPs",
+    )
+    result.bundle.extra["input"] = {"shape": list(ROW_SHAPE), "datatype": "FP32"}
+    joint = JointModel(student, teacher, result.router, result.selection.threshold)
+    return persist.save(joint, folder / "small.json", result.bundle)
+
+
+def random_rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, *ROW_SHAPE)).astype(np.float32)
+
+
+def infer_body(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> dict[str, Any]:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
+                        "data": x.reshape(-1).tolist()}]}
+
+
+def outputs(payload: dict) -> dict[str, np.ndarray]:
+    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in payload["outputs"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``ebjr serve ARGS`` in a subprocess on a free loopback port; waits until ready."""
+
+    def __init__(self, *args: str, port: int | None = None, env: dict | None = None) -> None:
+        self.port = port or free_port()
+        self.args = [sys.executable, "-m", "ebjr.cli", "serve", *args, "--port", str(self.port),
+                     "--log-level", "warning"]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("server did not become ready")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self) -> int:
+        """SIGTERM (graceful shutdown); returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def output(self) -> str:
+        return self.proc.stdout.read() if self.proc and self.proc.stdout else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
