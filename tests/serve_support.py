@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -68,21 +69,23 @@ def free_port() -> int:
 class ServerProcess:
     """``ebjr serve ARGS`` in a subprocess on a free loopback port; waits until ready."""
 
-    def __init__(self, *args: str, port: int | None = None, env: dict | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, env: dict | None = None,
+                 log_level: str = "warning") -> None:
         self.port = port or free_port()
         self.args = [sys.executable, "-m", "ebjr.cli", "serve", *args, "--port", str(self.port),
-                     "--log-level", "warning"]
+                     "--log-level", log_level]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE,
+        self._log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would block
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return self
@@ -104,7 +107,9 @@ class ServerProcess:
         return self.proc.wait(30)
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc and self.proc.stdout else ""
+        """Everything the server printed so far."""
+        self._log.seek(0)
+        return self._log.read()
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -122,7 +122,8 @@ class _State:
         self.ready = False
         self.draining = False
         self.row_shape: tuple[int, ...] | None = settings.input_shape
-        self.load_error: str | None = None
+        self.accepted = 0  # inference requests that reached the app...
+        self.answered = 0  # ...and those that got their response
 
 
 def _load(state: _State) -> None:
@@ -181,7 +182,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             state.draining = True
             log.info("shutting down: finishing queued requests")
             await state.engine.close()
-            log.info("shut down")
+            log.info("shut down: answered %d of %d accepted inference requests",
+                     state.answered, state.accepted)
 
     app = FastAPI(
         title="ebjr inference service",
@@ -294,9 +296,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        if request.url.path.endswith(("/infer", "/predict")):
-            state.metrics.requests.labels(str(response.status_code)).inc()
+        if not request.url.path.endswith(("/infer", "/predict")):
+            return await call_next(request)
+        state.accepted += 1
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unexpected error on %s", request.url.path)
+            response = error(500, "internal error; the server log has the details")
+        state.metrics.requests.labels(str(response.status_code)).inc()
+        state.answered += 1
         return response
 
     # ------------------------------------------------------------ protocol v2
