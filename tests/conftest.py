@@ -12,3 +12,13 @@ from helpers import load_pair
 def cifar10_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ResNet-20 (student) and ResNet-56 (teacher) on the CIFAR-10 test set."""
     return load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
+
+
+@pytest.fixture(scope="session")
+def quickstart_bundle(tmp_path_factory):
+    """The quickstart's bundle (6 epochs, about 15 s), built once per test session."""
+    from ebjr.quickstart import QuickstartConfig, run_quickstart
+
+    out = tmp_path_factory.mktemp("quickstart")
+    summary = run_quickstart(out, QuickstartConfig(epochs=6), progress=False)
+    return summary["bundle"]
