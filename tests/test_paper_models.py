@@ -73,3 +73,17 @@ def test_architecture_matches_the_checkpoint_layout():
     with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
         DenseNetBC(50, 6)
     assert get_router("paper_code").name == "paper_code"
+
+
+def test_pixel_input_equals_preprocessing_then_the_model():
+    torch.manual_seed(0)
+    plain = DenseNetBC(16, 4, 10).eval()
+    pixels = DenseNetBC(16, 4, 10, pixel_input=True).eval()
+    pixels.load_state_dict(plain.state_dict(), strict=True)  # same weights, no extra keys
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = plain(cifar_preprocess(images))
+        got = pixels(torch.from_numpy(images.astype(np.float32)))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="pixels of shape"):
+        pixels(torch.zeros(1, 3, 32, 32))

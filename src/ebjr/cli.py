@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lowest threshold the load-aware control may use")
     sv.add_argument("--input-shape", type=int, nargs="+", metavar="D",
                     help="per-row input shape (default: the bundle's input record)")
+    sv.add_argument("--torch-threads", type=int, metavar="N",
+                    help="torch intra-op threads (default: torch's; 1 suits a joint server "
+                    "on a small CPU)")
     sv.add_argument("--allow-factory", action="append", default=[], metavar="PATTERN",
                     help="trust model factories matching PATTERN (e.g. 'mypkg.models:*')")
     sv.add_argument("--log-level", default="info",
@@ -560,6 +563,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         load_budget=args.load_budget,
         load_min_threshold=args.load_min_threshold,
         input_shape=tuple(args.input_shape) if args.input_shape else None,
+        torch_threads=args.torch_threads,
         allow_factories=args.allow_factory,
         log_level=args.log_level,
     )

@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException
 
 from ebjr.exceptions import EBJRError, InputError
 from ebjr.serve.batcher import Overloaded
-from ebjr.serve.engine import JointEngine, ModelEngine, RemoteTeacher, TeacherUnavailable
+from ebjr.serve.engine import JointEngine, ModelEngine, TeacherUnavailable
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.protocol import (
     ErrorResponse,
@@ -55,6 +55,7 @@ from ebjr.serve.protocol import (
     decode_tensor,
     encode_tensor,
 )
+from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.settings import ServeSettings
 
 __all__ = ["create_app"]
@@ -130,6 +131,10 @@ def _load(state: _State) -> None:
     from ebjr import persist
 
     s = state.settings
+    if s.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(s.torch_threads)
     if s.role == "joint":
         teacher = None
         if s.remote_teacher:
@@ -300,7 +305,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return await call_next(request)
         state.accepted += 1
         try:
+            if state.ready and state.engine is not None:
+                state.engine.check_room()  # a full queue refuses before the body is parsed
             response = await call_next(request)
+        except Overloaded as exc:
+            state.metrics.shed.labels("queue_full").inc()
+            response = error(429, str(exc), exc.retry_after)
         except Exception:
             log.exception("unexpected error on %s", request.url.path)
             response = error(500, "internal error; the server log has the details")

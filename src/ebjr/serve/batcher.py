@@ -100,6 +100,15 @@ class Batcher:
             return 1.0
         return max(1.0, self._rows / self._rows_per_s)
 
+    def check_room(self) -> None:
+        """Raise :class:`Overloaded` if the queue is already full (cheap admission control)."""
+        if self._rows >= self.max_queue_rows:
+            raise Overloaded(
+                f"the {self.name} queue is full ({self._rows} rows waiting, limit "
+                f"{self.max_queue_rows}); retry later",
+                self.retry_after(),
+            )
+
     async def submit(self, x: np.ndarray) -> Any:
         """Queue ``x`` (rows along axis 0) and wait for its result."""
         if self._closing:

@@ -54,6 +54,11 @@ class ServeSettings:
         load_min_threshold: the lowest threshold the load control may use.
         input_shape: per-row input shape, checked before batching (defaults
             to the bundle's ``input`` record, if any).
+        torch_threads: torch's intra-op threads (``None``: torch's default,
+            one per core). The joint engine runs the student and the teacher
+            on two threads of their own, beside the HTTP event loop; on a
+            small CPU one thread per model avoids oversubscription (see
+            docs/serve.md for the measurements).
     """
 
     bundle: str | Path
@@ -81,6 +86,7 @@ class ServeSettings:
     load_budget: float | None = None
     load_min_threshold: float | None = None
     input_shape: tuple[int, ...] | None = None
+    torch_threads: int | None = None
     allow_factories: list[str] = field(default_factory=list)
     log_level: str = "info"
 
@@ -135,6 +141,12 @@ class ServeSettings:
                     "remote_teacher must be an http(s) URL of a v2 model, e.g. "
                     f"http://host:8001/v2/models/teacher; got {self.remote_teacher!r}"
                 )
+        if self.torch_threads is not None and (
+            isinstance(self.torch_threads, bool) or self.torch_threads < 1
+        ):
+            raise InputError(
+                f"torch_threads must be a positive integer, got {self.torch_threads!r}"
+            )
         if self.input_shape is not None:
             self.input_shape = tuple(int(d) for d in self.input_shape)
 

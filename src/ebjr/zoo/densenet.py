@@ -68,10 +68,19 @@ class DenseNetBC(nn.Module):
         depth: total depth; ``(depth - 4)`` must be divisible by 6.
         growth: growth rate ``k``.
         num_classes: output classes.
+        pixel_input: take raw RGB pixels ``(n, 32, 32, 3)`` in ``[0, 255]``
+            and normalise them inside (:func:`cifar_preprocess`'s transform), so
+            a served model accepts images as they are. The weights are the same.
     """
 
-    def __init__(self, depth: int, growth: int, num_classes: int = 10) -> None:
+    def __init__(
+        self, depth: int, growth: int, num_classes: int = 10, pixel_input: bool = False
+    ) -> None:
         super().__init__()
+        self.pixel_input = pixel_input
+        scale = 255.0 * torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+        self.register_buffer("_mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_scale", scale, persistent=False)
         if (depth - 4) % 6 or depth < 10:
             raise InputError(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")
         n = (depth - 4) // 6
@@ -92,6 +101,10 @@ class DenseNetBC(nn.Module):
         self.depth, self.growth, self.num_classes = depth, growth, num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pixel_input:
+            if x.dim() != 4 or x.shape[-1] != 3:
+                raise InputError(f"expected pixels of shape (n, 32, 32, 3), got {tuple(x.shape)}")
+            x = x.permute(0, 3, 1, 2).float() / self._scale - self._mean / (self._scale / 255.0)
         x = self.conv1(x)
         x = self.trans1(self.dense1(x))
         x = self.trans2(self.dense2(x))
@@ -100,9 +113,11 @@ class DenseNetBC(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def make_densenet(depth: int, growth: int, num_classes: int = 10) -> DenseNetBC:
+def make_densenet(
+    depth: int, growth: int, num_classes: int = 10, pixel_input: bool = False
+) -> DenseNetBC:
     """Factory for bundles: ``"ebjr.zoo.densenet:make_densenet"``."""
-    return DenseNetBC(depth, growth, num_classes)
+    return DenseNetBC(depth, growth, num_classes, pixel_input)
 
 
 def load_ebjr_checkpoint(path: str | Path, depth: int, growth: int, num_classes: int) -> DenseNetBC:
