@@ -48,6 +48,7 @@ def test_teacher_sees_only_routed_rows(pair):
         "student_rows": 50 - int(routed.sum()),
         "teacher_rows": int(routed.sum()),
         "teacher_calls": 1,
+        "fallback_rows": 0,
     }
 
 
@@ -198,3 +199,17 @@ def test_stream_handles_numpy_lists_and_threshold_changes():
         )
     with pytest.raises(InputError, match="teacher_batch_size must be a positive integer"):
         next(joint.predict_stream([[0]], teacher_batch_size=0))
+
+
+def test_merge_without_teacher_logits_is_the_students_answer_and_counts_fallback():
+    x = torch.randn(30, 4)
+    student = torch.nn.Linear(4, 3)
+    teacher = torch.nn.Linear(4, 3)
+    joint = JointModel(student, teacher, "energy", threshold=1e9)  # everything routed
+    routed = joint.route(x)
+    assert routed.k == 30
+    out = joint.merge(routed, None)  # the teacher failed: the student answers every row
+    with torch.no_grad():
+        torch.testing.assert_close(out.predictions, student(x).argmax(1))
+    c = joint.counts()
+    assert c["fallback_rows"] == 30 and c["teacher_rows"] == 0 and c["student_rows"] == 30

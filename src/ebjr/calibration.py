@@ -44,7 +44,11 @@ __all__ = [
     "Target",
     "TeacherAccuracy",
     "TradeoffCurve",
+    "curve_from_loss",
+    "curve_from_metric",
+    "curve_from_quality",
     "curve_from_scores",
+    "need_correctness",
     "select_threshold",
     "tradeoff_curve",
 ]
@@ -97,6 +101,13 @@ class TradeoffCurve:
     The per-sample arrays (``scores`` and the quality/agreement vectors, all
     sorted by score ascending) are kept so that targets that need more than
     the curve (the guaranteed drop) can be computed from the same object.
+
+    ``quality`` names what ``accuracy`` holds: ``"accuracy"`` for classifiers;
+    for :func:`curve_from_quality` and :func:`curve_from_metric` any per-sample
+    or set-level quality, always **higher is better** (a loss enters negated,
+    e.g. ``"negative absolute error"``). ``student_correct`` and
+    ``teacher_correct`` then hold the per-sample qualities (NaN for a
+    set-level metric), and ``agreement`` is NaN.
     """
 
     router: dict[str, Any]
@@ -113,6 +124,7 @@ class TradeoffCurve:
     student_correct: np.ndarray | None = field(repr=False)
     teacher_correct: np.ndarray | None = field(repr=False)
     agree: np.ndarray = field(repr=False)
+    quality: str = "accuracy"
 
     @property
     def n(self) -> int:
@@ -226,11 +238,7 @@ def curve_from_scores(
         cost_unit: what the costs are measured in (FLOPs, s, J, $), for reports.
         router: the router spec, kept for reports and bundles.
     """
-    s = to_numpy(scores, np.float64)
-    if s.ndim != 1 or s.shape[0] == 0:
-        raise InputError(f"scores must be a non-empty 1-d array, got shape {s.shape}")
-    if np.any(np.isnan(s)) or np.any(s == np.inf):
-        raise InputError("scores contain NaN or +inf values (-inf means: always the teacher)")
+    s = _check_scores(scores)
     n = s.shape[0]
     ps, pt = to_numpy(student_pred).astype(np.int64), to_numpy(teacher_pred).astype(np.int64)
     if ps.shape != (n,) or pt.shape != (n,):
@@ -241,16 +249,9 @@ def curve_from_scores(
     cs = check_cost(student_cost, "student_cost")
     ct = check_cost(teacher_cost, "teacher_cost", positive=True)
 
-    order = np.argsort(s, kind="stable")
-    s_sorted = s[order]
+    order, s_sorted, cut, threshold = _cuts(s)
     ps, pt = ps[order], pt[order]
     agree = ps == pt
-    # cut[k] = rows sent to the teacher at point k; one point per distinct score value
-    starts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1  # (np.diff(-inf, -inf) is NaN)
-    cut = np.concatenate([[0], starts, [n]])
-    threshold = np.concatenate([s_sorted[cut[:-1]], [np.inf]])
-    if s_sorted[0] == -np.inf:  # rows scored -inf go to the teacher at every threshold
-        cut, threshold = cut[1:], threshold[1:]
     fraction = cut / n
 
     def _joint_rate(student_ok: np.ndarray, teacher_ok: np.ndarray) -> np.ndarray:
@@ -284,6 +285,175 @@ def curve_from_scores(
         student_correct=student_correct,
         teacher_correct=teacher_correct,
         agree=agree,
+    )
+
+
+def _check_scores(scores: Any) -> np.ndarray:
+    s = to_numpy(scores, np.float64)
+    if s.ndim != 1 or s.shape[0] == 0:
+        raise InputError(f"scores must be a non-empty 1-d array, got shape {s.shape}")
+    if np.any(np.isnan(s)) or np.any(s == np.inf):
+        raise InputError("scores contain NaN or +inf values (-inf means: always the teacher)")
+    return s
+
+
+def _cuts(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, sorted scores, and per point: rows sent to the teacher and the threshold.
+
+    One point per distinct score value; rows scored ``-inf`` go to the teacher
+    at every point.
+    """
+    n = s.shape[0]
+    order = np.argsort(s, kind="stable")
+    s_sorted = s[order]
+    starts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1  # (np.diff(-inf, -inf) is NaN)
+    cut = np.concatenate([[0], starts, [n]])
+    threshold = np.concatenate([s_sorted[cut[:-1]], [np.inf]])
+    if s_sorted[0] == -np.inf:
+        cut, threshold = cut[1:], threshold[1:]
+    return order, s_sorted, cut, threshold
+
+
+def _quality_vector(q: Any, n: int, what: str) -> np.ndarray:
+    v = to_numpy(q, np.float64)
+    if v.shape != (n,):
+        raise InputError(f"{what} must have shape ({n},) like the scores, got {v.shape}")
+    if not np.isfinite(v).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    return v
+
+
+def curve_from_quality(
+    scores: Any,
+    student_quality: Any,
+    teacher_quality: Any,
+    *,
+    quality: str = "quality",
+    student_cost: float = 1.0,
+    teacher_cost: float = 1.0,
+    cost_unit: str = "",
+    router: dict[str, Any] | None = None,
+) -> TradeoffCurve:
+    """Trade-off curve for a per-sample quality instead of correctness (**higher is better**).
+
+    The joint quality at a point is the mean over rows of the teacher's
+    quality on routed rows and the student's on the others; ``accuracy``
+    holds it, so every target works on it (``MaxDrop(eps)`` is then a drop
+    of at most ``eps`` in quality units). For a loss (absolute or squared
+    error), use :func:`curve_from_loss`, which negates it.
+
+    >>> c = curve_from_quality([0.1, 0.9], [1.0, 3.0], [2.0, 2.0], quality="q")
+    >>> c.teacher_fraction.tolist(), c.accuracy.tolist()
+    ([0.0, 0.5, 1.0], [2.0, 2.5, 2.0])
+    """
+    s = _check_scores(scores)
+    n = s.shape[0]
+    qs = _quality_vector(student_quality, n, "student_quality")
+    qt = _quality_vector(teacher_quality, n, "teacher_quality")
+    cs = check_cost(student_cost, "student_cost")
+    ct = check_cost(teacher_cost, "teacher_cost", positive=True)
+    order, s_sorted, cut, threshold = _cuts(s)
+    qs, qt = qs[order], qt[order]
+    cum_t = np.concatenate([[0.0], np.cumsum(qt)])
+    cum_s = np.concatenate([[0.0], np.cumsum(qs)])
+    mean_q = (cum_t[cut] + (cum_s[n] - cum_s[cut])) / n
+    fraction = cut / n
+    return TradeoffCurve(
+        router=router or {"name": "custom", "params": {}},
+        threshold=threshold,
+        teacher_fraction=fraction,
+        accuracy=mean_q,
+        agreement=np.full(fraction.shape, np.nan),
+        cost=cs + fraction * ct,
+        n_teacher=cut,
+        student_cost=cs,
+        teacher_cost=ct,
+        cost_unit=cost_unit,
+        scores=s_sorted,
+        student_correct=qs,
+        teacher_correct=qt,
+        agree=np.zeros(n, dtype=bool),
+        quality=quality,
+    )
+
+
+def curve_from_loss(
+    scores: Any,
+    student_loss: Any,
+    teacher_loss: Any,
+    *,
+    loss: str = "loss",
+    **kwargs: Any,
+) -> TradeoffCurve:
+    """:func:`curve_from_quality` for a per-sample loss (lower is better), e.g. absolute error.
+
+    The curve's ``accuracy`` is the negated mean loss (``quality`` is
+    ``"negative <loss>"``), so higher stays better; ``-curve.accuracy`` is the
+    mean loss at each point.
+    """
+    sl = -to_numpy(student_loss, np.float64)
+    tl = -to_numpy(teacher_loss, np.float64)
+    return curve_from_quality(scores, sl, tl, quality=f"negative {loss}", **kwargs)
+
+
+def curve_from_metric(
+    scores: Any,
+    metric: Any,
+    *,
+    n_points: int = 51,
+    quality: str = "metric",
+    student_cost: float = 1.0,
+    teacher_cost: float = 1.0,
+    cost_unit: str = "",
+    router: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> TradeoffCurve:
+    """Trade-off curve for a set-level quality (e.g. mAP), recomputed at each operating point.
+
+    ``metric(to_teacher)`` gets a boolean mask over the rows (``True``: the
+    teacher answers that row) and returns the joint quality of the whole set,
+    higher is better. It is called at ``n_points`` operating points whose
+    teacher shares are evenly spaced (each one a distinct-score point, so
+    every threshold is realisable), always including none and all.
+    """
+    s = _check_scores(scores)
+    n = s.shape[0]
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
+        raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
+    cs = check_cost(student_cost, "student_cost")
+    ct = check_cost(teacher_cost, "teacher_cost", positive=True)
+    order, s_sorted, cut, threshold = _cuts(s)
+    want = np.linspace(cut[0], n, n_points)
+    pick = np.unique(np.searchsorted(cut, want, side="left").clip(0, len(cut) - 1))
+    cut, threshold = cut[pick], threshold[pick]
+    values = []
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    it = range(len(cut))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"{quality} per operating point")
+    for i in it:
+        values.append(float(metric(rank < cut[i])))
+    fraction = cut / n
+    nan = np.full(n, np.nan)
+    return TradeoffCurve(
+        router=router or {"name": "custom", "params": {}},
+        threshold=threshold,
+        teacher_fraction=fraction,
+        accuracy=np.asarray(values, dtype=np.float64),
+        agreement=np.full(fraction.shape, np.nan),
+        cost=cs + fraction * ct,
+        n_teacher=cut,
+        student_cost=cs,
+        teacher_cost=ct,
+        cost_unit=cost_unit,
+        scores=s_sorted,
+        student_correct=nan,
+        teacher_correct=nan,
+        agree=np.zeros(n, dtype=bool),
+        quality=quality,
     )
 
 
@@ -489,6 +659,7 @@ class HistogramCrossing(Target):
 
     def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
         _need_labels(curve, self.kind)
+        need_correctness(curve, self.kind)
         assert curve.student_correct is not None
         wrong = ~curve.student_correct
         n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
@@ -502,6 +673,15 @@ class HistogramCrossing(Target):
         gap = cum_wrong / n_wrong - cum_right / n_right
         k = int(np.argmax(gap))
         return k, {"cdf_gap": float(gap[k])}
+
+
+def need_correctness(curve: TradeoffCurve, what: str) -> None:
+    """Refuse ``what`` on a curve whose quality is not right/wrong per sample."""
+    if curve.quality != "accuracy":
+        raise InputError(
+            f"{what} needs per-sample correctness (right or wrong), but this curve's quality "
+            f"is {curve.quality!r}; use MaxDrop, TeacherAccuracy, MaxTeacherFraction or MaxCost"
+        )
 
 
 def select_threshold(curve: TradeoffCurve, target: Target) -> Selection:

@@ -48,7 +48,7 @@ import numpy as np
 from scipy import stats
 
 from ebjr._checks import check_probability
-from ebjr.calibration import Target, TradeoffCurve
+from ebjr.calibration import Target, TradeoffCurve, need_correctness
 from ebjr.exceptions import InputError
 
 __all__ = [
@@ -127,6 +127,7 @@ def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray) -> np.ndar
     Rows are in the curve's sorted-score order; values as in the module docs
     (``signed`` in ``{-1, 0, 1}``, the others in ``{0, 1}``).
     """
+    need_correctness(curve, "the guaranteed drop")
     if loss == "disagreement":
         g = (~curve.agree).astype(np.float64)
     else:
