@@ -41,6 +41,13 @@ from ebjr.scores import (
 _LAZY = {
     "tradeoff_curve": "ebjr.calibration",
     "curve_from_scores": "ebjr.calibration",
+    "curve_from_quality": "ebjr.calibration",
+    "curve_from_loss": "ebjr.calibration",
+    "curve_from_metric": "ebjr.calibration",
+    "regression_free_energy": "ebjr.scores",
+    "detection_free_energy": "ebjr.detection",
+    "Detections": "ebjr.detection",
+    "JointDetector": "ebjr.detection",
     "select_threshold": "ebjr.calibration",
     "TradeoffCurve": "ebjr.calibration",
     "OperatingPoint": "ebjr.calibration",
