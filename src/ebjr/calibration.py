@@ -357,12 +357,31 @@ def curve_from_quality(
     cum_t = np.concatenate([[0.0], np.cumsum(qt)])
     cum_s = np.concatenate([[0.0], np.cumsum(qs)])
     mean_q = (cum_t[cut] + (cum_s[n] - cum_s[cut])) / n
+    return _non_accuracy_curve(threshold, cut, mean_q, s_sorted, qs, qt, quality, cs, ct,
+                               cost_unit, router)
+
+
+def _non_accuracy_curve(
+    threshold: np.ndarray,
+    cut: np.ndarray,
+    quality_values: np.ndarray,
+    s_sorted: np.ndarray,
+    qs: np.ndarray,
+    qt: np.ndarray,
+    quality: str,
+    cs: float,
+    ct: float,
+    cost_unit: str,
+    router: dict[str, Any] | None,
+) -> TradeoffCurve:
+    """A curve whose ``accuracy`` holds another quality (no agreement with the teacher)."""
+    n = s_sorted.shape[0]
     fraction = cut / n
     return TradeoffCurve(
         router=router or {"name": "custom", "params": {}},
         threshold=threshold,
         teacher_fraction=fraction,
-        accuracy=mean_q,
+        accuracy=np.asarray(quality_values, dtype=np.float64),
         agreement=np.full(fraction.shape, np.nan),
         cost=cs + fraction * ct,
         n_teacher=cut,
@@ -436,25 +455,9 @@ def curve_from_metric(
         it = tqdm(it, desc=f"{quality} per operating point")
     for i in it:
         values.append(float(metric(rank < cut[i])))
-    fraction = cut / n
     nan = np.full(n, np.nan)
-    return TradeoffCurve(
-        router=router or {"name": "custom", "params": {}},
-        threshold=threshold,
-        teacher_fraction=fraction,
-        accuracy=np.asarray(values, dtype=np.float64),
-        agreement=np.full(fraction.shape, np.nan),
-        cost=cs + fraction * ct,
-        n_teacher=cut,
-        student_cost=cs,
-        teacher_cost=ct,
-        cost_unit=cost_unit,
-        scores=s_sorted,
-        student_correct=nan,
-        teacher_correct=nan,
-        agree=np.zeros(n, dtype=bool),
-        quality=quality,
-    )
+    return _non_accuracy_curve(threshold, cut, np.asarray(values), s_sorted, nan, nan, quality,
+                               cs, ct, cost_unit, router)
 
 
 def tradeoff_curve(
