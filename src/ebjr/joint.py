@@ -223,6 +223,8 @@ class JointModel:
             raise InputError("the batch is empty: expected at least one input")
         if threshold is None:
             threshold = self._threshold  # one read: the whole batch uses this value
+        else:
+            threshold = check_threshold(threshold)
         t0 = time.perf_counter()
         s_logits = self.student(batch) if self.validate else self.student.forward(batch)
         xp = namespace(s_logits)

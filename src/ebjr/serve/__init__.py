@@ -40,5 +40,4 @@ def serve(settings: Any) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(5, int(settings.request_timeout_s) + 1),
-        limit_concurrency=None,
     )

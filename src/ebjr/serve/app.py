@@ -48,6 +48,7 @@ from ebjr.serve.protocol import (
     ErrorResponse,
     InferRequest,
     InferResponse,
+    InferTensor,
     ModelMetadata,
     PredictRequest,
     ServerMetadata,
@@ -414,8 +415,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
             x = np.asarray(body.instances, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InputError(f"instances must be equally shaped lists of numbers: {exc}") from None
-        from ebjr.serve.protocol import InferTensor
-
         tensor = InferTensor(
             name="instances", shape=list(x.shape), datatype="FP64", data=x.reshape(-1).tolist()
         )
