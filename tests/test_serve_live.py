@@ -166,3 +166,19 @@ def test_graceful_shutdown_answers_every_accepted_request(bundle):
         assert all(isinstance(r, httpx.TransportError) for r in res if isinstance(r, Exception))
     finally:
         srv.kill()
+
+
+def test_a_remote_v2_model_as_the_teacher_of_an_offline_joint_model(bundle):
+    from ebjr.adapters.remote import RemoteV2Adapter
+
+    x = random_rows(40, seed=21)
+    local = ebjr.load(bundle).predict(x)
+    with ServerProcess(bundle, "--role", "teacher") as srv:
+        remote = RemoteV2Adapter(f"{srv.url}/v2/models/teacher", output_name="logits")
+        joint = ebjr.load(bundle, teacher=remote)
+        out = joint.predict(x)
+        np.testing.assert_array_equal(out.predictions.numpy(), local.predictions.numpy())
+        assert remote.reference()["kind"] == "remote_v2"
+        with pytest.raises(ebjr.InputError, match="refused"):
+            remote(np.zeros((1, 3)))  # the server answers 400: the message comes through
+        remote.close()

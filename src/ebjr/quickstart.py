@@ -304,4 +304,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\nnext:")
     print(f"  open {summary['report']}")
     print(f"  python -c \"import ebjr; j = ebjr.load('{summary['bundle']}'); print(j)\"")
+    print(f"  ebjr serve {summary['bundle']} --admin-token SECRET   # demo page at "
+          "http://127.0.0.1:8000/")
     print("  ebjr evaluate STUDENT.npz TEACHER.npz --report DIR   # your own models' outputs")

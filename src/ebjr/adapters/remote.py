@@ -112,6 +112,10 @@ class RemoteV2Adapter(Adapter):
             return v2_logits(r.json(), n, self.output_name)
         raise ConnectionError(f"the remote model at {self.url} did not answer: {last}")
 
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
     def reference(self) -> dict[str, Any]:
         return {
             "kind": "remote_v2",

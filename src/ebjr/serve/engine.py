@@ -271,3 +271,7 @@ class JointEngine:
         await self.teacher_batcher.close()
         await self._student.close()
         await self._teacher.close()
+        for adapter in (self.joint.student, self.joint.teacher):
+            close = getattr(adapter, "close", None)  # e.g. a remote model's connection pool
+            if callable(close):
+                close()
