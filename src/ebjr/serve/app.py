@@ -40,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from ebjr.bundle import json_safe
 from ebjr.exceptions import EBJRError, InputError
 from ebjr.serve.batcher import Overloaded
 from ebjr.serve.engine import JointEngine, ModelEngine, TeacherUnavailable
@@ -353,7 +354,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 threshold=e.joint.threshold,
                 costs=state.bundle.costs,
                 target=state.bundle.target,
-                calibration=_finite(state.bundle.calibration),
+                calibration=json_safe(state.bundle.calibration),
                 remote_teacher=settings.remote_teacher,
                 fallback=settings.fallback,
             )
@@ -393,7 +394,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 encode_tensor("answered_by", result.answered_by.astype(str)),
             ]
             params = {
-                "threshold": _finite(result.threshold),
+                "threshold": json_safe(result.threshold),
                 "degraded": result.degraded,
                 "router": state.engine.joint.router.name,
                 "teacher_rows": int((result.answered_by != "student").sum()),
@@ -427,7 +428,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "probabilities": result.probabilities.tolist(),
             "scores": _finite_array(result.scores).tolist(),
             "answered_by": result.answered_by.tolist(),
-            "threshold": _finite(result.threshold),
+            "threshold": json_safe(result.threshold),
             "degraded": result.degraded,
             "latency_ms": 1e3 * elapsed,
         }
@@ -435,16 +436,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
     # ------------------------------------------------------------ the live knob
     def threshold_state(e: JointEngine) -> dict:
         return {
-            "threshold": _finite(e.joint.threshold),
-            "effective_threshold": _finite(e.effective_threshold()),
-            "calibrated_threshold": _finite(state.bundle.threshold),
+            "threshold": json_safe(e.joint.threshold),
+            "effective_threshold": json_safe(e.effective_threshold()),
+            "calibrated_threshold": json_safe(state.bundle.threshold),
             "router": e.joint.router.name,
             "load_control": None
             if e.control is None
             else {
                 "mode": e.control.mode,
                 "budget": e.control.budget,
-                "lower": _finite(e.control.lower),
+                "lower": json_safe(e.control.lower),
                 "allowed_share": e.control.allowed_share,
             },
             "writable": settings.admin_token is not None,
@@ -494,7 +495,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             client,
             json.dumps(body.model_dump(exclude_none=True)),
         )
-        return {"old_threshold": _finite(old), **threshold_state(e)}
+        return {"old_threshold": json_safe(old), **threshold_state(e)}
 
     @app.get("/v2/models/{name}/curve", responses=_ERRORS)
     async def curve(name: str) -> dict:
@@ -503,7 +504,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {
             "curve": c,
             "costs": state.bundle.costs,
-            "calibrated_threshold": _finite(state.bundle.threshold),
+            "calibrated_threshold": json_safe(state.bundle.threshold),
             "operating_point": _point_at(c, e.joint.threshold),
         }
 
@@ -541,17 +542,6 @@ def _version() -> str:
     return __version__
 
 
-def _finite(x: Any) -> Any:
-    """JSON has no infinity: +-inf become the largest floats, recursively."""
-    if isinstance(x, float) and math.isinf(x):
-        return math.copysign(np.finfo(np.float64).max, x)
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def _finite_array(a: np.ndarray) -> np.ndarray:
     big = np.finfo(np.float64).max
     return np.nan_to_num(np.asarray(a, dtype=np.float64), posinf=big, neginf=-big)
@@ -565,7 +555,7 @@ def _point_at(curve: dict | None, threshold: float) -> dict | None:
     i = min(int(np.searchsorted(thr, threshold, side="left")), len(thr) - 1)
     acc = curve.get("accuracy")
     return {
-        "threshold": _finite(float(threshold)),
+        "threshold": json_safe(float(threshold)),
         "teacher_fraction": curve["teacher_fraction"][i],
         "accuracy": None if acc is None else acc[i],
         "agreement": curve["agreement"][i],
