@@ -218,3 +218,16 @@ def test_settings_are_checked():
         ServeSettings(bundle="b.json", remote_teacher="teacher:8001")
     with pytest.raises(InputError, match="max_request_rows"):
         ServeSettings(bundle="b.json", max_request_rows=10, max_queue_rows=5)
+
+
+def test_reading_the_threshold_does_not_step_the_load_control(bundle):
+    settings = ServeSettings(bundle=bundle, load_mode="queue", load_budget=1)
+    with TestClient(create_app(settings)) as c:
+        control = c.app.state.ebjr.engine.control
+        control.allowed_share = 0.5  # a step with an empty teacher queue would raise it
+        for _ in range(20):  # the demo page polls like this
+            c.get("/v2/models/small/threshold")
+            c.get("/v2/models/small/stats")
+        assert control.allowed_share == 0.5
+        c.post("/v2/models/small/infer", json=infer_body(random_rows(4)))
+        assert control.allowed_share == pytest.approx(0.52)  # one batch, one step

@@ -437,7 +437,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def threshold_state(e: JointEngine) -> dict:
         return {
             "threshold": json_safe(e.joint.threshold),
-            "effective_threshold": json_safe(e.effective_threshold()),
+            "effective_threshold": json_safe(e.effective_threshold),
             "calibrated_threshold": json_safe(state.bundle.threshold),
             "router": e.joint.router.name,
             "load_control": None
@@ -486,6 +486,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         else:
             new = _threshold_for_share(state.bundle, body.teacher_fraction)
         old = e.joint.set_threshold(new)
+        state.metrics.threshold.labels("set").set(new)
         client = request.client.host if request.client else "?"
         log.warning(
             "threshold of %r changed from %r to %r by %s (%s)",

@@ -167,6 +167,7 @@ class JointEngine:
             max_in_flight=getattr(self._teacher, "max_in_flight", 1),
             on_batch=lambda n: metrics.batch_rows.labels("teacher").observe(n),
         )
+        self._last_effective = joint.threshold
         metrics.threshold.labels("set").set(joint.threshold)
         metrics.threshold.labels("effective").set(joint.threshold)
 
@@ -175,14 +176,23 @@ class JointEngine:
         self.teacher_batcher.start()
 
     # ------------------------------------------------------------ threshold
-    def effective_threshold(self) -> float:
+    def next_threshold(self) -> float:
+        """The threshold for the next student batch (steps the load control once)."""
         t = self.joint.threshold
         if self.control is not None:
             t = self.control.effective(t, self.teacher_batcher.queued_rows)
             self.metrics.allowed_share.set(self.control.allowed_share)
+        self._last_effective = t
         self.metrics.threshold.labels("set").set(self.joint.threshold)
         self.metrics.threshold.labels("effective").set(t)
         return t
+
+    @property
+    def effective_threshold(self) -> float:
+        """The threshold in use, for reading: the live one, or the load control's last value."""
+        if self.control is None:
+            return self.joint.threshold
+        return self._last_effective
 
     # ------------------------------------------------------------ serving
     def check_room(self) -> None:
@@ -234,7 +244,7 @@ class JointEngine:
 
     async def _run_student(self, blocks: list[np.ndarray]) -> list[Any]:
         batch = np.concatenate(blocks)
-        routed = await self._student(batch, self.effective_threshold())
+        routed = await self._student(batch, self.next_threshold())
         scores = to_numpy(routed.scores)
         mask = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
         if self.control is not None:
