@@ -201,20 +201,13 @@ def regressor_outputs(
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     h = model.encode(xt)
     mu = model.mean_head(h).squeeze(-1).double().numpy()
-    samples: dict[str, np.ndarray] = {}
 
     def score_fn(_: Any, y: np.ndarray) -> torch.Tensor:
-        s = model.score_from_features(h, torch.as_tensor(y, dtype=torch.float32))
-        samples["y"], samples["s"] = y, s.double().numpy()
-        return s
+        return model.score_from_features(h, torch.as_tensor(y, dtype=torch.float32))
 
     energy = regression_free_energy(score_fn, None, mu, scales=scales, n_samples=n_samples,
                                     seed=seed)
-    y, s = samples["y"], samples["s"]
-    sig = np.asarray(scales, dtype=np.float64)
-    z = (y[:, :, None] - mu[:, None, None]) / sig
-    log_q = np.log(np.exp(-0.5 * z**2 - np.log(sig)).sum(axis=2))  # up to a constant
-    lw = s - log_q
+    y, lw = energy.samples, energy.log_weights
     w = np.exp(lw - lw.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     mean = (w * y).sum(axis=1)

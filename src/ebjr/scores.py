@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -211,11 +211,16 @@ class RegressionEnergy:
             importance weight), shape ``(n,)``; it shrinks like ``1/sqrt(K)``.
         ess: effective sample size of the weights, ``(sum w)^2 / sum w^2``,
             out of ``K``; a small value says the proposal misses the density.
+        samples: the drawn targets, ``(n, K)``.
+        log_weights: ``s(x, y_k) - log q(y_k)`` per sample, ``(n, K)``; their
+            softmax over ``K`` gives self-normalised moments of ``p(y | x)``.
     """
 
     free_energy: np.ndarray
     std_error: np.ndarray
     ess: np.ndarray
+    samples: np.ndarray = field(repr=False, compare=False)
+    log_weights: np.ndarray = field(repr=False, compare=False)
 
 
 def regression_free_energy(
@@ -284,7 +289,7 @@ def regression_free_energy(
     log_z = np.log(mean_w) + top[:, 0]
     se = np.sqrt(w.var(axis=1, ddof=1) / k) / mean_w
     ess = w.sum(axis=1) ** 2 / (w**2).sum(axis=1)
-    return RegressionEnergy(-log_z, se, ess)
+    return RegressionEnergy(-log_z, se, ess, y, log_w)
 
 
 def _np_logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
