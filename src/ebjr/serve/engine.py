@@ -109,7 +109,6 @@ class ModelEngine:
         return [logits[a:b] for a, b in _split(blocks)]
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
-        self.metrics.queue_rows.labels(self.settings.role).set(self.batcher.queued_rows + len(x))
         return await self.batcher.submit(x)
 
     def queue_rows(self) -> dict[str, int]:
@@ -205,10 +204,6 @@ class JointEngine:
             "teacher": self.teacher_batcher.queued_rows,
         }
 
-    def _update_queue_gauges(self) -> None:
-        for stage, rows in self.queue_rows().items():
-            self.metrics.queue_rows.labels(stage).set(rows)
-
     async def infer(self, x: np.ndarray) -> JointAnswer:
         """The joint answer for ``x``.
 
@@ -216,7 +211,6 @@ class JointEngine:
             Overloaded: the student queue is full or closed.
             TeacherUnavailable: rows went to a failed teacher under policy ``error``.
         """
-        self._update_queue_gauges()
         result = await self.student_batcher.submit(x)
         if isinstance(result, Exception):
             raise result
@@ -252,7 +246,6 @@ class JointEngine:
         self.metrics.observe_routing(len(batch), routed.k)
         t_logits, failure = None, None
         if routed.k:
-            self._update_queue_gauges()
             t_logits, failure = await self._ask_teacher(take_rows(batch, np.flatnonzero(mask)))
         pred = self.joint.merge(routed, t_logits)
         predictions = to_numpy(pred.predictions)

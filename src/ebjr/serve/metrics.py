@@ -10,7 +10,8 @@ Names (all prefixed ``ebjr_``):
 - ``request_latency_seconds{path}``: request latency; ``path`` is
   ``student`` (no row went to the teacher), ``teacher`` (some did) or
   ``fallback`` (some were answered by the student because the teacher failed).
-- ``queue_rows{stage}``: rows waiting for the ``student`` or ``teacher``.
+- ``queue_rows{stage}``: rows waiting for the ``student`` or ``teacher``, read when
+  ``/metrics`` is scraped.
 - ``batch_rows{stage}``: rows per model call.
 - ``shed_total{reason}``: requests refused for load (``queue_full``,
   ``shutting_down``, ``timeout``, ``teacher_unavailable``).
