@@ -231,3 +231,18 @@ def test_reading_the_threshold_does_not_step_the_load_control(bundle):
         assert control.allowed_share == 0.5
         c.post("/v2/models/small/infer", json=infer_body(random_rows(4)))
         assert control.allowed_share == pytest.approx(0.52)  # one batch, one step
+
+
+@pytest.mark.parametrize(
+    ("instances", "message"),
+    [
+        ([[[0.0] * 8] * 7], "expected shape [n, 8, 8]"),
+        ([[[0.0] * 8] * 8, [[0.0] * 8] * 7], "equally shaped"),
+        ([[["a"] * 8] * 8], "numbers"),
+        ([[[0.0] * 8] * 8] * 300, "at most 256"),
+    ],
+    ids=["row shape", "ragged", "strings", "too many"],
+)
+def test_bad_predict_instances_get_a_400(client, instances, message):
+    r = client.post("/v2/models/small/predict", json={"instances": instances})
+    assert r.status_code == 400 and message in r.json()["error"]

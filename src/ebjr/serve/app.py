@@ -49,11 +49,12 @@ from ebjr.serve.protocol import (
     ErrorResponse,
     InferRequest,
     InferResponse,
-    InferTensor,
     ModelMetadata,
     PredictRequest,
     ServerMetadata,
     ThresholdUpdate,
+    check_finite,
+    check_shape,
     decode_tensor,
     encode_tensor,
 )
@@ -416,10 +417,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             x = np.asarray(body.instances, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InputError(f"instances must be equally shaped lists of numbers: {exc}") from None
-        tensor = InferTensor(
-            name="instances", shape=list(x.shape), datatype="FP64", data=x.reshape(-1).tolist()
-        )
-        x = decode_tensor(tensor, state.row_shape, settings.max_request_rows)
+        check_shape("instances", x.shape, state.row_shape, settings.max_request_rows)
+        check_finite("instances", x)
+        x = x.astype(np.float32)
         result, elapsed = await run(x)
         if isinstance(result, np.ndarray):
             return {"logits": result.tolist(), "latency_ms": 1e3 * elapsed}

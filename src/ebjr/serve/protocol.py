@@ -32,6 +32,8 @@ __all__ = [
     "PredictRequest",
     "ServerMetadata",
     "ThresholdUpdate",
+    "check_finite",
+    "check_shape",
     "decode_tensor",
     "encode_tensor",
 ]
@@ -153,23 +155,7 @@ def decode_tensor(
             f"{', '.join(NUMERIC_DATATYPES)}"
         )
     shape = tuple(t.shape)
-    if len(shape) < 1 or any(d < 0 for d in shape):
-        raise InputError(
-            f"input {t.name!r}: shape must be [batch, ...] with non-negative sizes, "
-            f"got {list(shape)}"
-        )
-    if shape[0] == 0:
-        raise InputError(f"input {t.name!r}: the batch is empty (shape {list(shape)})")
-    if max_rows is not None and shape[0] > max_rows:
-        raise InputError(
-            f"input {t.name!r}: {shape[0]} rows in one request; this server accepts at most "
-            f"{max_rows} (split the request)"
-        )
-    if row_shape is not None and shape[1:] != tuple(row_shape):
-        raise InputError(
-            f"input {t.name!r}: expected shape [n, {', '.join(map(str, row_shape))}], "
-            f"got {list(shape)}"
-        )
+    check_shape(t.name, shape, row_shape, max_rows)
     expected = math.prod(shape)
     try:
         arr = np.asarray(t.data, dtype=np.float64)
@@ -182,11 +168,39 @@ def decode_tensor(
         raise InputError(
             f"input {t.name!r}: shape {list(shape)} needs {expected} values, got {arr.size}"
         )
-    if not np.isfinite(arr).all():
-        raise InputError(f"input {t.name!r}: data contains NaN or infinity")
+    check_finite(t.name, arr)
     if t.datatype.startswith(("INT", "UINT")) and not np.array_equal(arr, np.round(arr)):
         raise InputError(f"input {t.name!r}: datatype {t.datatype} needs whole numbers")
     return arr.reshape(shape).astype(np.float32)
+
+
+def check_shape(
+    name: str, shape: tuple[int, ...], row_shape: tuple[int, ...] | None, max_rows: int | None
+) -> None:
+    """Refuse a batch shape with no rows, too many rows, or the wrong per-row shape."""
+    shape = tuple(shape)
+    if len(shape) < 1 or any(d < 0 for d in shape):
+        raise InputError(
+            f"input {name!r}: shape must be [batch, ...] with non-negative sizes, "
+            f"got {list(shape)}"
+        )
+    if shape[0] == 0:
+        raise InputError(f"input {name!r}: the batch is empty (shape {list(shape)})")
+    if max_rows is not None and shape[0] > max_rows:
+        raise InputError(
+            f"input {name!r}: {shape[0]} rows in one request; this server accepts at most "
+            f"{max_rows} (split the request)"
+        )
+    if row_shape is not None and shape[1:] != tuple(row_shape):
+        raise InputError(
+            f"input {name!r}: expected shape [n, {', '.join(map(str, row_shape))}], "
+            f"got {list(shape)}"
+        )
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    if not np.isfinite(arr).all():
+        raise InputError(f"input {name!r}: data contains NaN or infinity")
 
 
 def datatype_of(arr: np.ndarray) -> str:
