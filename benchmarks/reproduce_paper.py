@@ -166,10 +166,9 @@ def figure(cfg_name: str, curves: dict, oracle, cfg: dict, flops, out: Path) -> 
             label=label,
             lw=2.2 if label.startswith("energy") else 1.3,
         )
-    s_acc = 100 * next(iter(curves.values())).student_accuracy
     ax.plot(
-        [flops[0] / 1e8, oracle.cost / 1e8, (flops[0] + flops[1]) / 1e8],
-        [s_acc, 100 * oracle.accuracy, 100 * oracle.accuracy],
+        [(flops[0] + f * flops[1]) / 1e8 for f in oracle.fractions],
+        [100 * a for a in oracle.accuracies],
         "k:",
         lw=1.2,
         label="oracle (upper bound)",
@@ -345,12 +344,8 @@ def reproduce(cfg_name: str, cfg: dict, args) -> dict:
     at_teacher = {
         k: select_threshold(c, TeacherAccuracy()).point.as_dict() for k, c in curves.items()
     }
-    at_teacher["oracle"] = {
-        "teacher_fraction": orc.teacher_fraction,
-        "accuracy": orc.accuracy,
-        "cost": orc.cost,
-        "speedup": orc.speedup,
-    }
+    at_teacher["oracle"] = orc.at_teacher_accuracy.as_dict()
+    at_teacher["oracle, best point"] = orc.best.as_dict()
     return {
         "pair": cfg_name,
         "flops": flops,

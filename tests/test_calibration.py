@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -117,6 +119,26 @@ def test_teacher_accuracy_on_real_pair(cifar10_pair):
     assert curve.student_accuracy == pytest.approx(0.926)
     assert curve.teacher_accuracy == pytest.approx(0.9437)
     assert sel.point.speedup == pytest.approx(251.5 / (81.62 + sel.point.teacher_fraction * 251.5))
+
+
+def test_teacher_accuracy_has_no_parameters_and_records_what_it_selects(cifar10_pair):
+    """It used to inherit MaxDrop's eps: TeacherAccuracy(0.05) selected a 5-point drop while
+    the bundle said "teacher_accuracy"."""
+    assert dataclasses.fields(TeacherAccuracy) == ()
+    with pytest.raises(TypeError):
+        TeacherAccuracy(0.05)  # type: ignore[call-arg]
+    s, t, y = cifar10_pair
+    curve = tradeoff_curve(s, t, y, "energy")
+    sel = select_threshold(curve, TeacherAccuracy())
+    assert sel.target == {"kind": "teacher_accuracy"}
+    assert sel.point.accuracy >= curve.teacher_accuracy
+    assert sel.threshold == select_threshold(curve, MaxDrop(0.0)).threshold
+    for target in (MaxDrop(0.01), MaxTeacherFraction(0.2), MaxCost(2.0), TeacherAccuracy()):
+        d = select_threshold(curve, target).target
+        assert (
+            d["kind"] == target.kind
+            and type(target)(**{k: v for k, v in d.items() if k != "kind"}) == target
+        )
 
 
 def test_torch_inputs_give_the_same_curve():

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from ebjr.calibration import TeacherAccuracy, select_threshold, tradeoff_curve
 from ebjr.evaluation import evaluate, mcnemar, oracle
 from ebjr.exceptions import InputError
-from helpers import synthetic
+from helpers import load_pair, synthetic
 
 
 def _preds(n01, n10, n11=50, n00=20):
@@ -39,14 +40,44 @@ def test_mcnemar_errors():
         mcnemar([1, 2], [1], [1, 2])
 
 
-def test_oracle_by_brute_force():
-    rng = np.random.default_rng(0)
-    sc, tc = rng.random(1000) < 0.8, rng.random(1000) < 0.9
+@pytest.mark.parametrize("seed", range(6))
+def test_oracle_by_brute_force_over_every_routing(seed):
+    """Every subset of 11 rows sent to the teacher: the oracle's points and corners are the
+    best accuracy any routing reaches with that many rows."""
+    rng = np.random.default_rng(seed)
+    n = 11
+    sc, tc = rng.random(n) < 0.6, rng.random(n) < 0.75
+    best_at = np.full(n + 1, -1.0)
+    for mask in itertools.product([False, True], repeat=n):
+        m = np.array(mask)
+        acc = np.mean(np.where(m, tc, sc))
+        best_at[m.sum()] = max(best_at[m.sum()], acc)
     o = oracle(sc, tc, 1.0, 5.0)
-    assert o.teacher_fraction == pytest.approx(np.mean(~sc & tc))
-    assert o.accuracy == pytest.approx(np.mean(sc | tc))
-    assert o.cost == pytest.approx(1 + 5 * o.teacher_fraction)
-    assert o.speedup == pytest.approx(5 / o.cost)
+    k_teacher = int(np.flatnonzero(best_at >= np.mean(tc) - 1e-12)[0])
+    k_best = int(np.flatnonzero(best_at >= best_at.max() - 1e-12)[0])
+    assert o.at_teacher_accuracy.teacher_fraction == pytest.approx(k_teacher / n)
+    assert o.best.teacher_fraction == pytest.approx(k_best / n)
+    assert o.best.accuracy == pytest.approx(best_at.max())
+    assert o.best.accuracy == pytest.approx(np.mean(sc | tc))
+    np.testing.assert_allclose(
+        np.interp(np.arange(n + 1) / n, o.fractions, o.accuracies), best_at, atol=1e-12
+    )
+    for p in (o.best, o.at_teacher_accuracy):
+        assert p.cost == pytest.approx(1 + 5 * p.teacher_fraction)
+        assert p.speedup == pytest.approx(5 / p.cost)
+
+
+def test_oracle_at_the_teacher_accuracy_on_a_public_pair():
+    """CIFAR-10 ResNet-20 -> ResNet-56: the oracle reaches the teacher's accuracy by routing
+    the accuracy gap (1.77 %), not every row only the teacher gets right (3.8 %)."""
+    s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
+    ev = evaluate(s, t, y, ["energy"], student_cost=81.62, teacher_cost=251.5, random_seeds=0)
+    o = ev.to_json_dict()["oracle"]
+    assert o["at_teacher_accuracy"]["teacher_fraction"] == pytest.approx(0.0177)
+    assert o["at_teacher_accuracy"]["speedup"] == pytest.approx(2.92, abs=0.005)
+    assert o["at_teacher_accuracy"]["accuracy"] == pytest.approx(0.9437)
+    assert o["best"]["teacher_fraction"] == pytest.approx(0.038, abs=5e-4)
+    assert o["teacher_fraction"] == o["best"]["teacher_fraction"]  # flat keys: the old contract
 
 
 def test_evaluate_json_contract_and_values():
@@ -65,11 +96,14 @@ def test_evaluate_json_contract_and_values():
         assert point["accuracy"] >= d["teacher"]["accuracy"]
         assert point["speedup"] == pytest.approx(10.0 / point["cost"])
         assert 0 < entry["auc"] <= 1
-    assert set(d["oracle"]) >= {"teacher_fraction", "cost", "speedup"}
+    assert set(d["oracle"]) >= {"at_teacher_accuracy", "best", "teacher_fraction", "cost"}
     assert d["random"]["seeds"] == 5
     # the oracle is the bound: no router reaches the teacher's accuracy more cheaply
     for entry in d["routers"].values():
-        assert entry["at_teacher_accuracy"]["cost"] >= d["oracle"]["cost"] - 1e-9
+        assert (
+            entry["at_teacher_accuracy"]["cost"]
+            >= d["oracle"]["at_teacher_accuracy"]["cost"] - 1e-9
+        )
 
 
 def test_evaluate_skips_energy_on_log_probabilities():

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -53,6 +54,13 @@ DEFAULT_CANDIDATES: tuple[dict[str, Any], ...] = (
     {"name": "maxlogit", "params": {}},
     {"name": "margin", "params": {}},
 )
+
+
+def _row_digests(logits: Array) -> list[bytes]:
+    """A 16-byte digest of each row's float64 values: how ``auto`` recognises its fitting rows."""
+    rows = np.ascontiguousarray(to_numpy(logits), dtype=np.float64)
+    rows = rows.reshape(rows.shape[0], -1)
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
 
 
 def list_candidates() -> list[str]:
@@ -132,6 +140,13 @@ class AutoRouter(Router):
     def is_fitted(self) -> bool:
         return hasattr(self, "selected_")
 
+    def rows_fitted_on(self, logits: Array) -> int:
+        """How many rows of ``logits`` (as float64 bytes) were among the rows ``fit`` saw."""
+        seen = getattr(self, "_fit_rows", None)
+        if not seen:
+            return 0
+        return sum(d in seen for d in _row_digests(logits))
+
     def params(self) -> dict[str, Any]:
         return {
             "target": None if self.target is None else self.target.to_dict(),
@@ -202,6 +217,7 @@ class AutoRouter(Router):
         self.selected_ = router_from_spec(best.router)
         self.evidence_ = evidence
         self.target_ = target
+        self._fit_rows = frozenset(_row_digests(s))
         return self
 
     def _cross_validate(

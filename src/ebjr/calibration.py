@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,9 @@ class TradeoffCurve:
     e.g. ``"negative absolute error"``). ``student_correct`` and
     ``teacher_correct`` then hold the per-sample qualities (NaN for a
     set-level metric), and ``agreement`` is NaN.
+
+    ``router_fit_rows`` counts the rows a data-driven router (``auto``) was
+    fitted on; a guarantee refuses a curve where it is not 0.
     """
 
     router: dict[str, Any]
@@ -125,6 +129,7 @@ class TradeoffCurve:
     teacher_correct: np.ndarray | None = field(repr=False)
     agree: np.ndarray = field(repr=False)
     quality: str = "accuracy"
+    router_fit_rows: int = 0
 
     @property
     def n(self) -> int:
@@ -500,7 +505,7 @@ def tradeoff_curve(
     score = to_numpy(r.score(s), np.float64)
     ps = to_numpy(s).argmax(axis=1)
     pt = to_numpy(t).argmax(axis=1)
-    return curve_from_scores(
+    curve = curve_from_scores(
         score,
         ps,
         pt,
@@ -510,6 +515,8 @@ def tradeoff_curve(
         cost_unit=cost_unit,
         router=r.to_spec(),
     )
+    fitted = r.rows_fitted_on(s)
+    return dataclasses.replace(curve, router_fit_rows=fitted) if fitted else curve
 
 
 # ---------------------------------------------------------------- targets
@@ -588,14 +595,20 @@ class MaxDrop(Target):
 
 
 @dataclass(frozen=True)
-class TeacherAccuracy(MaxDrop):
-    """Smallest teacher fraction that reaches the teacher's accuracy (``MaxDrop(0)``)."""
+class TeacherAccuracy(Target):
+    """Smallest teacher fraction that reaches the teacher's accuracy (like ``MaxDrop(0)``).
 
-    eps: float = 0.0
+    It has no parameters: for an allowed drop use :class:`MaxDrop`.
+    """
+
     kind = "teacher_accuracy"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind}
+    def drop_bound(self) -> float | None:
+        return 0.0
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        _need_labels(curve, self.kind)
+        return MaxDrop(0.0).select_index(curve)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_ROUTERS",
     "Evaluation",
     "McNemarResult",
+    "OraclePoint",
     "OracleResult",
     "RandomSummary",
     "evaluate",
@@ -99,11 +100,8 @@ def mcnemar(pred_a: Any, pred_b: Any, labels: Any, *, exact_below: int = 25) -> 
 
 
 @dataclass(frozen=True)
-class OracleResult:
-    """The oracle router: the teacher only where the student is wrong and the teacher right.
-
-    Needs labels, so it is an evaluation-only upper bound for any router.
-    """
+class OraclePoint:
+    """One operating point of the oracle router."""
 
     teacher_fraction: float
     accuracy: float
@@ -114,17 +112,74 @@ class OracleResult:
         return dict(vars(self))
 
 
+@dataclass(frozen=True)
+class OracleResult:
+    """The oracle router: it knows which model is right on every input.
+
+    It sends first the inputs where the student is wrong and the teacher
+    right (each one gains a point), then those where both agree in
+    correctness (no change), and last those where only the student is right
+    (each one loses a point). Its curve is the upper bound of every router's
+    and needs labels, so it is for evaluation only.
+
+    Attributes:
+        at_teacher_accuracy: the smallest teacher share that reaches the
+            teacher's accuracy, the same target as every router's column.
+        best: the most accurate point (every input where only the teacher is
+            right goes to it), the oracle's best accuracy at the least cost.
+        fractions, accuracies: the corners of the oracle's accuracy-vs-teacher
+            share curve (straight lines in between).
+    """
+
+    at_teacher_accuracy: OraclePoint
+    best: OraclePoint
+    fractions: tuple[float, ...]
+    accuracies: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Both points; the flat keys repeat ``best`` (the ``--json`` contract before 0.2)."""
+        return {
+            "at_teacher_accuracy": self.at_teacher_accuracy.as_dict(),
+            "best": self.best.as_dict(),
+            **self.best.as_dict(),
+        }
+
+
 def oracle(
     student_correct: np.ndarray,
     teacher_correct: np.ndarray,
     student_cost: float = 1.0,
     teacher_cost: float = 1.0,
 ) -> OracleResult:
-    """The oracle's operating point from per-input correctness of each model."""
+    """The oracle's points and curve from per-input correctness of each model.
+
+    >>> o = oracle(np.array([1, 0, 0, 1, 1]), np.array([1, 1, 1, 0, 1]))
+    >>> o.at_teacher_accuracy.teacher_fraction, o.best.teacher_fraction
+    (0.2, 0.4)
+    """
     sc, tc = np.asarray(student_correct, bool), np.asarray(teacher_correct, bool)
-    fraction = float(np.mean(~sc & tc))
-    cost = student_cost + fraction * teacher_cost
-    return OracleResult(fraction, float(np.mean(sc | tc)), cost, teacher_cost / cost)
+    n = sc.size
+    if n == 0 or tc.shape != sc.shape:
+        raise InputError(
+            f"student_correct and teacher_correct must be non-empty and of equal shape, got "
+            f"{sc.shape} and {tc.shape}"
+        )
+    gain, loss = int(np.sum(~sc & tc)), int(np.sum(sc & ~tc))
+    acc_s = float(np.mean(sc))
+
+    def point(k: int) -> OraclePoint:
+        fraction = k / n
+        accuracy = acc_s + min(k, gain) / n - max(0, k - (n - loss)) / n
+        cost = student_cost + fraction * teacher_cost
+        return OraclePoint(fraction, accuracy, cost, teacher_cost / cost if cost else math.inf)
+
+    corners = (0, gain, n - loss, n)
+    return OracleResult(
+        at_teacher_accuracy=point(max(0, gain - loss)),
+        best=point(gain),
+        fractions=tuple(k / n for k in corners),
+        accuracies=tuple(point(k).accuracy for k in corners),
+    )
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,8 @@ def plot_tradeoff(
     cs, ct = ev.student_cost, ev.teacher_cost
     o = ev.oracle
     ax.plot(
-        [cs, o.cost, cs + ct],
-        [100 * ev.student_accuracy, 100 * o.accuracy, 100 * o.accuracy],
+        [cs + f * ct for f in o.fractions],
+        [100 * a for a in o.accuracies],
         "k:",
         lw=1.5,
         label="oracle (upper bound)",
@@ -89,7 +89,7 @@ def plot_tradeoff(
             label=f"chosen threshold {p.threshold:.4g}",
         )
     lo = min(100 * ev.student_accuracy, *(100 * c.accuracy.min() for c in ev.curves.values()))
-    hi = 100 * max(o.accuracy, ev.teacher_accuracy)
+    hi = 100 * max(o.best.accuracy, ev.teacher_accuracy)
     pad = max(0.5, 0.08 * (hi - lo))
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(f"average cost per input{_unit(ev)}")
@@ -181,17 +181,21 @@ def router_rows(ev: Evaluation) -> list[list[str]]:
                 f"{curve.auc():.4f}",
             ]
         )
-    o = ev.oracle
-    rows.append(
-        [
-            "oracle (bound)",
-            _pct(o.teacher_fraction),
-            _pct(o.accuracy),
-            f"{o.cost:.4g}",
-            f"{o.speedup:.2f}x",
-            "",
-        ]
-    )
+    auc = float(np.trapezoid(ev.oracle.accuracies, ev.oracle.fractions))
+    for name, o in [
+        ("oracle (bound)", ev.oracle.at_teacher_accuracy),
+        ("oracle, best point", ev.oracle.best),
+    ]:
+        rows.append(
+            [
+                name,
+                _pct(o.teacher_fraction),
+                _pct(o.accuracy),
+                f"{o.cost:.4g}",
+                f"{o.speedup:.2f}x",
+                f"{auc:.4f}" if o is ev.oracle.at_teacher_accuracy else "",
+            ]
+        )
     if ev.random is not None:
         r = ev.random
         rows.append(

@@ -124,6 +124,14 @@ class Router:
                 )
         return self._score(logits)
 
+    def rows_fitted_on(self, logits: Array) -> int:
+        """How many rows of ``logits`` this router was fitted on (0 for a fixed score).
+
+        A data-driven router (``auto``) counts the rows it saw in ``fit``; a
+        guarantee computed on those rows would not be valid.
+        """
+        return 0
+
     def route(self, logits: Array, threshold: float, *, validate: bool = True) -> Array:
         """Boolean mask, shape ``(n,)``: ``True`` where the row goes to the teacher.
 
