@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ebjr.calibration import MaxDrop, select_threshold, tradeoff_curve
+from ebjr.auto import AutoRouter
+from ebjr.calibration import MaxDrop, curve_from_scores, select_threshold, tradeoff_curve
 from ebjr.exceptions import InputError
-from ebjr.risk_control import GuaranteedDrop, hoeffding_bentkus_pvalue, loss_matrix, wsr_pvalue
+from ebjr.risk_control import (
+    GuaranteedDrop,
+    hoeffding_bentkus_pvalue,
+    loss_counts,
+    loss_matrix,
+    wsr_pvalue,
+)
+from ebjr.trinomial import critical_value, tango_statistic
 from helpers import load_pair, synthetic
 
 
@@ -69,7 +77,7 @@ def test_guarantee_is_never_looser_than_in_sample_and_falls_back_to_teacher():
     s, t, y = synthetic(400, seed=2)
     curve = tradeoff_curve(s, t, y, "energy")
     for loss in ["signed", "harm", "disagreement"]:
-        for pv in ["wsr", "hb"]:
+        for pv in ["exact", "wsr", "hb"]:
             sel = select_threshold(curve, GuaranteedDrop(0.02, 0.1, loss, pv))
             assert (
                 sel.point.teacher_fraction
@@ -98,7 +106,7 @@ def test_label_free_guarantee_needs_no_labels():
         ({"delta": 0.0}, r"delta must lie in \(0, 1\]"),
         ({"delta": 1.0}, "delta must be below 1"),
         ({"loss": "zero-one"}, "loss must be one of signed, harm, disagreement"),
-        ({"p_value": "clt"}, "p_value must be one of wsr, hb"),
+        ({"p_value": "clt"}, "p_value must be one of exact, wsr, hb"),
     ],
 )
 def test_bad_guarantee_arguments(kwargs, match):
@@ -125,6 +133,100 @@ def test_guarantee_holds_on_held_out_halves_of_a_public_pair():
     allowed = stats.binom.ppf(0.99, splits, delta)
     assert violations <= allowed, f"{violations} of {splits} splits exceeded eps"
     assert 0 < np.mean(fractions) < 1  # it does route, it is not the trivial all-teacher answer
+
+
+def test_loss_counts_by_brute_force():
+    s, t, y = synthetic(120, seed=7, ties=True)
+    score = np.round(s.max(axis=1), 0)  # ties
+    score[:5] = -np.inf  # rows that never reach the student
+    curve = curve_from_scores(score, s.argmax(1), t.argmax(1), y)
+    idx = np.arange(len(curve))
+    for loss in ["signed", "harm", "disagreement"]:
+        m = loss_matrix(curve, loss, idx)
+        pos, neg = loss_counts(curve, loss)
+        np.testing.assert_array_equal(pos, (m > 0).sum(axis=0))
+        np.testing.assert_array_equal(neg, (m < 0).sum(axis=0))
+
+
+def fixed_sequence_by_hand(curve, eps, delta, loss):
+    """The exact procedure written out point by point from the loss matrix."""
+    m = loss_matrix(curve, loss, np.arange(len(curve)))
+    chosen = len(curve) - 1
+    for k in range(len(curve) - 2, -1, -1):
+        a, b = int((m[:, k] > 0).sum()), int((m[:, k] < 0).sum())
+        if loss == "signed":
+            reject = tango_statistic(a, b, curve.n, eps) <= -critical_value(curve.n, eps, delta).z
+        else:
+            reject = stats.binom.cdf(a, curve.n, eps) <= delta
+        if not reject:
+            break
+        chosen = k
+    return chosen
+
+
+@pytest.mark.parametrize("loss", ["signed", "harm", "disagreement"])
+def test_exact_selection_equals_the_procedure_by_hand(loss):
+    s, t, y = synthetic(600, seed=3)
+    curve = tradeoff_curve(s, t, y, "softmax")
+    sel = select_threshold(curve, GuaranteedDrop(0.03, 0.1, loss))
+    assert sel.threshold == curve.threshold[fixed_sequence_by_hand(curve, 0.03, 0.1, loss)]
+    assert sel.target["p_value"] == "exact"
+    assert sel.details["p_value_at_threshold"] <= 0.1
+    if "first_not_rejected" in sel.details:
+        assert sel.details["first_not_rejected"]["p_value"] > 0.1
+
+
+def test_exact_signed_test_is_tighter_than_betting_on_a_public_pair():
+    s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
+    curve = tradeoff_curve(s[:5000], t[:5000], y[:5000], "softmax")
+    share = {
+        pv: select_threshold(curve, GuaranteedDrop(0.005, 0.05, p_value=pv)).point.teacher_fraction
+        for pv in ["exact", "wsr", "hb"]
+    }
+    assert share["exact"] < share["wsr"] < share["hb"]
+
+
+def test_guarantee_refuses_a_router_fitted_on_the_calibration_rows():
+    s, t, y = synthetic(400, seed=4)
+    auto = AutoRouter(cv=4).fit(s, t, y)
+    curve = tradeoff_curve(s, t, y, auto)
+    assert curve.router_fit_rows == 400
+    with pytest.raises(InputError, match="400 of this curve's 400 rows were used to fit"):
+        select_threshold(curve, GuaranteedDrop(0.05, 0.1))
+    select_threshold(curve, MaxDrop(0.05))  # in-sample targets make no promise: allowed
+    # fitted on other rows: the guarantee is valid and computed
+    auto = AutoRouter(cv=4).fit(s[:200], t[:200], y[:200])
+    curve = tradeoff_curve(s[200:], t[200:], y[200:], auto)
+    assert curve.router_fit_rows == 0
+    select_threshold(curve, GuaranteedDrop(0.05, 0.1))
+    # partly overlapping rows are refused too
+    curve = tradeoff_curve(s[100:300], t[100:300], y[100:300], auto)
+    with pytest.raises(InputError, match="100 of this curve's 200 rows"):
+        select_threshold(curve, GuaranteedDrop(0.05, 0.1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("student", "teacher", "router"),
+    [
+        ("cifar10_resnet20.npz", "cifar10_repvgg_a2.npz", "energy"),
+        ("cifar100_resnet20.npz", "cifar100_resnet56.npz", "softmax"),
+    ],
+)
+def test_exact_guarantee_holds_for_iid_calibration_draws(student, teacher, router):
+    """The guarantee's own statement with the default (exact) test on two public pairs:
+    5,000 calibration rows drawn i.i.d. from the 10,000, drop measured on all 10,000."""
+    s, t, y = load_pair(student, teacher)
+    eps, delta, runs = 0.005, 0.05, 100
+    population = tradeoff_curve(s, t, y, router)
+    violations = 0
+    for seed in range(runs):
+        cal = np.random.default_rng(seed).integers(0, y.size, y.size // 2)
+        curve = tradeoff_curve(s[cal], t[cal], y[cal], router)
+        threshold = select_threshold(curve, GuaranteedDrop(eps, delta)).threshold
+        drop = population.teacher_accuracy - population.at_threshold(threshold).accuracy
+        violations += drop > eps
+    assert violations <= stats.binom.ppf(0.99, runs, delta), f"{violations} of {runs} runs"
 
 
 @pytest.mark.slow

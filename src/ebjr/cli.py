@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ebjr import __version__
+from ebjr._options import LOSSES, P_VALUES
 from ebjr.exceptions import EBJRError
 
 __all__ = ["build_parser", "main"]
@@ -140,16 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument(
         "--loss",
-        choices=["signed", "harm", "disagreement"],
-        default="signed",
+        choices=LOSSES,
+        default=LOSSES[0],
         help="with --confidence: the loss controlled (default signed; "
         "'disagreement' needs no labels)",
     )
     cal.add_argument(
         "--p-value",
-        choices=["wsr", "hb"],
-        default="wsr",
-        help="with --confidence: betting (wsr, default) or Hoeffding-Bentkus (hb)",
+        choices=P_VALUES,
+        default=P_VALUES[0],
+        help="with --confidence: the test: exact (default; exact unconditional for the signed "
+        "loss, exact binomial otherwise), betting (wsr) or Hoeffding-Bentkus (hb)",
     )
     cal.add_argument("--seed", type=int, default=0, help="seed for auto folds and wsr order")
     cal.add_argument(

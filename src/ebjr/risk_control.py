@@ -27,13 +27,22 @@ Losses (per input, at threshold ``t``, ``A = 1{student answers}``):
   labels (teacher outputs on unlabelled traffic suffice), bounds the drop
   from above, and is the most conservative.
 
-p-values (for losses mapped to ``[0, 1]``):
+Tests (``p_value``):
 
-- ``"wsr"`` (default): the betting confidence bound of Waudby-Smith and
+- ``"exact"`` (default): an exact test of the counts. For the signed loss,
+  Tango's score statistic with a critical value calibrated so that the exact
+  trinomial size is at most ``delta`` at every nuisance value
+  (:mod:`ebjr.trinomial`); for the binary losses, the exact binomial test
+  ``P(Binomial(n, eps) <= k)``. Both are exact for i.i.d. rows, so no valid
+  test of the same counts can reject much more often; on the public pairs
+  the signed exact test needs 4-10 % less teacher traffic than the betting
+  bound.
+- ``"wsr"``: the betting confidence bound of Waudby-Smith and
   Ramdas (JRSS-B 2024): a nonnegative supermartingale (the capital of a
   bettor who bets against the null with predictable, variance-adaptive stakes)
   whose running maximum gives a p-value by Ville's inequality. It adapts to the
-  loss variance, which is small for the signed loss (most inputs have loss 0).
+  loss variance, which is small for the signed loss (most inputs have loss 0),
+  and stays valid when the rows are examined one at a time (anytime-valid).
 - ``"hb"``: Hoeffding-Bentkus (Bates et al., 2021), the classic choice; tight
   for Bernoulli losses with a small mean, loose for the signed loss.
 """
@@ -48,20 +57,20 @@ import numpy as np
 from scipy import stats
 
 from ebjr._checks import check_probability
+from ebjr._options import LOSSES, P_VALUES
 from ebjr.calibration import Target, TradeoffCurve, need_correctness
 from ebjr.exceptions import InputError
+from ebjr.trinomial import critical_value, exact_pvalue, tango_statistic
 
 __all__ = [
     "LOSSES",
     "P_VALUES",
     "GuaranteedDrop",
     "hoeffding_bentkus_pvalue",
+    "loss_counts",
     "loss_matrix",
     "wsr_pvalue",
 ]
-
-LOSSES = ("signed", "harm", "disagreement")
-P_VALUES = ("wsr", "hb")
 
 
 def hoeffding_bentkus_pvalue(mean: np.ndarray, n: int, level: float) -> np.ndarray:
@@ -148,25 +157,43 @@ def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray) -> np.ndar
     return g[:, None] * answers
 
 
+def loss_counts(curve: TradeoffCurve, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per curve point: how many rows the student answers with loss ``+1`` and with ``-1``.
+
+    Binary losses have no ``-1``: the second array is then all zeros. Computed
+    from suffix sums in ``O(n)`` for all points at once.
+    """
+    g = loss_matrix(curve, loss, np.array([0], dtype=np.int64))[:, 0]  # point 0: all answered
+    # rows scored -inf never reach the student: point 0 already excludes them
+    pos = np.concatenate([[0], np.cumsum(g > 0)])
+    neg = np.concatenate([[0], np.cumsum(g < 0)])
+    cut = curve.n_teacher
+    return (pos[-1] - pos[cut]).astype(np.int64), (neg[-1] - neg[cut]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class GuaranteedDrop(Target):
     """Accuracy drop vs the teacher <= ``eps`` with probability >= ``1 - delta``.
 
     See the module documentation for the guarantee, its assumption, the losses
-    and the p-values.
+    and the tests.
+
+    The router must not have been fitted on the calibration rows: a score
+    chosen on the same data the test sees breaks the test's assumption, so a
+    curve of a fitted ``auto`` router on its own fitting rows is refused.
 
     Args:
         eps: allowed accuracy drop (a fraction: 0.005 is half a point).
         delta: allowed probability that the guarantee fails.
         loss: ``"signed"``, ``"harm"`` or ``"disagreement"`` (label-free).
-        p_value: ``"wsr"`` or ``"hb"``.
+        p_value: ``"exact"`` (default), ``"wsr"`` or ``"hb"``.
         seed: seed of the sample order used by the betting p-value.
     """
 
     eps: float = 0.005
     delta: float = 0.05
     loss: str = "signed"
-    p_value: str = "wsr"
+    p_value: str = "exact"
     seed: int = 0
     kind: ClassVar[str] = "guaranteed_drop"
     block: ClassVar[int] = 256
@@ -184,37 +211,93 @@ class GuaranteedDrop(Target):
     def drop_bound(self) -> float | None:
         return float(self.eps)
 
+    def _level(self) -> float:
+        """The null's boundary on the ``[0, 1]`` scale the p-values work on."""
+        return (1.0 + self.eps) / 2.0 if self.loss == "signed" else self.eps
+
     def _pvalues(self, curve: TradeoffCurve, idx: np.ndarray, order: np.ndarray) -> np.ndarray:
-        losses = loss_matrix(curve, self.loss, idx)
-        if self.loss == "signed":  # map {-1, 0, 1} to [0, 1]
-            x, level = (losses + 1.0) / 2.0, (1.0 + self.eps) / 2.0
-        else:
-            x, level = losses, self.eps
+        """Betting or Hoeffding-Bentkus p-values at the curve points ``idx``."""
+        level = self._level()
         if level >= 1.0:
             return np.zeros(idx.shape[0])  # every loss is <= 1: the null is impossible
         if level <= 0.0:
             return np.ones(idx.shape[0])  # "mean > 0" can never be rejected
+        losses = loss_matrix(curve, self.loss, idx)
+        x = (losses + 1.0) / 2.0 if self.loss == "signed" else losses  # map {-1, 0, 1} to [0, 1]
         if self.p_value == "hb":
             return hoeffding_bentkus_pvalue(x.mean(axis=0), curve.n, level)
         return wsr_pvalue(x[order], level, self.delta)
 
-    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
-        last = len(curve) - 1  # the all-teacher point: loss 0 on every input
+    def _sequence_by_blocks(self, curve: TradeoffCurve) -> tuple[int, float, tuple | None, int]:
+        """Fixed-sequence testing with p-values computed a block of points at a time."""
+        last = len(curve) - 1
         order = np.random.default_rng(self.seed).permutation(curve.n)
         chosen, p_chosen, tested = last, 0.0, 0
-        stop = None
         for hi in range(last - 1, -1, -self.block):
             idx = np.arange(hi, max(hi - self.block, -1), -1)
             p = self._pvalues(curve, idx, order)
             fail = np.flatnonzero(p > self.delta)
-            tested += int(fail[0]) + 1 if fail.size else idx.size
             if fail.size:
                 j = int(fail[0])
+                tested += j + 1
                 if j > 0:
                     chosen, p_chosen = int(idx[j - 1]), float(p[j - 1])
-                stop = (int(idx[j]), float(p[j]))
-                break
+                return chosen, p_chosen, (int(idx[j]), float(p[j])), tested
+            tested += idx.size
             chosen, p_chosen = int(idx[-1]), float(p[-1])
+        return chosen, p_chosen, None, tested
+
+    def _sequence_exact(self, curve: TradeoffCurve) -> tuple[int, float, tuple | None, int, dict]:
+        """Fixed-sequence testing with the exact tests, all points at once from the counts."""
+        last = len(curve) - 1
+        pos, neg = loss_counts(curve, self.loss)
+        n = curve.n
+        extra: dict[str, Any] = {}
+        if self.loss == "signed":
+            if self.eps >= 1.0:
+                reject = np.ones(last + 1, dtype=bool)
+            else:
+                cal = critical_value(n, float(self.eps), float(self.delta))
+                reject = tango_statistic(pos, neg, n, self.eps) <= -cal.z
+                extra = {"critical_value": cal.z, "exact_size": cal.size}
+
+            def pvalue(k: int) -> float:
+                if self.eps >= 1.0:
+                    return 0.0
+                return exact_pvalue(int(pos[k]), int(neg[k]), n, float(self.eps))
+        else:
+            p_all = stats.binom.cdf(pos, n, self.eps) if self.eps < 1 else np.zeros(last + 1)
+            reject = p_all <= self.delta
+
+            def pvalue(k: int) -> float:
+                return float(p_all[k])
+
+        seq = np.arange(last - 1, -1, -1)  # from the all-teacher end towards the student
+        fails = np.flatnonzero(~reject[seq])
+        tested = int(fails[0]) + 1 if fails.size else seq.size
+        if fails.size:
+            j = int(fails[0])
+            chosen = int(seq[j - 1]) if j > 0 else last
+            stop = (int(seq[j]), pvalue(int(seq[j])))
+        else:
+            chosen, stop = (int(seq[-1]) if seq.size else last), None
+        p_chosen = 0.0 if chosen == last else pvalue(chosen)
+        return chosen, p_chosen, stop, tested, extra
+
+    def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
+        need_correctness(curve, "the guaranteed drop")
+        if curve.router_fit_rows:
+            raise InputError(
+                f"the guarantee needs a router chosen without the calibration rows, but "
+                f"{curve.router_fit_rows} of this curve's {curve.n} rows were used to fit its "
+                f"{curve.router.get('name', 'router')!r} router; fit the router on other rows "
+                "(ebjr.calibrate_outputs with router='auto' splits them for you)"
+            )
+        extra: dict[str, Any] = {}
+        if self.p_value == "exact":
+            chosen, p_chosen, stop, tested, extra = self._sequence_exact(curve)
+        else:
+            chosen, p_chosen, stop, tested = self._sequence_by_blocks(curve)
         details: dict[str, Any] = {
             "p_value_at_threshold": p_chosen,
             "hypotheses_tested": tested,
@@ -223,6 +306,7 @@ class GuaranteedDrop(Target):
             else None,
             "calibration_disagreement": float(1 - curve.agreement[chosen]),
             "assumption": "calibration data and traffic are i.i.d. from the same distribution",
+            **extra,
         }
         if stop is not None:
             details["first_not_rejected"] = {

@@ -1,0 +1,12 @@
+"""Names of options shared by the library and the command line, importable without numpy.
+
+The command line builds its ``choices`` from here, so ``ebjr --help`` stays
+fast and the two never list different values.
+"""
+
+from __future__ import annotations
+
+#: losses a guaranteed drop can control (see :mod:`ebjr.risk_control`)
+LOSSES = ("signed", "harm", "disagreement")
+#: tests a guaranteed drop can use; the first is the default
+P_VALUES = ("exact", "wsr", "hb")
