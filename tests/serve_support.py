@@ -47,6 +47,49 @@ def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
     return persist.save(joint, folder / "small.json", result.bundle)
 
 
+def faulty_student() -> Any:
+    """A digits student that fails like a broken model: logits that overflow to NaN on inputs
+    beyond 1e30, and a RuntimeError on negative inputs."""
+    import torch
+
+    from ebjr.zoo import digits
+
+    class Faulty(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = digits.make_student()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x < 0).any()):
+                raise RuntimeError("the student refuses negative pixels")
+            out = self.inner(x)
+            big = x.flatten(1).amax(dim=1) > 1e30
+            return torch.where(big[:, None], torch.full_like(out, float("nan")), out)
+
+    return Faulty()
+
+
+def make_faulty_bundle(folder: Path) -> Path:
+    """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:*``)."""
+    import torch
+
+    from ebjr import persist
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import RoutingBundle
+    from ebjr.joint import JointModel
+    from ebjr.zoo import digits
+
+    torch.manual_seed(0)
+    student = TorchAdapter(faulty_student().eval(), factory="serve_support:faulty_student")
+    teacher = TorchAdapter(digits.make_teacher().eval(), factory="ebjr.zoo.digits:make_teacher")
+    bundle = RoutingBundle(router={"name": "energy", "params": {}}, threshold=2.3,
+                           costs={"student": 1.0, "teacher": 10.0, "unit": ""},
+                           target={"kind": "manual"}, calibration={},
+                           extra={"input": {"shape": list(ROW_SHAPE), "datatype": "FP32"}})
+    joint = JointModel(student, teacher, "energy", 2.3)
+    return persist.save(joint, folder / "faulty.json", bundle)
+
+
 def random_rows(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, *ROW_SHAPE)).astype(np.float32)
 

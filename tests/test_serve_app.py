@@ -11,7 +11,14 @@ import ebjr
 from ebjr.exceptions import InputError
 from ebjr.serve.app import create_app
 from ebjr.serve.settings import ServeSettings
-from serve_support import ROW_SHAPE, infer_body, make_serve_bundle, outputs, random_rows
+from serve_support import (
+    ROW_SHAPE,
+    infer_body,
+    make_faulty_bundle,
+    make_serve_bundle,
+    outputs,
+    random_rows,
+)
 
 TOKEN = "test-token"
 
@@ -87,7 +94,7 @@ def test_the_live_knob_needs_the_token_and_changes_routing(client, caplog):
     # by teacher share, on the bundle's calibration curve
     r = client.put("/v2/models/small/threshold", json={"teacher_fraction": 0.1},
                    headers={"Authorization": f"Bearer {TOKEN}"}).json()
-    stats = client.get("/v2/models/small/stats").json()
+    stats = client.get("/v2/models/small/routing_stats").json()
     assert stats["operating_point"]["teacher_fraction"] <= 0.1 + 1e-9
     assert stats["threshold"] == r["threshold"]
     both = client.put("/v2/models/small/threshold", json={"threshold": 1, "teacher_fraction": 0.1},
@@ -107,7 +114,23 @@ def test_writes_are_refused_without_a_configured_token(bundle, monkeypatch):
 BAD = [
     ("wrong row shape", lambda: infer_body(random_rows(2)[:, :, :7]), 400, "expected shape"),
     ("bytes", lambda: {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
-                                   "data": ["x"]}]}, 400, "not supported"),
+                                   "data": ["x"]}]}, 400, "does not match the model's 'FP32'"),
+    ("wrong input name", lambda: infer_body(random_rows(1), name="INPUT__0"), 400,
+     "unknown input 'INPUT__0'; this model's input is 'input'"),
+    ("wrong datatype", lambda: infer_body(random_rows(1), datatype="FP64"), 400,
+     "datatype 'FP64' does not match the model's 'FP32'"),
+    ("FP32 out of range", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                               "datatype": "FP32", "data": [4e38] * 64}]},
+     400, "values must lie in [-3.40282e+38, 3.40282e+38] for datatype FP32"),
+    ("booleans", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                      "datatype": "FP32", "data": [True] * 64}]},
+     400, "data must be numbers, got booleans"),
+    ("mixed strings", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                           "datatype": "FP32", "data": [1.0] * 63 + ["2"]}]},
+     400, "data must be numbers, got strings"),
+    ("classification", lambda: {**infer_body(random_rows(1)), "outputs": [
+        {"name": "probabilities", "parameters": {"class_count": 3}}]}, 400,
+     "classification extension is not supported"),
     ("too many rows", lambda: infer_body(random_rows(300)), 400, "at most 256"),
     ("no inputs", lambda: {"inputs": []}, 400, "inputs"),
     ("two inputs", lambda: {"inputs": [infer_body(random_rows(1))["inputs"][0]] * 2}, 400,
@@ -120,6 +143,219 @@ BAD = [
                                                 "datatype": "FP32", "data": ["a"] * 64}]}, 400,
      "numbers"),
 ]
+
+
+def _binary_body(x: np.ndarray, size: int | None = None, header_extra: int = 0,
+                 tail: bytes = b"", cut: int = 0) -> tuple[bytes, dict[str, str]]:
+    raw = x.astype("<f4").tobytes()
+    raw = raw[: len(raw) - cut]
+    head = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": size or len(raw)}}]})
+    return (head.encode() + raw + tail,
+            {"Inference-Header-Content-Length": str(len(head) + header_extra)})
+
+
+BAD_BINARY = [
+    ("binary size not the shape's", lambda x: _binary_body(x, cut=4),
+     "needs 256 bytes of binary data, got 252"),
+    ("binary past the end", lambda x: _binary_body(x, size=len(x.tobytes()) + 8),
+     "runs past the end of the body"),
+    ("bytes no input accounts for", lambda x: _binary_body(x, tail=b"\0" * 12),
+     "12 bytes after the JSON header that no input's binary_data_size accounts for"),
+    ("header length past the body", lambda x: _binary_body(x, header_extra=10_000),
+     "Inference-Header-Content-Length must be a whole number of bytes"),
+    ("header length cuts the JSON", lambda x: _binary_body(x, header_extra=-5),
+     "invalid request"),
+]
+
+
+@pytest.mark.parametrize(("what", "make", "message"), BAD_BINARY,
+                         ids=[b[0] for b in BAD_BINARY])
+def test_inconsistent_binary_lengths_get_a_400(client, what, make, message):
+    body, headers = make(random_rows(1))
+    r = client.post("/v2/models/small/infer", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "application/octet-stream",
+                                          "text/plain"])
+def test_json_bodies_are_read_whatever_the_content_type(client, content_type, bundle):
+    x = random_rows(3, seed=11)
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = client.post("/v2/models/small/infer", content=json.dumps(infer_body(x)).encode(),
+                    headers=headers)
+    assert r.status_code == 200, r.text
+    offline = ebjr.load(bundle).predict(x)
+    np.testing.assert_array_equal(outputs(r.json())["predictions"],
+                                  offline.predictions.numpy())
+    r = client.put("/v2/models/small/threshold", content=b'{"teacher_fraction": 0.2}',
+                   headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    r = client.post("/v2/models/small/predict", content=json.dumps({"instances": x.tolist()}),
+                    headers=headers)
+    assert r.status_code == 200, r.text
+
+
+def test_binary_extension_both_ways_equals_json(client, bundle):
+    x = random_rows(6, seed=12)
+    body, headers = _binary_body(x)
+    body = body.replace(b'"inputs"', b'"parameters": {"binary_data_output": true}, "inputs"')
+    headers["Inference-Header-Content-Length"] = str(int(headers[
+        "Inference-Header-Content-Length"]) + len(b'"parameters": {"binary_data_output": true}, '))
+    r = client.post("/v2/models/small/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    assert r.headers["content-type"] == "application/octet-stream"
+    rest, got = r.content[n:], {}
+    for o in head["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        blob, rest = rest[:size], rest[size:]
+        if o["datatype"] == "BYTES":
+            items = []
+            while blob:
+                k = int.from_bytes(blob[:4], "little")
+                items.append(blob[4:4 + k].decode())
+                blob = blob[4 + k:]
+            got[o["name"]] = np.array(items)
+        else:
+            dtype = {"INT64": "<i8", "FP32": "<f4", "FP64": "<f8"}[o["datatype"]]
+            got[o["name"]] = np.frombuffer(blob, dtype).reshape(o["shape"])
+    assert rest == b""
+    offline = ebjr.load(bundle).predict(x)
+    np.testing.assert_array_equal(got["predictions"], offline.predictions.numpy())
+    np.testing.assert_allclose(got["scores"], offline.scores.numpy(), rtol=1e-6)
+    assert got["answered_by"].tolist() == offline.source.tolist()
+    # one output in binary, one in JSON
+    r = client.post("/v2/models/small/infer", json={**infer_body(x), "outputs": [
+        {"name": "scores", "parameters": {"binary_data": True}}, {"name": "predictions"}]})
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    assert [o["name"] for o in head["outputs"]] == ["scores", "predictions"]
+    assert "data" not in head["outputs"][0] and head["outputs"][1]["data"] == \
+        offline.predictions.numpy().tolist()
+    assert len(r.content) - n == 8 * 6
+
+
+def test_gzip_bodies_and_version_routes(client):
+    import gzip
+
+    x = random_rows(2)
+    r = client.post("/v2/models/small/versions/1/infer",
+                    content=gzip.compress(json.dumps(infer_body(x)).encode()),
+                    headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+    r = client.post("/v2/models/small/infer", content=b"not gzip",
+                    headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "could not be decompressed" in r.json()["error"]
+    r = client.post("/v2/models/small/infer", content=b"{}", headers={"Content-Encoding": "br"})
+    assert r.status_code == 400 and "not supported" in r.json()["error"]
+    bomb = gzip.compress(b" " * 3_000_000)  # 3 MB of JSON whitespace, far over the limit
+    r = client.post("/v2/models/small/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    for path in ["/v2/models/small/versions/2", "/v2/models/small/versions/2/ready",
+                 "/v2/models/small/versions/0/config", "/v2/models/small/versions/9/stats"]:
+        r = client.get(path)
+        assert r.status_code == 404 and "unknown version" in r.json()["error"], path
+    r = client.post("/v2/models/small/versions/7/infer", json=infer_body(x))
+    assert r.status_code == 404 and "it has version '1'" in r.json()["error"]
+    assert client.get("/v2/models/small/versions/1/ready").json()["ready"] is True
+    md = client.get("/v2/models/small").json()
+    assert md["versions"] == ["1"] and "remote_teacher" not in md["parameters"]
+    assert None not in md.values()
+
+
+def test_triton_statistics_config_and_index(client):
+    for _ in range(3):
+        client.post("/v2/models/small/infer", json=infer_body(random_rows(5)))
+    client.post("/v2/models/small/infer", json=infer_body(random_rows(1), name="bad"))
+    st = client.get("/v2/models/small/stats").json()["model_stats"][0]
+    assert st["name"] == "small" and st["version"] == "1"
+    assert st["inference_count"] == 15 and st["execution_count"] >= 1
+    inf = st["inference_stats"]
+    assert inf["success"]["count"] == 3 and inf["success"]["ns"] > 0
+    assert inf["queue"]["count"] == 3 and inf["compute_infer"]["ns"] > 0
+    assert sum(b["compute_infer"]["count"] for b in st["batch_stats"]) == st["execution_count"]
+    assert client.get("/v2/models/stats").json()["model_stats"][0]["inference_count"] == 15
+    cfg = client.get("/v2/models/small/config").json()
+    assert cfg["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [8, 8]}]
+    assert cfg["max_batch_size"] == 256
+    assert client.post("/v2/repository/index").json() == [
+        {"name": "small", "version": "1", "state": "READY"}]
+    ext = client.get("/v2").json()["extensions"]
+    assert {"binary_tensor_data", "model_configuration", "statistics"} <= set(ext)
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [(f"Bearer {TOKEN}", 200), (f"bearer  {TOKEN}", 200), (TOKEN, 401), (f"Basic {TOKEN}", 401),
+     (f"Bearer {TOKEN}x", 401), ("Bearer", 401), ("", 401)],
+)
+def test_the_admin_token_only_as_bearer(client, header, status):
+    r = client.put("/v2/models/small/threshold", json={"threshold": 1.0},
+                   headers={"Authorization": header} if header else {})
+    assert r.status_code == status, r.text
+
+
+@pytest.fixture(scope="module")
+def typed_bundles(bundle, tmp_path_factory):
+    """The same models with the input record declaring other datatypes."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("typed")
+    for f in bundle.parent.glob("small.*.pt"):  # the model files, beside the bundle
+        shutil.copy(f, folder / f.name)
+    out = {}
+    data = json.loads(bundle.read_text())
+    for dt in ("INT8", "UINT8", "FP16"):
+        data["extra"]["input"]["datatype"] = dt
+        out[dt] = json.dumps(data)
+    return out, folder
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "message"),
+    [("INT8", 1000, "values must lie in [-128, 127] for datatype INT8"),
+     ("UINT8", -5, "values must lie in [0, 255] for datatype UINT8"),
+     ("FP16", 70000.0, "values must lie in [-65504, 65504] for datatype FP16"),
+     ("INT8", 1.5, "datatype INT8 needs whole numbers")],
+)
+def test_values_are_checked_against_the_datatype_range(typed_bundles, datatype, value,
+                                                       message):
+    texts, folder = typed_bundles
+    path = folder / "small.json"
+    path.write_text(texts[datatype])
+    with TestClient(create_app(ServeSettings(bundle=path))) as c:
+        assert c.get("/v2/models/small").json()["inputs"][0]["datatype"] == datatype
+        ok = c.post("/v2/models/small/infer", json={"inputs": [{
+            "name": "input", "shape": [1, 8, 8], "datatype": datatype, "data": [1] * 64}]})
+        assert ok.status_code == 200, ok.text
+        r = c.post("/v2/models/small/infer", json={"inputs": [{
+            "name": "input", "shape": [1, 8, 8], "datatype": datatype,
+            "data": [value] + [0] * 63}]})
+        assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(3e38, "NaN or infinite values"), (-1.0, "RuntimeError: the student refuses")],
+)
+def test_a_model_fault_is_a_502_naming_the_model(tmp_path, value, message):
+    """Large FP32 inputs are valid FP32, but this student's logits overflow to NaN; or the
+    student raises: the model's fault, not the caller's."""
+    path = make_faulty_bundle(tmp_path)
+    settings = ServeSettings(bundle=path, allow_factories=["serve_support:*"])
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v2/models/faulty/infer", json={"inputs": [{
+            "name": "input", "shape": [1, 8, 8], "datatype": "FP32", "data": [value] * 64}]})
+        assert r.status_code == 502, r.text
+        msg = r.json()["error"]
+        assert msg.startswith("model fault, not a bad request: the student model failed on "
+                              "a batch of 1 rows of shape [8, 8]")
+        assert message in msg
+        ok = c.post("/v2/models/faulty/infer", json=infer_body(random_rows(2)))
+        assert ok.status_code == 200  # and it goes on serving
 
 
 @pytest.mark.parametrize(("what", "body", "status", "message"), BAD, ids=[b[0] for b in BAD])
@@ -227,7 +463,7 @@ def test_reading_the_threshold_does_not_step_the_load_control(bundle):
         control.allowed_share = 0.5  # a step with an empty teacher queue would raise it
         for _ in range(20):  # the demo page polls like this
             c.get("/v2/models/small/threshold")
-            c.get("/v2/models/small/stats")
+            c.get("/v2/models/small/routing_stats")
         assert control.allowed_share == 0.5
         c.post("/v2/models/small/infer", json=infer_body(random_rows(4)))
         assert control.allowed_share == pytest.approx(0.52)  # one batch, one step

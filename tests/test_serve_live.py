@@ -151,7 +151,7 @@ def test_graceful_shutdown_answers_every_accepted_request(bundle):
                 srv.proc.send_signal(15)  # SIGTERM while requests are in flight
 
         res = asyncio.run(_load(url, bodies, concurrency=16, on_reply=on_reply))
-        assert srv.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM after its shutdown
+        assert srv.proc.wait(30) == 0  # a drained server exits normally
         log = srv.output()
         assert "finishing queued requests" in log
         m = re.search(r"shut down: answered (\d+) of (\d+) accepted", log)

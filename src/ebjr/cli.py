@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="request body limit in bytes (16 MiB)")
     sv.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
                     help="longest a request may take before 503 (30 s)")
+    sv.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                    help="longest a request's headers may take to arrive before 408 (10 s)")
+    sv.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                    help="longest a request's body may take to arrive before 408 (30 s)")
     sv.add_argument("--remote-teacher", metavar="URL",
                     help="the teacher's v2 model URL, e.g. http://host:8001/v2/models/teacher")
     sv.add_argument("--teacher-timeout", type=float, default=5.0, metavar="S",
@@ -555,6 +559,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_request_rows=args.max_request_rows,
         max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.request_timeout,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         remote_teacher=args.remote_teacher,
         teacher_timeout_s=args.teacher_timeout,
         teacher_retries=args.teacher_retries,

@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "LogProbabilityInputError",
     "MissingDependencyError",
+    "ModelError",
     "NotFittedError",
     "TargetUnreachableError",
     "UnknownRouterError",
@@ -51,6 +52,13 @@ class NotFittedError(EBJRError, ValueError, AttributeError):
 
 class TargetUnreachableError(EBJRError, ValueError):
     """No threshold on the calibration data meets the requested target."""
+
+
+class ModelError(EBJRError, RuntimeError):
+    """A model failed on inputs that passed every check: it raised, or emitted NaN or infinity.
+
+    The fault is the model's, not the caller's; the server answers 502.
+    """
 
 
 class BundleError(EBJRError, ValueError):

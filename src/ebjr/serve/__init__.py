@@ -24,20 +24,30 @@ def __getattr__(name: str) -> Any:
 
 
 def serve(settings: Any) -> None:
-    """Run the service for ``settings`` under uvicorn until interrupted (drains on SIGTERM)."""
+    """Run the service for ``settings`` under uvicorn until SIGINT or SIGTERM.
+
+    A signal drains the server: no new connections, queued requests are
+    answered, stalled uploads get 503, and the call returns (exit status 0).
+    """
     import logging
 
     import uvicorn
 
     from ebjr.serve.app import create_app
+    from ebjr.serve.http import Server, header_timeout_protocol
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http=header_timeout_protocol(settings.header_timeout_s),
         timeout_graceful_shutdown=max(5, int(settings.request_timeout_s) + 1),
     )
+    server = Server(config)
+    app.state.ebjr.stopping = lambda: server.should_exit
+    server.run()

@@ -5,31 +5,40 @@ server answers ``/v2/health/live`` at once and ``/v2/health/ready`` when the
 models are in. Endpoints (``{name}`` is the served model's name):
 
 - ``GET /v2``, ``GET /v2/health/live``, ``GET /v2/health/ready``,
-  ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``;
-- ``POST /v2/models/{name}/infer``: one input tensor, first axis = batch.
-  A joint model returns ``predictions``, ``probabilities``, ``scores`` and
-  ``answered_by`` tensors, and ``parameters`` with the threshold in use, the
-  router and ``degraded`` (routed rows answered by the student because the
-  teacher failed); a plain model returns ``logits``;
+  ``GET /v2/models/{name}[/versions/1]``, ``.../ready``, ``.../config``
+  (Triton's model configuration), ``.../stats`` (Triton's statistics),
+  ``GET /v2/models/stats``, ``POST /v2/repository/index``;
+- ``POST /v2/models/{name}[/versions/1]/infer``: one input tensor named
+  ``input``, first axis = batch, as JSON or with the binary tensor data
+  extension. A joint model returns ``predictions``, ``probabilities``,
+  ``scores`` and ``answered_by`` tensors, and ``parameters`` with the
+  threshold in use, the router and ``degraded`` (routed rows answered by the
+  student because the teacher failed); a plain model returns ``logits``;
 - ``POST /v2/models/{name}/predict``: ``{"instances": [...]}`` in, JSON out;
 - ``GET|PUT /v2/models/{name}/threshold``: the live knob (writes need
   ``Authorization: Bearer <admin token>``);
-- ``GET /v2/models/{name}/curve``, ``GET /v2/models/{name}/stats``;
+- ``GET /v2/models/{name}/curve``, ``GET /v2/models/{name}/routing_stats``;
 - ``GET /metrics`` (Prometheus), ``GET /`` (the demo page).
 
-Errors are ``{"error": message}``: 400 bad input, 401/403 auth, 404 unknown
-model, 413 too large, 429 queue full and 503 not ready, shutting down, timed
-out or teacher unavailable (policy ``error``), the last two with Retry-After.
+Request bodies are JSON whatever their Content-Type says (Triton's client
+sends none), optionally gzip- or deflate-encoded. Errors are
+``{"error": message}``: 400 bad input, 401/403 auth, 404 unknown model or
+version, 408 headers or body too slow, 413 too large, 429 queue full, 502 the
+model failed (it raised, or emitted NaN or infinity), and 503 not ready,
+shutting down, timed out or teacher unavailable (policy ``error``), the last
+two with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
 import secrets
 import time
+import zlib
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -38,10 +47,11 @@ import numpy as np
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from ebjr.bundle import json_safe
-from ebjr.exceptions import EBJRError, InputError
+from ebjr.exceptions import InputError, ModelError
 from ebjr.serve.batcher import Overloaded
 from ebjr.serve.engine import JointEngine, ModelEngine, TeacherUnavailable
 from ebjr.serve.metrics import ServeMetrics
@@ -49,14 +59,20 @@ from ebjr.serve.protocol import (
     ErrorResponse,
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
     PredictRequest,
+    RepositoryIndexRequest,
     ServerMetadata,
     ThresholdUpdate,
+    binary_inputs,
     check_finite,
     check_shape,
+    datatype_of,
     decode_tensor,
     encode_tensor,
+    split_body,
+    tensor_bytes,
 )
 from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.settings import ServeSettings
@@ -66,16 +82,83 @@ __all__ = ["create_app"]
 log = logging.getLogger("ebjr.serve")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 429, 502, 503)
 }
+#: the one input tensor's name, and the model version every route answers to
+INPUT_NAME = "input"
+VERSION = "1"
+#: protocol extensions this server implements (``GET /v2``)
+EXTENSIONS = [
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "parameters",
+    "ebjr_threshold",
+]
+_TRITON_TYPES = {"FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
+                 "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
+                 "INT64": "TYPE_INT64", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16",
+                 "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "BYTES": "TYPE_STRING"}
 
 
-class _BodyLimit:
-    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, declared or streamed."""
+#: request bodies that routes parse themselves (any Content-Type), for the OpenAPI document
+_BODIES = (InferRequest, PredictRequest, ThresholdUpdate, RepositoryIndexRequest)
 
-    def __init__(self, app: Any, limit: int) -> None:
+
+def _json_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """An OpenAPI request body for a route that parses its body itself."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": ref}}}}
+
+
+def _with_body_schemas(app: FastAPI) -> None:
+    """Add the schemas of :data:`_BODIES` (and what they use) to the app's OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in _BODIES:
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in js.pop("$defs", {}).items():
+                    comps.setdefault(name, sub)
+                comps.setdefault(model.__name__, js)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _describe(errors: list[Any]) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+class _BodyGuard:
+    """ASGI middleware: read the whole body first, within a size limit and a time limit.
+
+    A body over ``limit`` bytes (declared or streamed) gets 413; one that
+    does not finish within ``timeout_s`` gets 408; one still arriving when the
+    server starts to shut down gets 503. Each closes the connection, so a
+    slow or stalled client never holds a worker or delays a shutdown.
+    """
+
+    def __init__(self, app: Any, limit: int, timeout_s: float, stopping: Any) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
+        self.stopping = stopping  # () -> bool: the server is shutting down
+
+    async def _refuse(self, status: int, message: str, scope: dict, receive: Any,
+                      send: Any) -> None:
+        response = JSONResponse({"error": message}, status, headers={"Connection": "close"})
+        await response(scope, receive, send)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -89,18 +172,37 @@ class _BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await JSONResponse({"error": message}, 413)(scope, receive, send)
+                    await self._refuse(413, message, scope, receive, send)
                     return
         # read the body up to the limit before the app sees it (a streamed body has no length)
         chunks, seen = [], 0
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            msg = await receive()
+            pending = asyncio.ensure_future(receive())
+            while True:
+                left = deadline - time.monotonic()
+                await asyncio.wait({pending}, timeout=min(max(left, 0.0), 0.25))
+                if pending.done():
+                    break
+                if time.monotonic() >= deadline:
+                    pending.cancel()
+                    await self._refuse(
+                        408, f"the request body did not arrive within {self.timeout_s:g} s",
+                        scope, receive, send)
+                    return
+                if self.stopping():
+                    pending.cancel()
+                    await self._refuse(
+                        503, "the server is shutting down; the request body was not complete",
+                        scope, receive, send)
+                    return
+            msg = pending.result()
             if msg["type"] != "http.request":  # the client went away
                 return
             chunk = msg.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await JSONResponse({"error": message}, 413)(scope, receive, send)
+                await self._refuse(413, message, scope, receive, send)
                 return
             chunks.append(chunk)
             if not msg.get("more_body", False):
@@ -117,6 +219,18 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
+class _TritonStats:
+    """Request-level counters for Triton's statistics extension (nanoseconds)."""
+
+    def __init__(self) -> None:
+        self.inference_count = 0  # rows answered
+        self.success = [0, 0]  # requests, ns
+        self.fail = [0, 0]
+        self.last_inference_ms = 0
+        self.decode_ns = [0, 0]
+        self.encode_ns = [0, 0]
+
+
 class _State:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
@@ -128,6 +242,9 @@ class _State:
         self.row_shape: tuple[int, ...] | None = settings.input_shape
         self.accepted = 0  # inference requests that reached the app...
         self.answered = 0  # ...and those that got their response
+        self.input_datatype = "FP32"
+        self.stats = _TritonStats()
+        self.stopping: Any = lambda: False  # set by ebjr.serve.serve: uvicorn is shutting down
 
 
 def _load(state: _State) -> None:
@@ -159,10 +276,11 @@ def _load(state: _State) -> None:
             s.bundle, s.role, allow_factories=s.allow_factories
         )
         state.engine = ModelEngine(adapter, s, state.metrics)
-    if state.row_shape is None:
-        spec = state.bundle.extra.get("input") or {}
-        if isinstance(spec.get("shape"), list):
-            state.row_shape = tuple(int(d) for d in spec["shape"])
+    spec = state.bundle.extra.get("input") or {}
+    if state.row_shape is None and isinstance(spec.get("shape"), list):
+        state.row_shape = tuple(int(d) for d in spec["shape"])
+    if spec.get("datatype") in _TRITON_TYPES and spec["datatype"] != "BYTES":
+        state.input_datatype = spec["datatype"]
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -208,11 +326,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors()[:5]:
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
-        return error(400, "invalid request: " + "; ".join(parts))
+        return error(400, _describe(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -226,6 +340,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def _input(request: Request, exc: InputError) -> JSONResponse:
         return error(400, str(exc))
 
+    @app.exception_handler(ModelError)
+    async def _model(request: Request, exc: ModelError) -> JSONResponse:
+        return error(502, f"model fault, not a bad request: {exc}")
+
     # ------------------------------------------------------------ helpers
     def engine() -> JointEngine | ModelEngine:
         if state.draining:
@@ -234,11 +352,44 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(503, "the models are still loading", {"Retry-After": "1"})
         return state.engine
 
-    def check_model(name: str) -> None:
+    def check_model(name: str, version: str | None = None) -> None:
         if name != settings.name:
             raise HTTPException(
                 404, f"unknown model {name!r}; this server serves {settings.name!r}"
             )
+        if version is not None and version != VERSION:
+            raise HTTPException(
+                404, f"unknown version {version!r} of model {name!r}; it has version {VERSION!r}"
+            )
+
+    async def body_of(request: Request) -> bytes:
+        """The raw body, decompressed when Content-Encoding says gzip or deflate."""
+        raw = await request.body()
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return raw
+        if encoding not in ("gzip", "deflate"):
+            raise InputError(
+                f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none"
+            )
+        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            out = d.decompress(raw, settings.max_body_bytes + 1)
+        except zlib.error as exc:
+            raise InputError(f"the {encoding} body could not be decompressed: {exc}") from None
+        if len(out) > settings.max_body_bytes or d.unconsumed_tail:
+            raise HTTPException(413, f"the decompressed body exceeds this server's limit of "
+                                     f"{settings.max_body_bytes} bytes")
+        return out
+
+    def parse(raw: bytes, model: type[BaseModel]) -> Any:
+        """``raw`` as ``model``, whatever the Content-Type said; 400 with the reasons if not."""
+        if not raw.strip():
+            raise InputError("invalid request: the body is empty; expected a JSON object")
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InputError(_describe(exc.errors())) from None
 
     def joint_engine(name: str) -> JointEngine:
         check_model(name)
@@ -255,8 +406,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """Run the engine on ``x`` with the request timeout; count the outcome."""
         e = engine()
         t0 = time.perf_counter()
+        ok = False
         try:
             result = await asyncio.wait_for(e.infer(x), settings.request_timeout_s)
+            ok = True
         except Overloaded as exc:
             reason = "shutting_down" if exc.closing else "queue_full"
             state.metrics.shed.labels(reason).inc()
@@ -279,18 +432,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 f"no answer within {settings.request_timeout_s} s; retry later",
                 {"Retry-After": "1"},
             ) from None
-        except InputError:
+        except ModelError as exc:
+            log.error("%s", exc)
+            if state.row_shape is None:
+                raise ModelError(
+                    f"{exc} (this server does not know the model's input shape: start it "
+                    "with --input-shape, or save the bundle with an input record, to have "
+                    "wrongly shaped inputs refused with 400)"
+                ) from None
             raise
-        except EBJRError as exc:
-            raise InputError(f"the model could not run on this input: {exc}") from None
-        except (RuntimeError, ValueError, TypeError) as exc:
-            # the inputs passed every check we can make, and the model refused them
-            log.warning("model error on inputs of shape %s: %s", x.shape, exc)
-            raise InputError(
-                f"the model could not run on inputs of shape {list(x.shape)}: "
-                f"{str(exc).splitlines()[0][:300]}"
-            ) from None
+        finally:
+            if not ok:
+                state.stats.fail[0] += 1
+                state.stats.fail[1] += int(1e9 * (time.perf_counter() - t0))
         elapsed = time.perf_counter() - t0
+        st = state.stats
+        st.success[0] += 1
+        st.success[1] += int(1e9 * elapsed)
+        st.inference_count += len(x)
+        st.last_inference_ms = int(time.time() * 1000)
         path = result.path if hasattr(result, "path") else settings.role
         state.metrics.latency.labels(path).observe(elapsed)
         if hasattr(result, "answered_by"):
@@ -301,6 +461,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         else:
             state.metrics.rows.labels(settings.role).inc(len(x))
         return result, elapsed
+
+    _with_body_schemas(app)
+    # the body guard sits inside the counting middleware: its 408/413/503 are counted too
+    app.add_middleware(_BodyGuard, limit=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s, stopping=lambda: state.stopping())
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
@@ -321,10 +486,23 @@ def create_app(settings: ServeSettings) -> FastAPI:
         state.answered += 1
         return response
 
+    def both_versions(method: str, suffix: str, impl: Any, **route: Any) -> None:
+        """Route ``/v2/models/{name}<suffix>`` and its ``/versions/{version}`` twin to ``impl``."""
+
+        async def plain(name: str, request: Request) -> Any:
+            return await impl(name, None, request)
+
+        async def versioned(name: str, version: str, request: Request) -> Any:
+            return await impl(name, version, request)
+
+        for path, endpoint in ((f"/v2/models/{{name}}{suffix}", plain),
+                               (f"/v2/models/{{name}}/versions/{{version}}{suffix}", versioned)):
+            app.add_api_route(path, endpoint, methods=[method], **route)
+
     # ------------------------------------------------------------ protocol v2
     @app.get("/v2", response_model=ServerMetadata)
     async def server_metadata() -> dict:
-        return {"name": "ebjr", "version": _version(), "extensions": ["ebjr_threshold"]}
+        return {"name": "ebjr", "version": _version(), "extensions": EXTENSIONS}
 
     @app.get("/v2/health/live")
     async def live() -> dict:
@@ -336,63 +514,164 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return error(503, "not ready", 1)
         return {"ready": True}
 
-    @app.get("/v2/models/{name}/ready", responses=_ERRORS)
-    async def model_ready(name: str) -> Any:
-        check_model(name)
+    @app.post("/v2/repository/index", responses=_ERRORS,
+              openapi_extra=_json_schema(RepositoryIndexRequest, required=False))
+    async def repository_index(request: Request) -> list[dict]:
+        """Triton's model repository extension: the one model this server serves."""
+        raw = await body_of(request)
+        only_ready = parse(raw, RepositoryIndexRequest).ready if raw.strip() else None
+        entry = {"name": settings.name, "version": VERSION,
+                 "state": "READY" if state.ready else "LOADING"}
+        if not state.ready:
+            entry["reason"] = "the models are still loading"
+        return [] if only_ready and not state.ready else [entry]
+
+    def stats_of() -> dict:
+        """This model's statistics in Triton's schema."""
+        st = state.stats
+        batches = state.engine.front.stats if state.engine is not None else None
+
+        def dur(count: int, ns: int) -> dict:
+            return {"count": count, "ns": ns}
+
+        return {
+            "name": settings.name,
+            "version": VERSION,
+            "last_inference": st.last_inference_ms,
+            "inference_count": st.inference_count,
+            "execution_count": batches.executions if batches else 0,
+            "inference_stats": {
+                "success": dur(*st.success),
+                "fail": dur(*st.fail),
+                "queue": dur(batches.requests, batches.queue_ns) if batches else dur(0, 0),
+                "compute_input": dur(*st.decode_ns),
+                "compute_infer": dur(batches.requests, batches.compute_ns)
+                if batches
+                else dur(0, 0),
+                "compute_output": dur(*st.encode_ns),
+                "cache_hit": dur(0, 0),
+                "cache_miss": dur(0, 0),
+            },
+            "batch_stats": [
+                {"batch_size": size, "compute_infer": dur(count, ns)}
+                for size, (count, ns) in sorted(batches.batches.items())
+            ]
+            if batches
+            else [],
+        }
+
+    @app.get("/v2/models/stats")
+    async def all_stats() -> dict:
+        """Triton's statistics extension for every model (this server has one)."""
+        return {"model_stats": [stats_of()]}
+
+    async def _model_ready(name: str, version: str | None, request: Request) -> Any:
+        check_model(name, version)
         if not state.ready:
             return error(503, "not ready", 1)
         return {"name": name, "ready": True}
 
-    @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=_ERRORS)
-    async def model_metadata(name: str) -> dict:
-        check_model(name)
+    both_versions("GET", "/ready", _model_ready, responses=_ERRORS)
+
+    async def _metadata(name: str, version: str | None, request: Request) -> dict:
+        check_model(name, version)
         e = engine()
         shape = [-1, *(state.row_shape or [-1])]
         params: dict[str, Any] = {"role": settings.role}
         if isinstance(e, JointEngine):
             params.update(
                 router=e.joint.router.to_spec(),
-                threshold=e.joint.threshold,
+                threshold=json_safe(e.joint.threshold),
                 costs=state.bundle.costs,
                 target=state.bundle.target,
                 calibration=json_safe(state.bundle.calibration),
-                remote_teacher=settings.remote_teacher,
                 fallback=settings.fallback,
             )
-            outputs = [
-                {"name": "predictions", "datatype": "INT64", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "scores", "datatype": "FP64", "shape": [-1]},
-                {"name": "answered_by", "datatype": "BYTES", "shape": [-1]},
-            ]
-            platform = "ebjr_joint"
-        else:
-            outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, -1]}]
-            platform = "ebjr_model"
+            if settings.remote_teacher:
+                params["remote_teacher"] = settings.remote_teacher
         return {
             "name": name,
-            "versions": [],
-            "platform": platform,
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
-            "outputs": outputs,
+            "versions": [VERSION],
+            "platform": _platform(e),
+            "inputs": [{"name": INPUT_NAME, "datatype": state.input_datatype, "shape": shape}],
+            "outputs": _outputs_of(e),
             "parameters": params,
         }
 
-    @app.post("/v2/models/{name}/infer", response_model=InferResponse, responses=_ERRORS)
-    async def infer(name: str, body: InferRequest) -> dict:
-        check_model(name)
-        x = decode_tensor(body.inputs[0], state.row_shape, settings.max_request_rows)
+    both_versions("GET", "", _metadata, response_model=ModelMetadata, responses=_ERRORS,
+                  response_model_exclude_none=True)
+
+    async def _config(name: str, version: str | None, request: Request) -> dict:
+        check_model(name, version)
+        e = engine()
+        dims = list(state.row_shape) if state.row_shape else [-1]
+        output = [
+            {"name": o["name"], "data_type": _TRITON_TYPES[o["datatype"]],
+             "dims": o["shape"][1:] or [1]}
+            for o in _outputs_of(e)
+        ]
+        return {
+            "name": name,
+            "platform": _platform(e),
+            "backend": "ebjr",
+            "max_batch_size": settings.max_request_rows,
+            "input": [{"name": INPUT_NAME, "data_type": _TRITON_TYPES[state.input_datatype],
+                       "dims": dims}],
+            "output": output,
+            "dynamic_batching": {
+                "preferred_batch_size": [settings.max_batch_size],
+                "max_queue_delay_microseconds": int(settings.max_wait_ms * 1000),
+            },
+            "version_policy": {"specific": {"versions": [int(VERSION)]}},
+        }
+
+    both_versions("GET", "/config", _config, response_model=ModelConfig, responses=_ERRORS,
+                  response_model_exclude_none=True)
+
+    async def _stats(name: str, version: str | None, request: Request) -> dict:
+        check_model(name, version)
+        return {"model_stats": [stats_of()]}
+
+    both_versions("GET", "/stats", _stats, responses=_ERRORS)
+
+    async def _infer(name: str, version: str | None, request: Request) -> Response:
+        check_model(name, version)
+        t0 = time.perf_counter()
+        header, rest = split_body(
+            await body_of(request), request.headers.get("inference-header-content-length")
+        )
+        body: InferRequest = parse(header, InferRequest)
+        if len(body.inputs) != 1:
+            raise InputError(
+                f"this model takes one input, {INPUT_NAME!r}; got {len(body.inputs)}: "
+                f"{[t.name for t in body.inputs]}"
+            )
+        blobs = binary_inputs(body, rest)
+        t = body.inputs[0]
+        if t.name != INPUT_NAME:
+            raise InputError(
+                f"unknown input {t.name!r}; this model's input is {INPUT_NAME!r} "
+                f"(see GET /v2/models/{name})"
+            )
+        if t.datatype != state.input_datatype:
+            raise InputError(
+                f"input {t.name!r}: datatype {t.datatype!r} does not match the model's "
+                f"{state.input_datatype!r} (see GET /v2/models/{name})"
+            )
+        x = decode_tensor(t, state.row_shape, settings.max_request_rows, blobs[0])
+        state.stats.decode_ns[0] += 1
+        state.stats.decode_ns[1] += int(1e9 * (time.perf_counter() - t0))
         result, _ = await run(x)
-        wanted = {o.name for o in body.outputs} if body.outputs else None
+        t1 = time.perf_counter()
         if isinstance(result, np.ndarray):
-            outputs = [encode_tensor("logits", result.astype(np.float32))]
+            tensors = [("logits", result.astype(np.float32))]
             params: dict[str, Any] = {}
         else:
-            outputs = [
-                encode_tensor("predictions", result.predictions.astype(np.int64)),
-                encode_tensor("probabilities", result.probabilities.astype(np.float32)),
-                encode_tensor("scores", _finite_array(result.scores)),
-                encode_tensor("answered_by", result.answered_by.astype(str)),
+            tensors = [
+                ("predictions", result.predictions.astype(np.int64)),
+                ("probabilities", result.probabilities.astype(np.float32)),
+                ("scores", _finite_array(result.scores)),
+                ("answered_by", result.answered_by.astype(str)),
             ]
             params = {
                 "threshold": json_safe(result.threshold),
@@ -400,19 +679,59 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "router": state.engine.joint.router.name,
                 "teacher_rows": int((result.answered_by != "student").sum()),
             }
-        if wanted is not None:
-            known = {o["name"] for o in outputs}
-            unknown = wanted - known
+        binary_all = bool((body.parameters or {}).get("binary_data_output", False))
+        if body.outputs:
+            known = [n for n, _ in tensors]
+            unknown = sorted({o.name for o in body.outputs} - set(known))
             if unknown:
-                raise InputError(
-                    f"unknown outputs {sorted(unknown)}; this model has {sorted(known)}"
-                )
-            outputs = [o for o in outputs if o["name"] in wanted]
-        return {"model_name": name, "id": body.id, "parameters": params, "outputs": outputs}
+                raise InputError(f"unknown outputs {unknown}; this model has {known}")
+            wanted = {}
+            for o in body.outputs:
+                p = o.parameters or {}
+                if p.get("classification") or p.get("class_count"):
+                    raise InputError(
+                        f"output {o.name!r}: the classification extension is not supported; "
+                        "read 'predictions' and 'probabilities' instead"
+                    )
+                wanted[o.name] = bool(p.get("binary_data", binary_all))
+        else:
+            wanted = {n: binary_all for n, _ in tensors}
+        outputs, blobs_out = [], []
+        by_name = dict(tensors)
+        for n, binary in wanted.items():  # in the order asked for
+            arr = by_name[n]
+            if binary:
+                data = tensor_bytes(arr)
+                outputs.append({"name": n, "shape": list(arr.shape), "datatype": datatype_of(arr),
+                                "parameters": {"binary_data_size": len(data)}})
+                blobs_out.append(data)
+            else:
+                outputs.append(encode_tensor(n, arr))
+        payload: dict[str, Any] = {"model_name": name, "model_version": VERSION}
+        if body.id is not None:
+            payload["id"] = body.id
+        if params:
+            payload["parameters"] = params
+        payload["outputs"] = outputs
+        head = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        state.stats.encode_ns[0] += 1
+        state.stats.encode_ns[1] += int(1e9 * (time.perf_counter() - t1))
+        if not blobs_out:
+            return Response(head, media_type="application/json")
+        return Response(
+            head + b"".join(blobs_out),
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
 
-    @app.post("/v2/models/{name}/predict", responses=_ERRORS)
-    async def predict(name: str, body: PredictRequest) -> dict:
+    both_versions("POST", "/infer", _infer, response_model=InferResponse, responses=_ERRORS,
+                  openapi_extra=_json_schema(InferRequest))
+
+    @app.post("/v2/models/{name}/predict", responses=_ERRORS,
+              openapi_extra=_json_schema(PredictRequest))
+    async def predict(name: str, request: Request) -> dict:
         check_model(name)
+        body: PredictRequest = parse(await body_of(request), PredictRequest)
         try:
             x = np.asarray(body.instances, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -455,10 +774,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def get_threshold(name: str) -> dict:
         return threshold_state(joint_engine(name))
 
-    @app.put("/v2/models/{name}/threshold", responses=_ERRORS)
+    @app.put("/v2/models/{name}/threshold", responses=_ERRORS,
+             openapi_extra=_json_schema(ThresholdUpdate))
     async def set_threshold(
         name: str,
-        body: ThresholdUpdate,
         request: Request,
         authorization: str | None = Header(default=None),
     ) -> dict:
@@ -469,14 +788,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "threshold writes are disabled: start the server with "
                 "--admin-token (or EBJR_ADMIN_TOKEN) to allow them",
             )
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+        if not _bearer_matches(authorization, settings.admin_token):
             raise HTTPException(
                 401,
                 "a valid 'Authorization: Bearer <admin token>' header is "
                 "required to change the threshold",
                 {"WWW-Authenticate": "Bearer"},
             )
+        body: ThresholdUpdate = parse(await body_of(request), ThresholdUpdate)
         if (body.threshold is None) == (body.teacher_fraction is None):
             raise InputError("give exactly one of 'threshold' or 'teacher_fraction'")
         if body.threshold is not None:
@@ -509,8 +828,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "operating_point": _point_at(c, e.joint.threshold),
         }
 
-    @app.get("/v2/models/{name}/stats", responses=_ERRORS)
-    async def stats(name: str) -> dict:
+    @app.get("/v2/models/{name}/routing_stats", responses=_ERRORS)
+    async def routing_stats(name: str) -> dict:
         e = joint_engine(name)
         return {
             "counts": e.joint.counts(),
@@ -533,7 +852,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         page = resources.files("ebjr.serve").joinpath("static/index.html").read_text("utf-8")
         return HTMLResponse(page.replace("__MODEL_NAME__", json.dumps(settings.name)))
 
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return app
 
 
@@ -541,6 +859,32 @@ def _version() -> str:
     from ebjr import __version__
 
     return __version__
+
+
+def _platform(e: Any) -> str:
+    return "ebjr_joint" if isinstance(e, JointEngine) else "ebjr_model"
+
+
+def _outputs_of(e: Any) -> list[dict[str, Any]]:
+    """The output tensors' metadata (the infer route returns them in this order)."""
+    if isinstance(e, JointEngine):
+        return [
+            {"name": "predictions", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
+            {"name": "scores", "datatype": "FP64", "shape": [-1]},
+            {"name": "answered_by", "datatype": "BYTES", "shape": [-1]},
+        ]
+    return [{"name": "logits", "datatype": "FP32", "shape": [-1, -1]}]
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time (as SHA-256 digests)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    a = hashlib.sha256(given.strip().encode()).digest()
+    b = hashlib.sha256(token.encode()).digest()
+    return secrets.compare_digest(a, b)
 
 
 def _finite_array(a: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ebjr.exceptions import EBJRError
 
-__all__ = ["Batcher", "Overloaded"]
+__all__ = ["BatchStats", "Batcher", "Overloaded"]
 
 
 class Overloaded(EBJRError):
@@ -32,6 +32,22 @@ class Overloaded(EBJRError):
         super().__init__(message)
         self.retry_after = retry_after
         self.closing = closing
+
+
+@dataclass
+class BatchStats:
+    """What a batcher did, in Triton's statistics terms (nanoseconds, summed).
+
+    ``requests`` blocks ran; ``queue_ns`` is their summed wait from submission
+    to the start of their batch; ``compute_ns`` sums, per block, the run time
+    of the batch it was in; ``batches`` maps a batch's rows to ``[count, ns]``.
+    """
+
+    requests: int = 0
+    executions: int = 0
+    queue_ns: int = 0
+    compute_ns: int = 0
+    batches: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +97,7 @@ class Batcher:
         self._closing = False
         self._on_batch = on_batch
         self._rows_per_s = 0.0  # smoothed service rate, for Retry-After
+        self.stats = BatchStats()
 
     @property
     def queued_rows(self) -> int:
@@ -199,8 +216,20 @@ class Batcher:
                     b.future.set_result(r)
         finally:
             self._slots.release()
-            elapsed = max(time.perf_counter() - start, 1e-6)
+            end = time.perf_counter()
+            self._count(blocks, rows, start, end)
+            elapsed = max(end - start, 1e-6)
             rate = rows / elapsed
             self._rows_per_s = (
                 rate if self._rows_per_s == 0 else 0.8 * self._rows_per_s + 0.2 * rate
             )
+
+    def _count(self, blocks: list[_Block], rows: int, start: float, end: float) -> None:
+        st, ns = self.stats, int(1e9 * (end - start))
+        st.executions += 1
+        st.requests += len(blocks)
+        st.queue_ns += sum(int(1e9 * (start - b.t)) for b in blocks)
+        st.compute_ns += ns * len(blocks)
+        entry = st.batches.setdefault(rows, [0, 0])
+        entry[0] += 1
+        entry[1] += ns

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._arrays import to_numpy
-from ebjr.exceptions import EBJRError
+from ebjr.exceptions import EBJRError, ModelError
 from ebjr.joint import JointModel, take_rows
 from ebjr.serve.batcher import Batcher, Overloaded
 from ebjr.serve.load_control import LoadAwareThreshold
@@ -68,15 +68,28 @@ def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
 
 
 class _ModelRunner:
-    """Runs ``fn`` on its own thread: ``await runner(*args) -> fn(*args)``."""
+    """Runs ``fn`` on its own thread: ``await runner(*args) -> fn(*args)``.
+
+    The inputs were checked at the protocol edge, so anything ``fn`` raises
+    (a crash, or NaN/inf outputs caught by the output checks) is the model's
+    fault: it comes out as :class:`ModelError` naming the model.
+    """
 
     def __init__(self, fn: Any, name: str) -> None:
         self._fn = fn
+        self.name = name
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{name}")
 
-    async def __call__(self, *args: Any) -> Any:
+    async def __call__(self, rows: np.ndarray, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._fn, *args)
+        try:
+            return await loop.run_in_executor(self._pool, self._fn, rows, *args)
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise ModelError(
+                f"the {self.name} model failed on a batch of {len(rows)} rows of shape "
+                f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}"
+            ) from exc
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -105,11 +118,22 @@ class ModelEngine:
         self.batcher.start()
 
     async def _run(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
-        logits = await self._runner(np.concatenate(blocks))
+        batch = np.concatenate(blocks)
+        logits = await self._runner(batch)
+        if not np.isfinite(logits).all():
+            raise ModelError(
+                f"the {self.settings.role} model emitted NaN or infinity on a batch of "
+                f"{len(batch)} rows of shape {list(batch.shape[1:])}"
+            )
         return [logits[a:b] for a, b in _split(blocks)]
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         return await self.batcher.submit(x)
+
+    @property
+    def front(self) -> Batcher:
+        """The batcher every request enters (its statistics are the model's)."""
+        return self.batcher
 
     def queue_rows(self) -> dict[str, int]:
         return {self.settings.role: self.batcher.queued_rows}
@@ -197,6 +221,11 @@ class JointEngine:
     def check_room(self) -> None:
         """Raise Overloaded if the student queue is full, before a request body is read."""
         self.student_batcher.check_room()
+
+    @property
+    def front(self) -> Batcher:
+        """The batcher every request enters (its statistics are the model's)."""
+        return self.student_batcher
 
     def queue_rows(self) -> dict[str, int]:
         return {

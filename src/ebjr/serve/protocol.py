@@ -5,6 +5,15 @@ The schema follows the protocol's REST definition: a request carries
 ``data`` is the row-major flattened contents (nested lists are accepted too);
 a response carries ``outputs`` in the same form. Errors are ``{"error": msg}``.
 
+The **binary tensor data extension** (the default of Triton's and KServe's
+clients) is supported both ways: a body may be a JSON header of
+``Inference-Header-Content-Length`` bytes followed by raw little-endian
+tensor bytes, each binary input saying its size in
+``parameters.binary_data_size``; a response puts an output in binary form
+when the request asks (``parameters.binary_data_output`` for all outputs, or
+an output's ``parameters.binary_data``). ``BYTES`` elements are each a
+4-byte little-endian length and the bytes.
+
 >>> t = InferTensor(name="input", shape=[2, 2], datatype="FP32", data=[1, 2, 3, 4])
 >>> decode_tensor(t).tolist()
 [[1.0, 2.0], [3.0, 4.0]]
@@ -28,14 +37,19 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "InferTensor",
+    "ModelConfig",
     "ModelMetadata",
     "PredictRequest",
+    "RepositoryIndexRequest",
     "ServerMetadata",
     "ThresholdUpdate",
+    "binary_inputs",
     "check_finite",
     "check_shape",
     "decode_tensor",
     "encode_tensor",
+    "split_body",
+    "tensor_bytes",
 ]
 
 # protocol datatype -> numpy dtype (BYTES and BOOL are not model inputs here)
@@ -64,7 +78,7 @@ class InferTensor(BaseModel):
     shape: list[int] = Field(max_length=16)
     datatype: str = Field(max_length=16)
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None  # None: the bytes follow the JSON (binary extension)
 
 
 class RequestedOutput(BaseModel):
@@ -86,7 +100,7 @@ class OutputTensor(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None
 
 
 class InferResponse(BaseModel):
@@ -129,6 +143,28 @@ class ModelMetadata(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
+class ModelConfig(BaseModel):
+    """Triton's model configuration extension (``GET /v2/models/{name}/config``), in part."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    input: list[dict[str, Any]]
+    output: list[dict[str, Any]]
+    dynamic_batching: dict[str, Any] | None = None
+    version_policy: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class RepositoryIndexRequest(BaseModel):
+    """``POST /v2/repository/index``: optionally only the models that are ready."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ready: bool | None = None
+
+
 class ServerMetadata(BaseModel):
     name: str
     version: str
@@ -139,15 +175,34 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+#: the range of values each datatype holds (floats: the largest finite magnitude)
+_LIMITS: dict[str, tuple[float, float]] = {
+    k: (float(np.iinfo(v).min), float(np.iinfo(v).max))
+    if np.issubdtype(v, np.integer)
+    else (-float(np.finfo(v).max), float(np.finfo(v).max))
+    for k, v in NUMERIC_DATATYPES.items()
+}
+
+
 def decode_tensor(
-    t: InferTensor, row_shape: tuple[int, ...] | None = None, max_rows: int | None = None
+    t: InferTensor,
+    row_shape: tuple[int, ...] | None = None,
+    max_rows: int | None = None,
+    raw: bytes | None = None,
 ) -> np.ndarray:
     """The tensor as a float32 array of shape ``t.shape``, checked.
+
+    Args:
+        t: the tensor as it arrived; its values are ``t.data`` (JSON), or
+            ``raw`` (the binary extension's little-endian bytes).
+        row_shape: the model's per-row shape, if known.
+        max_rows: the most rows a request may carry.
 
     Raises:
         InputError: unknown or non-numeric datatype, a shape that does not
             match the data or the model's per-row shape, no rows or too many,
-            values that are not numbers, NaN or infinity.
+            values that are not numbers, outside the datatype's range, NaN or
+            infinity, binary data of the wrong length.
     """
     if t.datatype not in NUMERIC_DATATYPES:
         raise InputError(
@@ -157,21 +212,50 @@ def decode_tensor(
     shape = tuple(t.shape)
     check_shape(t.name, shape, row_shape, max_rows)
     expected = math.prod(shape)
-    try:
-        arr = np.asarray(t.data, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"input {t.name!r}: data must be numbers (flat or nested lists), not "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    if arr.size != expected:
-        raise InputError(
-            f"input {t.name!r}: shape {list(shape)} needs {expected} values, got {arr.size}"
-        )
+    if raw is not None:
+        dtype = np.dtype(NUMERIC_DATATYPES[t.datatype]).newbyteorder("<")
+        if len(raw) != expected * dtype.itemsize:
+            raise InputError(
+                f"input {t.name!r}: shape {list(shape)} of {t.datatype} needs "
+                f"{expected * dtype.itemsize} bytes of binary data, got {len(raw)}"
+            )
+        arr = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+    else:
+        if t.data is None:
+            raise InputError(
+                f"input {t.name!r} has neither 'data' nor 'parameters.binary_data_size'"
+            )
+        arr = _numbers(t.name, t.data)
+        if arr.size != expected:
+            raise InputError(
+                f"input {t.name!r}: shape {list(shape)} needs {expected} values, got {arr.size}"
+            )
     check_finite(t.name, arr)
+    lo, hi = _LIMITS[t.datatype]
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise InputError(
+            f"input {t.name!r}: values must lie in [{lo:g}, {hi:g}] for datatype "
+            f"{t.datatype}, got [{arr.min():g}, {arr.max():g}]"
+        )
     if t.datatype.startswith(("INT", "UINT")) and not np.array_equal(arr, np.round(arr)):
         raise InputError(f"input {t.name!r}: datatype {t.datatype} needs whole numbers")
     return arr.reshape(shape).astype(np.float32)
+
+
+def _numbers(name: str, data: list[Any]) -> np.ndarray:
+    """JSON data as float64, refusing strings, booleans, nulls and ragged nesting."""
+    try:
+        arr = np.asarray(data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"input {name!r}: data must be numbers (flat or equally nested lists): {exc}"
+        ) from None
+    if arr.dtype.kind not in "iuf":
+        what = {"U": "strings", "S": "strings", "b": "booleans"}.get(
+            arr.dtype.kind, "values that are not all numbers"
+        )
+        raise InputError(f"input {name!r}: data must be numbers, got {what}")
+    return arr.astype(np.float64).reshape(-1)
 
 
 def check_shape(
@@ -225,4 +309,66 @@ def encode_tensor(
     }
     if parameters:
         out["parameters"] = parameters
+    return out
+
+
+def tensor_bytes(arr: np.ndarray) -> bytes:
+    """The binary extension's bytes of an output: little-endian, row-major.
+
+    ``BYTES`` elements are each a 4-byte little-endian length and the UTF-8 bytes.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "US":
+        parts = []
+        for v in arr.reshape(-1):
+            b = v.encode("utf-8") if isinstance(v, str) else bytes(v)
+            parts.append(len(b).to_bytes(4, "little") + b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """``(JSON header, binary rest)`` of a request body (the binary extension's framing)."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise InputError(
+            f"Inference-Header-Content-Length must be a whole number of bytes in "
+            f"[0, {len(body)}] (the body's length), got {header_length!r}"
+        )
+    return body[:n], body[n:]
+
+
+def binary_inputs(request: InferRequest, rest: bytes) -> list[bytes | None]:
+    """Each input's binary bytes (``None`` for JSON data), checked against the body's length."""
+    out: list[bytes | None] = []
+    offset = 0
+    for t in request.inputs:
+        size = (t.parameters or {}).get("binary_data_size")
+        if size is None:
+            out.append(None)
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InputError(
+                f"input {t.name!r}: parameters.binary_data_size must be a whole number of "
+                f"bytes, got {size!r}"
+            )
+        if t.data is not None:
+            raise InputError(f"input {t.name!r} has both 'data' and binary_data_size")
+        if offset + size > len(rest):
+            raise InputError(
+                f"input {t.name!r}: binary_data_size {size} runs past the end of the body "
+                f"({len(rest) - offset} bytes left after the JSON header)"
+            )
+        out.append(rest[offset : offset + size])
+        offset += size
+    if offset != len(rest):
+        raise InputError(
+            f"the body has {len(rest) - offset} bytes after the JSON header that no input's "
+            f"binary_data_size accounts for (check Inference-Header-Content-Length)"
+        )
     return out

@@ -39,6 +39,9 @@ class ServeSettings:
             beyond, the fallback policy applies.
         max_request_rows, max_body_bytes: per-request limits (413 beyond).
         request_timeout_s: longest a request may wait for its answer (503).
+        header_timeout_s: longest a request's line and headers may take to
+            arrive, from its first byte (or the connection's opening) (408).
+        body_timeout_s: longest a request's body may take to arrive (408).
         remote_teacher: Open Inference Protocol v2 model URL of the teacher,
             e.g. ``http://host:8001/v2/models/teacher``; the bundle's teacher
             is then not loaded.
@@ -76,6 +79,8 @@ class ServeSettings:
     max_request_rows: int = 1024
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     remote_teacher: str | None = None
     teacher_timeout_s: float = 5.0
     teacher_retries: int = 1
@@ -116,7 +121,8 @@ class ServeSettings:
         for name in ("max_wait_ms", "teacher_max_wait_ms"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("request_timeout_s", "teacher_timeout_s"):
+        for name in ("request_timeout_s", "teacher_timeout_s", "header_timeout_s",
+                     "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if isinstance(self.teacher_retries, bool) or self.teacher_retries < 0:
