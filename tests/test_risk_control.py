@@ -115,9 +115,12 @@ def test_bad_guarantee_arguments(kwargs, match):
 
 
 @pytest.mark.slow
-def test_guarantee_holds_on_held_out_halves_of_a_public_pair():
+def test_betting_guarantee_holds_on_held_out_halves_of_a_public_pair():
     """Over 100 seeded 50/50 splits of CIFAR-10 (ResNet-20 -> ResNet-56), the held-out drop
-    of the guaranteed threshold exceeds eps in at most delta of the splits (binomial slack)."""
+    of the betting bound's threshold exceeds eps in at most delta of the splits (binomial
+    slack). This check is stricter than the guarantee (the held-out half adds its own noise),
+    and the betting bound leaves enough of delta unused to pass it; the exact test spends all
+    of delta, so it is checked on the guarantee's own statement below."""
     s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
     eps, delta, splits = 0.005, 0.05, 100
     violations, fractions = 0, []
@@ -125,7 +128,8 @@ def test_guarantee_holds_on_held_out_halves_of_a_public_pair():
         perm = np.random.default_rng(seed).permutation(y.size)
         cal, test = perm[: y.size // 2], perm[y.size // 2 :]
         curve = tradeoff_curve(s[cal], t[cal], y[cal], "energy")
-        threshold = select_threshold(curve, GuaranteedDrop(eps, delta, seed=seed)).threshold
+        target = GuaranteedDrop(eps, delta, p_value="wsr", seed=seed)
+        threshold = select_threshold(curve, target).threshold
         held = tradeoff_curve(s[test], t[test], y[test], "energy").at_threshold(threshold)
         drop = np.mean(t[test].argmax(1) == y[test]) - held.accuracy
         violations += drop > eps
@@ -230,10 +234,9 @@ def test_exact_guarantee_holds_for_iid_calibration_draws(student, teacher, route
 
 
 @pytest.mark.slow
-def test_guarantee_holds_for_iid_calibration_draws_on_the_population():
-    """The guarantee's own statement: calibration inputs drawn i.i.d. from a population, drop
-    measured on the population. ResNet-20 -> RepVGG-A2 (CIFAR-10), where complementary
-    50/50 halves are the loosest check (anti-correlated halves plus test-half noise)."""
+def test_betting_guarantee_holds_for_iid_calibration_draws_on_the_population():
+    """The guarantee's own statement, with the betting bound: calibration inputs drawn i.i.d.
+    from a population, drop measured on the population. ResNet-20 -> RepVGG-A2 (CIFAR-10)."""
     s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_repvgg_a2.npz")
     eps, delta, runs = 0.005, 0.05, 100
     population = tradeoff_curve(s, t, y, "energy")
@@ -241,7 +244,8 @@ def test_guarantee_holds_for_iid_calibration_draws_on_the_population():
     for seed in range(runs):
         cal = np.random.default_rng(seed).integers(0, y.size, y.size // 2)
         curve = tradeoff_curve(s[cal], t[cal], y[cal], "energy")
-        threshold = select_threshold(curve, GuaranteedDrop(eps, delta, seed=seed)).threshold
+        target = GuaranteedDrop(eps, delta, p_value="wsr", seed=seed)
+        threshold = select_threshold(curve, target).threshold
         drop = population.teacher_accuracy - population.at_threshold(threshold).accuracy
         violations += drop > eps
     assert violations <= stats.binom.ppf(0.99, runs, delta), f"{violations} of {runs} runs"
