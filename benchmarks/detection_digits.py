@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ebjr.calibration import TradeoffCurve, curve_from_metric
-from ebjr.detection import MapMetric, detection_scores, per_image_ap
+from ebjr.evaluation.detection import MapMetric, detection_scores, per_image_ap
 from ebjr.zoo.digit_canvas import make_digit_canvases
 from ebjr.zoo.grid_detector import GridDetector, decode, flops_per_image, train_detector
 

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from ebjr.bundle import dumps
-from ebjr.cost import count_flops
 from ebjr.joint import JointModel
-from ebjr.routers import get_router
+from ebjr.joint.cost import count_flops
+from ebjr.routing import get_router
 from ebjr.zoo.densenet import cifar_preprocess, make_densenet
 from ebjr.zoo.resnet_cifar import make_resnet
 

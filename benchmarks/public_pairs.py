@@ -39,8 +39,8 @@ import numpy as np
 
 from ebjr.bundle import dumps
 from ebjr.calibration import MaxDrop, select_threshold, tradeoff_curve
+from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.evaluation import evaluate
-from ebjr.risk_control import GuaranteedDrop
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

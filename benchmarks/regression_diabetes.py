@@ -1,6 +1,6 @@
 """Regression EBJR on scikit-learn's bundled diabetes data (442 patients, 10 features).
 
-Two energy-based regressors are trained by NCE (:mod:`ebjr.regression`) on
+Two energy-based regressors are trained by NCE (:mod:`ebjr.training.regressor`) on
 each of ``--splits`` random splits (train 50 %, early stopping 15 %,
 calibration 15 %, test 20 %), for two pairs:
 
@@ -36,7 +36,7 @@ import torch
 
 from ebjr.calibration import MaxDrop, curve_from_loss, select_threshold
 from ebjr.exceptions import TargetUnreachableError
-from ebjr.regression import EnergyRegressor, regressor_outputs, train_energy_regressor
+from ebjr.training.regressor import EnergyRegressor, regressor_outputs, train_energy_regressor
 
 HERE = Path(__file__).resolve().parent
 CHEAP = [0, 1, 2, 3]  # age, sex, bmi, bp: no blood test needed

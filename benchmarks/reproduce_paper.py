@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ebjr.auto import AutoRouter
 from ebjr.bundle import dumps
 from ebjr.calibration import (
     HistogramCrossing,
@@ -43,11 +42,12 @@ from ebjr.calibration import (
     select_threshold,
     tradeoff_curve,
 )
-from ebjr.cost import count_flops
+from ebjr.calibration.auto import AutoRouter
+from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.evaluation import mcnemar, oracle
 from ebjr.joint import JointModel
-from ebjr.risk_control import GuaranteedDrop
-from ebjr.routers import Router, get_router
+from ebjr.joint.cost import count_flops
+from ebjr.routing import Router, get_router
 from ebjr.training import predict_logits
 from ebjr.zoo.densenet import cifar_preprocess, load_ebjr_checkpoint
 

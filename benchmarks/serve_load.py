@@ -49,11 +49,11 @@ STUDENT, TEACHER = (52, 6), (64, 12)
 # ---------------------------------------------------------------- bundles
 def build_bundles(folder: Path, routers: list[str], max_drop: float) -> dict[str, Path]:
     """One bundle per router: the paper's checkpoints, thresholds from the published logits."""
-    from ebjr import persist
     from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import persist
     from ebjr.calibration import MaxDrop
+    from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.joint import JointModel
-    from ebjr.pipeline import calibrate_outputs
     from ebjr.zoo.densenet import load_ebjr_checkpoint
 
     def adapter(depth: int, growth: int) -> TorchAdapter:
@@ -95,7 +95,7 @@ def compute_times(batch: int, repeats: int, threads: int) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(threads)
-    from ebjr.cost import measure_latency
+    from ebjr.joint.cost import measure_latency
     from ebjr.zoo.densenet import make_densenet
 
     images = np.load(SHARED / "data/cifar10-test-images.npz")["images"][:batch]

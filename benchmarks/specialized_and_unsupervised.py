@@ -32,12 +32,12 @@ import torch
 
 from ebjr.bundle import dumps
 from ebjr.calibration import MaxDrop, TeacherAccuracy, curve_from_scores, select_threshold
-from ebjr.cost import count_flops
-from ebjr.distill import distill, train_specialized
-from ebjr.quickstart import QuickstartConfig, make_digits_traffic
-from ebjr.routers import get_router
-from ebjr.specialized import ClassMap
+from ebjr.examples.quickstart import QuickstartConfig, make_digits_traffic
+from ebjr.joint.cost import count_flops
+from ebjr.routing import get_router
 from ebjr.training import predict_logits, train_classifier
+from ebjr.training.distill import distill, train_specialized
+from ebjr.training.specialized import ClassMap
 from ebjr.zoo.digits import make_student, make_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

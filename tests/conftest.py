@@ -17,7 +17,7 @@ def cifar10_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def quickstart_bundle(tmp_path_factory):
     """The quickstart's bundle (6 epochs, about 15 s), built once per test session."""
-    from ebjr.quickstart import QuickstartConfig, run_quickstart
+    from ebjr.examples.quickstart import QuickstartConfig, run_quickstart
 
     out = tmp_path_factory.mktemp("quickstart")
     summary = run_quickstart(out, QuickstartConfig(epochs=6), progress=False)

@@ -26,11 +26,11 @@ def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
     """
     import torch
 
-    from ebjr import persist
     from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import persist
     from ebjr.calibration import MaxTeacherFraction
+    from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.joint import JointModel
-    from ebjr.pipeline import calibrate_outputs
     from ebjr.zoo import digits
 
     torch.manual_seed(0)
@@ -73,9 +73,8 @@ def make_faulty_bundle(folder: Path) -> Path:
     """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:*``)."""
     import torch
 
-    from ebjr import persist
     from ebjr.adapters.torch_module import TorchAdapter
-    from ebjr.bundle import RoutingBundle
+    from ebjr.bundle import RoutingBundle, persist
     from ebjr.joint import JointModel
     from ebjr.zoo import digits
 

@@ -12,7 +12,7 @@ from ebjr.adapters import as_adapter
 from ebjr.adapters.base import Adapter
 from ebjr.exceptions import InputError, LogProbabilityInputError, MissingDependencyError
 from ebjr.joint import JointModel
-from ebjr.routers import get_router
+from ebjr.routing import get_router
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(12, 8)).astype(np.float32)

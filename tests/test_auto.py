@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from ebjr.auto import AutoRouter
 from ebjr.calibration import MaxDrop, tradeoff_curve
+from ebjr.calibration.auto import AutoRouter
 from ebjr.exceptions import InputError, NotFittedError
-from ebjr.routers import get_router
+from ebjr.routing import get_router
 from helpers import synthetic
 
 

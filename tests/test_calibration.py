@@ -16,7 +16,7 @@ from ebjr.calibration import (
     tradeoff_curve,
 )
 from ebjr.exceptions import InputError, LogProbabilityInputError, TargetUnreachableError
-from ebjr.routers import get_router
+from ebjr.routing import get_router
 from helpers import synthetic
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ebjr.cost import count_flops, joint_cost, measure_latency, speedup
 from ebjr.exceptions import InputError
+from ebjr.joint.cost import count_flops, joint_cost, measure_latency, speedup
 
 
 def test_flops_match_the_closed_form():

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from ebjr.detection import (
+from ebjr.evaluation.detection import (
     Detections,
     JointDetector,
     MapMetric,

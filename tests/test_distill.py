@@ -4,10 +4,10 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from ebjr.distill import distill, kl_to_teacher, teacher_probabilities, train_specialized
 from ebjr.exceptions import InputError
-from ebjr.specialized import ClassMap
-from ebjr.training import _soft_ce, predict_logits
+from ebjr.training import predict_logits, soft_cross_entropy
+from ebjr.training.distill import distill, kl_to_teacher, teacher_probabilities, train_specialized
+from ebjr.training.specialized import ClassMap
 from ebjr.zoo.digits import make_student
 
 
@@ -42,7 +42,7 @@ def test_soft_cross_entropy_and_kl_match_their_formulas(digits):
     s = torch.randn(50, 10, dtype=torch.float64)
     t = torch.as_tensor(probs, dtype=torch.float64)
     expected = -(t * torch.log_softmax(s / 2.0, 1)).sum(1).mean() * 4.0
-    torch.testing.assert_close(_soft_ce(s, t, 2.0), expected)
+    torch.testing.assert_close(soft_cross_entropy(s, t, 2.0), expected)
     student = make_student()
     q = torch.softmax(predict_logits(student, x[:50]).double() / 2.0, 1).numpy()
     kl = np.mean(np.sum(probs * (np.log(probs) - np.log(q)), axis=1))

@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 
 import ebjr
 from ebjr.cli import main
-from ebjr.distill_cli import load_inputs
+from ebjr.cli.distill import load_inputs
 from ebjr.exceptions import InputError
 from ebjr.training import train_classifier
 from ebjr.zoo.digits import make_teacher

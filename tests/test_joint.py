@@ -8,7 +8,7 @@ import torch
 from ebjr.calibration import tradeoff_curve
 from ebjr.exceptions import InputError
 from ebjr.joint import JointModel
-from ebjr.routers import get_router
+from ebjr.routing import get_router
 from helpers import synthetic
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ebjr.joint import JointModel
-from ebjr.routers import get_router
+from ebjr.routing import get_router
 from ebjr.training import predict_logits
 from ebjr.zoo.densenet import DenseNetBC, cifar_preprocess, load_ebjr_checkpoint
 from helpers import MODELS, PAPER_PAIRS, checkpoint, shared_file

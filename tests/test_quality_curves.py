@@ -15,8 +15,8 @@ from ebjr.calibration import (
     curve_from_quality,
     select_threshold,
 )
+from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.exceptions import InputError
-from ebjr.risk_control import GuaranteedDrop
 
 rows = st.integers(1, 40).flatmap(
     lambda n: st.tuples(

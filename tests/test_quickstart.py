@@ -6,7 +6,7 @@ import torch
 
 import ebjr
 from ebjr.cli import main
-from ebjr.quickstart import QuickstartConfig, make_digits_traffic
+from ebjr.examples.quickstart import QuickstartConfig, make_digits_traffic
 
 
 def test_traffic_is_seeded_and_disjoint_from_training_images():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebjr.regression import EnergyRegressor, regressor_outputs, train_energy_regressor
+from ebjr.training.regressor import EnergyRegressor, regressor_outputs, train_energy_regressor
 
 
 def heteroscedastic(n, seed):

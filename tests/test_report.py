@@ -5,7 +5,7 @@ from PIL import Image
 
 from ebjr.calibration import MaxDrop, select_threshold
 from ebjr.evaluation import evaluate
-from ebjr.report import plot_score_histograms, plot_tradeoff, write_report
+from ebjr.evaluation.report import plot_score_histograms, plot_tradeoff, write_report
 from helpers import synthetic
 
 

@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ebjr.auto import AutoRouter
 from ebjr.calibration import MaxDrop, curve_from_scores, select_threshold, tradeoff_curve
-from ebjr.exceptions import InputError
-from ebjr.risk_control import (
+from ebjr.calibration.auto import AutoRouter
+from ebjr.calibration.exact import critical_value, tango_statistic
+from ebjr.calibration.guarantee import (
     GuaranteedDrop,
     hoeffding_bentkus_pvalue,
     loss_counts,
     loss_matrix,
     wsr_pvalue,
 )
-from ebjr.trinomial import critical_value, tango_statistic
+from ebjr.exceptions import InputError
 from helpers import load_pair, synthetic
 
 

@@ -3,9 +3,9 @@ import pytest
 import scipy.special
 import torch
 
-from ebjr import routers
+from ebjr import routing as routers
 from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
-from ebjr.routers import get_router, list_routers, router_from_spec
+from ebjr.routing import get_router, list_routers, router_from_spec
 
 PLAIN = [n for n in list_routers() if n != "auto"]
 

@@ -414,7 +414,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_plain_model_role_serves_the_models_logits(bundle):
-    from ebjr import persist
+    from ebjr.bundle import persist
 
     teacher, _ = persist.load_model(bundle, "teacher")
     x = random_rows(5)

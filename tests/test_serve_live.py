@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ebjr
-from ebjr import persist
+from ebjr.bundle import persist
 from serve_support import ServerProcess, infer_body, make_serve_bundle, outputs, random_rows
 
 

@@ -5,12 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebjr.calibration import MaxDrop, curve_from_scores, select_threshold
+from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.exceptions import InputError
 from ebjr.joint import JointModel
-from ebjr.risk_control import GuaranteedDrop
-from ebjr.routers import get_router, teacher_mask
+from ebjr.routing import get_router, teacher_mask
 from ebjr.scores import specialized_free_energy
-from ebjr.specialized import ClassMap, top_classes
+from ebjr.training.specialized import ClassMap, top_classes
 
 
 @given(st.lists(st.integers(0, 30), min_size=3, max_size=12), st.data())

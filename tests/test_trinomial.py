@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
-from ebjr.exceptions import InputError
-from ebjr.trinomial import (
+from ebjr.calibration.exact import (
     critical_value,
     exact_pvalue,
     exact_size,
     rejection_probability,
     tango_statistic,
 )
+from ebjr.exceptions import InputError
 
 
 def brute_force_probability(n, eps, z, q, excess=0.0):

@@ -17,6 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from ebjr import _compat
 from ebjr.exceptions import (
     BundleError,
     EBJRError,
@@ -27,7 +28,7 @@ from ebjr.exceptions import (
     TargetUnreachableError,
     UnknownRouterError,
 )
-from ebjr.routers import Router, get_router, list_routers
+from ebjr.routing import Router, get_router, list_routers
 from ebjr.scores import (
     free_energy,
     margin,
@@ -44,10 +45,10 @@ _LAZY = {
     "curve_from_quality": "ebjr.calibration",
     "curve_from_loss": "ebjr.calibration",
     "curve_from_metric": "ebjr.calibration",
-    "regression_free_energy": "ebjr.scores",
-    "detection_free_energy": "ebjr.detection",
-    "Detections": "ebjr.detection",
-    "JointDetector": "ebjr.detection",
+    "regression_free_energy": "ebjr.scores.regression",
+    "detection_free_energy": "ebjr.scores.detection",
+    "Detections": "ebjr.scores.detection",
+    "JointDetector": "ebjr.joint.detector",
     "select_threshold": "ebjr.calibration",
     "TradeoffCurve": "ebjr.calibration",
     "OperatingPoint": "ebjr.calibration",
@@ -56,24 +57,24 @@ _LAZY = {
     "MaxTeacherFraction": "ebjr.calibration",
     "MaxCost": "ebjr.calibration",
     "HistogramCrossing": "ebjr.calibration",
-    "GuaranteedDrop": "ebjr.risk_control",
-    "AutoRouter": "ebjr.auto",
+    "GuaranteedDrop": "ebjr.calibration.guarantee",
+    "AutoRouter": "ebjr.calibration.auto",
     "evaluate": "ebjr.evaluation",
     "mcnemar": "ebjr.evaluation",
-    "write_report": "ebjr.report",
+    "write_report": "ebjr.evaluation.report",
     "RoutingBundle": "ebjr.bundle",
     "read_bundle": "ebjr.bundle",
     "write_bundle": "ebjr.bundle",
-    "load_outputs": "ebjr.io",
-    "JointModel": "ebjr.joint",
-    "JointPrediction": "ebjr.joint",
-    "save": "ebjr.persist",
-    "load": "ebjr.persist",
-    "as_adapter": "ebjr.adapters",
-    "count_flops": "ebjr.cost",
-    "measure_latency": "ebjr.cost",
-    "joint_cost": "ebjr.cost",
-    "calibrate_outputs": "ebjr.pipeline",
+    "load_outputs": "ebjr.bundle.outputs",
+    "JointModel": "ebjr.joint.model",
+    "JointPrediction": "ebjr.joint.model",
+    "save": "ebjr.bundle.persist",
+    "load": "ebjr.bundle.persist",
+    "as_adapter": "ebjr.adapters.base",
+    "count_flops": "ebjr.joint.cost",
+    "measure_latency": "ebjr.joint.cost",
+    "joint_cost": "ebjr.joint.cost",
+    "calibrate_outputs": "ebjr.calibration.calibrate",
 }
 
 __all__ = [
@@ -97,6 +98,9 @@ __all__ = [
     "softmax_logsumexp",
     *sorted(_LAZY),
 ]
+
+
+_compat.install()
 
 
 def __getattr__(name: str) -> Any:

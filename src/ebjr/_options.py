@@ -6,7 +6,7 @@ fast and the two never list different values.
 
 from __future__ import annotations
 
-#: losses a guaranteed drop can control (see :mod:`ebjr.risk_control`)
+#: losses a guaranteed drop can control (see :mod:`ebjr.calibration.guarantee`)
 LOSSES = ("signed", "harm", "disagreement")
 #: tests a guaranteed drop can use; the first is the default
 P_VALUES = ("exact", "wsr", "hb")

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ebjr._arrays import Array, check_logits
+from ebjr._utils.arrays import Array, check_logits
 from ebjr.exceptions import InputError
 
 __all__ = ["Adapter", "as_adapter", "register_adapter"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ebjr._arrays import Array
+from ebjr._utils.arrays import Array
 from ebjr.adapters.base import Adapter
 from ebjr.exceptions import InputError
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ebjr._arrays import Array, to_numpy
+from ebjr._utils.arrays import Array, to_numpy
 from ebjr.adapters.base import Adapter
 from ebjr.exceptions import InputError, missing_dependency
 

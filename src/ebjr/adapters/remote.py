@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr._arrays import to_numpy
+from ebjr._utils.arrays import to_numpy
 from ebjr.adapters.base import Adapter
 from ebjr.exceptions import InputError, missing_dependency
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ebjr._arrays import Array
+from ebjr._utils.arrays import Array
 from ebjr.adapters.base import Adapter
 from ebjr.adapters.torch_module import extract_logits, to_tensor
 from ebjr.exceptions import InputError, missing_dependency

@@ -248,7 +248,7 @@ class _State:
 
 
 def _load(state: _State) -> None:
-    from ebjr import persist
+    from ebjr.bundle import persist
 
     s = state.settings
     if s.torch_threads is not None:

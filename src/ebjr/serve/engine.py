@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr._arrays import to_numpy
+from ebjr._utils.arrays import to_numpy
 from ebjr.exceptions import EBJRError, ModelError
 from ebjr.joint import JointModel, take_rows
 from ebjr.serve.batcher import Batcher, Overloaded

@@ -15,7 +15,7 @@ true edge distance. Decoding keeps the cells whose object probability
 expected distances, and greedy per-class NMS removes duplicates. The kept
 boxes carry their digit-class logits (background excluded, as in the
 specialized student's energy) and each edge's exact regression free energy,
-so :func:`ebjr.detection.detection_free_energy` gets both terms of eq. 14.
+so :func:`ebjr.evaluation.detection.detection_free_energy` gets both terms of eq. 14.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebjr.detection import Detections, dfl_coordinate_free_energy
+from ebjr.evaluation.detection import Detections, dfl_coordinate_free_energy
 from ebjr.exceptions import InputError
 
 __all__ = ["GridDetector", "decode", "flops_per_image", "make_grid_detector", "train_detector"]
@@ -202,6 +202,6 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) 
 
 def flops_per_image(model: GridDetector, size: int = 48) -> float:
     """Counted FLOPs of one forward pass on one ``size x size`` canvas."""
-    from ebjr.cost import count_flops
+    from ebjr.joint.cost import count_flops
 
     return float(count_flops(model, torch.zeros(1, size, size)))

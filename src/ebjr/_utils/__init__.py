@@ -1,0 +1,1 @@
+"""Helpers every layer may use: array handling and validation, strict JSON, factories."""

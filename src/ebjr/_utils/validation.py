@@ -1,0 +1,79 @@
+"""Validation of the arrays and numbers that calibration and evaluation take."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ebjr._utils.arrays import Array, check_logits, to_numpy
+from ebjr.exceptions import InputError
+
+__all__ = ["check_cost", "check_labels", "check_pair", "check_probability"]
+
+
+def check_pair(student_logits: Array, teacher_logits: Array) -> tuple[Array, Array]:
+    """Validate student and teacher logits of the same inputs (same ``n`` and ``C``)."""
+    s = check_logits(student_logits, "student_logits")
+    t = check_logits(teacher_logits, "teacher_logits")
+    if s.shape[0] != t.shape[0]:
+        raise InputError(
+            f"student and teacher outputs must cover the same inputs: the student has "
+            f"{s.shape[0]} rows, the teacher {t.shape[0]}"
+        )
+    if s.shape[1] != t.shape[1]:
+        raise InputError(
+            f"student and teacher must share the label space: the student has {s.shape[1]} "
+            f"classes, the teacher {t.shape[1]} (a student over a subset of the teacher's "
+            "classes needs a class_map)"
+        )
+    return s, t
+
+
+def check_labels(labels: Any, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
+    """Validate integer labels in ``[0, n_classes)`` for ``n`` rows; return int64 numpy."""
+    y = to_numpy(labels) if not isinstance(labels, list | tuple) else np.asarray(labels)
+    if y.ndim != 1:
+        raise InputError(f"{name} must be a 1-d array of class indices, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise InputError(f"{name} must have one entry per row: expected {n}, got {y.shape[0]}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise InputError(f"{name} must be whole class indices, got non-integer values")
+        y = y.astype(np.int64)
+    elif y.dtype.kind not in "iu":
+        raise InputError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64, copy=False)
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        bad = y[(y < 0) | (y >= n_classes)]
+        raise InputError(
+            f"{name} must lie in [0, {n_classes}) for {n_classes} classes, got values such as "
+            f"{bad[:5].tolist()} ({bad.size} out of range)"
+        )
+    return y
+
+
+def check_cost(value: Any, name: str, *, positive: bool = False) -> float:
+    """A finite, non-negative (or positive) cost."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        need = "positive" if positive else "non-negative"
+        raise InputError(f"{name} must be a finite {need} number, got {value!r}")
+    return v
+
+
+def check_probability(value: Any, name: str, *, open_low: bool = False) -> float:
+    """A number in ``[0, 1]`` (or ``(0, 1]`` / ``(0, 1)`` where stated)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}") from exc
+    lo_ok = v > 0 if open_low else v >= 0
+    if not (lo_ok and v <= 1):
+        lo = "(0" if open_low else "[0"
+        raise InputError(f"{name} must lie in {lo}, 1], got {value!r}")
+    return v

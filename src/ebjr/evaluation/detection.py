@@ -1,0 +1,131 @@
+"""mAP of detections by pycocotools (COCO's own evaluation, never reimplemented).
+
+Every name of the former ``ebjr.detection`` module is importable from here:
+the scores, routers and the joint detector are re-exported from their homes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ebjr.exceptions import InputError, missing_dependency
+from ebjr.joint.detector import JointDetector, joint_detections
+from ebjr.routing.detection import DETECTION_ROUTERS, detection_scores
+from ebjr.scores.detection import Detections, detection_free_energy, dfl_coordinate_free_energy
+
+__all__ = [
+    "DETECTION_ROUTERS",
+    "Detections",
+    "JointDetector",
+    "MapMetric",
+    "detection_free_energy",
+    "detection_scores",
+    "dfl_coordinate_free_energy",
+    "joint_detections",
+    "mean_average_precision",
+    "per_image_ap",
+]
+
+
+def _coco(targets: Sequence[tuple[Any, Any]], n_classes: int) -> Any:
+    try:
+        from pycocotools.coco import COCO
+    except ImportError as exc:  # pragma: no cover - pycocotools is in the detection extra
+        raise missing_dependency("pycocotools", "detection", "mAP") from exc
+    images, anns = [], []
+    for i, (boxes, labels) in enumerate(targets):
+        images.append({"id": i, "width": 1, "height": 1})
+        for b, c in zip(np.asarray(boxes, float).reshape(-1, 4), np.asarray(labels), strict=True):
+            w, h = b[2] - b[0], b[3] - b[1]
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c),
+                         "bbox": [float(b[0]), float(b[1]), float(w), float(h)],
+                         "area": float(w * h), "iscrowd": 0})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns,
+                  "categories": [{"id": c} for c in range(n_classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def _results(detections: Sequence[Detections], image_ids: Sequence[int]) -> list[dict]:
+    res = []
+    for i, d in zip(image_ids, detections, strict=True):
+        for b, c, s in zip(np.asarray(d.boxes, float).reshape(-1, 4), d.labels, d.scores,
+                           strict=True):
+            res.append({"image_id": int(i), "category_id": int(c),
+                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                 float(b[3] - b[1])], "score": float(s)})
+    return res
+
+
+def _evaluate(gt: Any, results: list[dict], image_ids: list[int] | None) -> np.ndarray:
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return np.zeros(12)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        if image_ids is not None:
+            ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.maximum(np.asarray(ev.stats, dtype=np.float64), 0.0)  # -1 (no data) -> 0
+
+
+def mean_average_precision(
+    detections: Sequence[Detections], targets: Sequence[tuple[Any, Any]], n_classes: int
+) -> dict[str, float]:
+    """COCO mAP of ``detections`` against ``targets`` (``(boxes, labels)`` per image).
+
+    Returns ``map`` (IoU 0.50:0.95) and ``map_50``, computed by pycocotools.
+    """
+    if len(detections) != len(targets):
+        raise InputError(f"{len(detections)} detections for {len(targets)} images")
+    gt = _coco(targets, n_classes)
+    stats = _evaluate(gt, _results(detections, range(len(detections))), None)
+    return {"map": float(stats[0]), "map_50": float(stats[1])}
+
+
+class MapMetric:
+    """mAP of the joint detections for a routing mask, with the ground truth indexed once.
+
+    ``MapMetric(student, teacher, targets, C)(to_teacher)`` is what
+    :func:`ebjr.calibration.curve_from_metric` calls at each operating point.
+    """
+
+    def __init__(self, student: Sequence[Detections], teacher: Sequence[Detections],
+                 targets: Sequence[tuple[Any, Any]], n_classes: int, key: str = "map") -> None:
+        self.gt = _coco(targets, n_classes)
+        ids = list(range(len(targets)))
+        self.student = [_results([d], [i]) for i, d in zip(ids, student, strict=True)]
+        self.teacher = [_results([d], [i]) for i, d in zip(ids, teacher, strict=True)]
+        self.index = 0 if key == "map" else 1
+
+    def __call__(self, to_teacher: Any) -> float:
+        mask = np.asarray(to_teacher, dtype=bool)
+        res = [r for s, t, m in zip(self.student, self.teacher, mask, strict=True)
+               for r in (t if m else s)]
+        return float(_evaluate(self.gt, res, None)[self.index])
+
+
+def per_image_ap(detections: Sequence[Detections], targets: Sequence[tuple[Any, Any]],
+                 n_classes: int) -> np.ndarray:
+    """COCO AP (IoU 0.50:0.95) of each image on its own, by pycocotools (for oracle orderings)."""
+    gt = _coco(targets, n_classes)
+    out = np.zeros(len(detections))
+    for i, d in enumerate(detections):
+        if len(np.asarray(targets[i][1])) == 0:
+            out[i] = 1.0 if len(d) == 0 else 0.0
+            continue
+        out[i] = _evaluate(gt, _results([d], [i]), [i])[0]
+    return out
+
+

@@ -1,0 +1,1 @@
+"""Runnable examples: the quickstart (``ebjr quickstart``)."""

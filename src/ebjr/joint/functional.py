@@ -1,0 +1,113 @@
+"""The joint model's split and merge as functions of arrays, shared by every shell.
+
+The student stage ends in a :class:`RoutedBatch` (the student's logits, the
+scores, the mask and the routed row indices); the teacher answers the routed
+rows, taken with :func:`take_rows`; :func:`merge_rows` writes its answers into
+the student's. :class:`~ebjr.joint.model.JointModel` and the server's engine
+both run on these, on numpy arrays or torch tensors without leaving their
+device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ebjr._utils.arrays import Array, namespace, to_numpy
+
+__all__ = [
+    "RoutedBatch",
+    "concat_rows",
+    "device_of",
+    "into_namespace",
+    "merge_rows",
+    "scatter_rows",
+    "take_rows",
+]
+
+
+@dataclass
+class RoutedBatch:
+    """One batch after the student stage, waiting for its routed rows' teacher answers.
+
+    Made by :meth:`JointModel.route`, finished by :meth:`JointModel.merge`.
+    ``routed`` holds the row indices the teacher must answer (``k`` of them),
+    in the batch's namespace; ``threshold`` is the one value this batch was
+    routed with.
+    """
+
+    batch: Any
+    n: int
+    threshold: float
+    xp: Any
+    s_logits: Array
+    scores: Array
+    to_teacher: Array
+    routed: Array
+    k: int
+    timings: dict[str, float]
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Concatenate batches row-wise (arrays, tensors, lists, or dicts of those)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if isinstance(first, dict):
+        return {k: concat_rows([p[k] for p in parts]) for k in first}
+    if isinstance(first, list | tuple):
+        return [row for p in parts for row in p]
+    if isinstance(first, np.ndarray):
+        return np.concatenate([to_numpy(p) for p in parts], axis=0)
+    return namespace(first).concat(parts, axis=0)
+
+
+def take_rows(batch: Any, index: Any) -> Any:
+    """Rows ``index`` of a batch (array, tensor, list, or dict of those), on its device."""
+    if isinstance(batch, dict):
+        return {k: take_rows(v, index) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return [batch[int(i)] for i in to_numpy(index)]
+    if isinstance(batch, np.ndarray):
+        return batch[to_numpy(index)]
+    return batch[index]
+
+
+def device_of(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def into_namespace(x: Array, xp: Any, like: Array) -> Array:
+    """``x`` as an array of ``like``'s namespace and device (a no-op when it already is)."""
+    if namespace(x) is xp:
+        dev = device_of(like)
+        return x if device_of(x) == dev else xp.asarray(x, device=dev)
+    host = to_numpy(x)
+    if isinstance(like, np.ndarray):
+        return host
+    return xp.asarray(host, device=device_of(like))
+
+
+def scatter_rows(xp: Any, base: Array, index: Array, values: Array) -> Array:
+    """A copy of ``base`` with rows ``index`` replaced by ``values``."""
+    out = xp.asarray(base, copy=True)
+    if values.dtype != out.dtype:
+        values = xp.astype(values, out.dtype)
+    out[index, ...] = values
+    return out
+
+
+def merge_rows(
+    xp: Any, pred: Array, probs: Array, routed: Array, t_logits: Array
+) -> tuple[Array, Array]:
+    """The student's predictions and probabilities with the routed rows replaced by the
+    teacher's (``t_logits`` holds one row per routed index, in order)."""
+    from ebjr.scores import softmax
+
+    pred = scatter_rows(xp, pred, routed, xp.argmax(t_logits, axis=1))
+    probs = scatter_rows(xp, probs, routed, softmax(t_logits, validate=False))
+    return pred, probs

@@ -1,0 +1,351 @@
+"""The live joint model: student on every row, teacher on the routed rows only.
+
+>>> import numpy as np
+>>> student = lambda x: np.asarray(x) * 1.0            # logits = inputs, for the example
+>>> teacher = lambda x: np.asarray(x)[:, ::-1] * 10.0  # a teacher that disagrees
+>>> joint = JointModel(student, teacher, "energy", threshold=3.0)
+>>> out = joint.predict(np.array([[5.0, 0.0], [0.2, 0.1]]))
+>>> out.source.tolist(), out.predictions.tolist()
+(['student', 'teacher'], [0, 1])
+>>> joint.counts()["teacher_rows"]
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ebjr._utils.arrays import Array, namespace, to_numpy
+from ebjr.adapters.base import Adapter, as_adapter, batch_size
+from ebjr.exceptions import InputError
+from ebjr.joint.functional import (
+    RoutedBatch,
+    concat_rows,
+    device_of,
+    into_namespace,
+    merge_rows,
+    take_rows,
+)
+from ebjr.routing import Router, check_threshold, get_router, teacher_mask
+from ebjr.scores import softmax
+
+__all__ = ["JointModel", "JointPrediction"]
+
+log = logging.getLogger("ebjr.joint")
+
+
+@dataclass(frozen=True)
+class JointPrediction:
+    """The joint model's answer for one batch.
+
+    Attributes:
+        predictions: class per row in the teacher's label space, shape ``(n,)``.
+        probabilities: the answering model's softmax probabilities in the
+            teacher's label space, shape ``(n, C_teacher)``.
+        to_teacher: boolean mask, ``True`` where the teacher answered.
+        scores: the router's score per row (higher = student fit).
+        threshold: the one threshold this whole batch was routed with.
+        timings: seconds spent per stage (``student``, ``route``, ``teacher``,
+            ``merge``) when the model was built with ``profile=True``.
+    """
+
+    predictions: Array
+    probabilities: Array
+    to_teacher: Array
+    scores: Array
+    threshold: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def source(self) -> np.ndarray:
+        """``"student"`` or ``"teacher"`` per row."""
+        return np.where(to_numpy(self.to_teacher), "teacher", "student")
+
+
+class JointModel:
+    """Student first; rows whose score is below the threshold go to the teacher.
+
+    Args:
+        student, teacher: models (anything :func:`~ebjr.adapters.as_adapter`
+            accepts: torch modules, ONNX files, scikit-learn classifiers,
+            transformers models, callables).
+        router: router name or instance (scores the student's logits).
+        threshold: the student answers iff ``score >= threshold``. A live
+            knob: :meth:`set_threshold` is thread-safe; every batch is routed
+            with the one threshold read when it starts.
+        class_map: for a student whose classes are a subset of the teacher's,
+            ``class_map[j]`` is the teacher class of student class ``j``
+            (``-1`` for a student class with no teacher class, e.g. ``other``).
+        max_teacher_batch: largest sub-batch sent to the teacher at once.
+        validate: check logits (shape, NaN/inf) on every batch.
+        profile: record per-stage timings in each prediction.
+
+    The teacher sees only the routed rows, as one sub-batch (chunked by
+    ``max_teacher_batch``) on the batch's device, and is not called at all
+    when no row is routed.
+    """
+
+    def __init__(
+        self,
+        student: Any,
+        teacher: Any,
+        router: str | Router = "energy",
+        threshold: float = 0.0,
+        class_map: Any = None,
+        *,
+        max_teacher_batch: int | None = None,
+        validate: bool = True,
+        profile: bool = False,
+    ) -> None:
+        self.student: Adapter = as_adapter(student)
+        self.teacher: Adapter = as_adapter(teacher)
+        self.router: Router = get_router(router)
+        if getattr(self.router, "requires_fit", False) and not getattr(
+            self.router, "is_fitted", False
+        ):
+            raise InputError("an 'auto' router must be fitted before it is used in a JointModel")
+        self._threshold = check_threshold(threshold)
+        self.class_map = None if class_map is None else np.asarray(class_map, dtype=np.int64)
+        if self.class_map is not None and self.class_map.ndim != 1:
+            raise InputError(f"class_map must be 1-d, got shape {self.class_map.shape}")
+        if max_teacher_batch is not None and (
+            not isinstance(max_teacher_batch, int) or max_teacher_batch < 1
+        ):
+            raise InputError(
+                f"max_teacher_batch must be a positive integer, got {max_teacher_batch!r}"
+            )
+        self.max_teacher_batch = max_teacher_batch
+        self.validate = validate
+        self.profile = profile
+        self._lock = threading.Lock()
+        self._counts = {
+            "batches": 0,
+            "rows": 0,
+            "student_rows": 0,
+            "teacher_rows": 0,
+            "teacher_calls": 0,
+            "fallback_rows": 0,
+        }
+
+    # ------------------------------------------------------------ the live knob
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def set_threshold(self, threshold: float) -> float:
+        """Change the threshold for every batch that starts from now on; returns the old one."""
+        t = check_threshold(threshold)
+        with self._lock:
+            old, self._threshold = self._threshold, t
+        log.info("threshold changed from %r to %r", old, t)
+        return old
+
+    def counts(self) -> dict[str, int]:
+        """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
+        ``teacher_calls``, ``fallback_rows`` (routed rows the student answered because
+        the teacher could not)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            for k in self._counts:
+                self._counts[k] = 0
+
+    # ------------------------------------------------------------ prediction
+    def _to_teacher_space(self, xp: Any, pred: Array, probs: Array, c_teacher: int) -> tuple:
+        if self.class_map is None:
+            return pred, probs
+        cmap = xp.asarray(self.class_map, device=device_of(pred))
+        mapped = xp.take(cmap, pred, axis=0)
+        out = xp.zeros((probs.shape[0], c_teacher), dtype=probs.dtype, device=device_of(probs))
+        keep = np.flatnonzero(self.class_map >= 0)  # student columns with a teacher class
+        src = xp.asarray(keep, device=device_of(probs))
+        dst = xp.asarray(self.class_map[keep], device=device_of(probs))
+        out[:, dst] = xp.take(probs, src, axis=1)
+        return mapped, out
+
+    def route(self, batch: Any, threshold: float | None = None) -> RoutedBatch:
+        """The student stage of one batch: forward, scores and the routing mask.
+
+        The threshold is read once (``threshold`` overrides the live knob for
+        this batch, e.g. a server's load-aware value). Finish the batch with
+        :meth:`merge` once the teacher has answered the ``routed`` rows.
+        """
+        n = batch_size(batch)
+        if n == 0:
+            raise InputError("the batch is empty: expected at least one input")
+        if threshold is None:
+            threshold = self._threshold  # one read: the whole batch uses this value
+        else:
+            threshold = check_threshold(threshold)
+        t0 = time.perf_counter()
+        s_logits = self.student(batch) if self.validate else self.student.forward(batch)
+        xp = namespace(s_logits)
+        t1 = time.perf_counter()
+        scores = self.router.score(s_logits, validate=self.validate)
+        to_teacher = teacher_mask(scores, threshold)
+        routed = xp.nonzero(to_teacher)[0]
+        t2 = time.perf_counter()
+        return RoutedBatch(
+            batch,
+            n,
+            threshold,
+            xp,
+            s_logits,
+            scores,
+            to_teacher,
+            routed,
+            int(routed.shape[0]),
+            {"student": t1 - t0, "route": t2 - t1},
+        )
+
+    def merge(
+        self, p: RoutedBatch, t_logits: Array | None, teacher_s: float = 0.0
+    ) -> JointPrediction:
+        """Merge the teacher's logits for ``p``'s routed rows into the student's answers; count.
+
+        ``t_logits`` is ``None`` when no row was routed, or when the teacher
+        could not answer (a server's fallback): the student then answers every
+        row, and the routed rows are counted as ``fallback_rows``.
+        """
+        t3 = time.perf_counter()
+        xp, s_logits = p.xp, p.s_logits
+        if t_logits is not None:
+            t_logits = into_namespace(t_logits, xp, s_logits)
+        if (
+            self.class_map is None
+            and t_logits is not None
+            and t_logits.shape[1] != s_logits.shape[1]
+        ):
+            raise InputError(
+                f"the student has {s_logits.shape[1]} classes and the teacher "
+                f"{t_logits.shape[1]}; pass class_map to map the student's into the teacher's"
+            )
+        if t_logits is not None:
+            c_teacher = int(t_logits.shape[1])
+        elif self.class_map is not None:
+            c_teacher = int(self.class_map.max()) + 1
+        else:
+            c_teacher = int(s_logits.shape[1])
+        s_probs = softmax(s_logits, validate=False)
+        pred, probs = self._to_teacher_space(xp, xp.argmax(s_logits, axis=1), s_probs, c_teacher)
+        if t_logits is not None:
+            if probs.shape[1] != t_logits.shape[1]:
+                raise InputError(
+                    f"class_map maps the student into {probs.shape[1]} classes but the teacher "
+                    f"has {t_logits.shape[1]}"
+                )
+            pred, probs = merge_rows(xp, pred, probs, p.routed, t_logits)
+        timings = {}
+        if self.profile:
+            timings = {**p.timings, "teacher": teacher_s, "merge": time.perf_counter() - t3}
+        with self._lock:
+            c = self._counts
+            c["batches"] += 1
+            c["rows"] += p.n
+            if t_logits is None and p.k:
+                c["fallback_rows"] += p.k
+                c["student_rows"] += p.n
+            else:
+                c["teacher_rows"] += p.k
+                c["student_rows"] += p.n - p.k
+        return JointPrediction(pred, probs, p.to_teacher, p.scores, p.threshold, timings)
+
+    def predict(self, batch: Any) -> JointPrediction:
+        """Run the joint model on a batch (array, tensor, list of inputs, or dict of tensors)."""
+        p = self.route(batch)
+        start = time.perf_counter()
+        t_logits = None
+        if p.k:
+            t_logits = self._run_teacher(take_rows(batch, p.routed), p.xp, p.s_logits)
+        return self.merge(p, t_logits, time.perf_counter() - start)
+
+    def predict_stream(
+        self, batches: Iterable[Any], teacher_batch_size: int = 256
+    ) -> Iterator[JointPrediction]:
+        """Predict a stream of batches, pooling routed rows into large teacher batches.
+
+        The student runs on each batch as it arrives (each batch reads the
+        threshold once, as in :meth:`predict`). Routed rows wait until at least
+        ``teacher_batch_size`` of them are pending, or the stream ends; the
+        teacher then runs once on all of them, and the waiting batches' results
+        are yielded, in input order. With small batches and a deep teacher this
+        avoids paying the teacher's per-call cost for a handful of rows. For
+        offline scoring of a dataset; a server uses dynamic batching instead.
+
+        Args:
+            batches: any iterable of batches (arrays, tensors, lists or dicts).
+            teacher_batch_size: pending routed rows that trigger a teacher call.
+        """
+        if (
+            isinstance(teacher_batch_size, bool)
+            or not isinstance(teacher_batch_size, int)
+            or (teacher_batch_size < 1)
+        ):
+            raise InputError(
+                f"teacher_batch_size must be a positive integer, got {teacher_batch_size!r}"
+            )
+        pending: list[RoutedBatch] = []
+        waiting = 0
+        for batch in batches:
+            p = self.route(batch)
+            pending.append(p)
+            waiting += p.k
+            if waiting >= teacher_batch_size:
+                yield from self._flush(pending)
+                pending, waiting = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[RoutedBatch]) -> Iterator[JointPrediction]:
+        routed = [p for p in pending if p.k]
+        start = time.perf_counter()
+        outputs: dict[int, Array] = {}
+        if routed:
+            rows = concat_rows([take_rows(p.batch, p.routed) for p in routed])
+            t_all = self._run_teacher(rows, routed[0].xp, routed[0].s_logits)
+            offset = 0
+            for p in routed:
+                outputs[id(p)] = into_namespace(t_all[offset : offset + p.k], p.xp, p.s_logits)
+                offset += p.k
+        total = sum(p.k for p in routed) or 1
+        elapsed = time.perf_counter() - start
+        for p in pending:
+            yield self.merge(p, outputs.get(id(p)), elapsed * p.k / total)
+
+    def run_teacher(self, sub_batch: Any, like: Array) -> Array:
+        """The teacher's logits for ``sub_batch`` (chunked by ``max_teacher_batch``), as
+        arrays of ``like``'s namespace and device; counted in ``teacher_calls``."""
+        return self._run_teacher(sub_batch, namespace(like), like)
+
+    def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
+        k = batch_size(sub_batch)
+        step = self.max_teacher_batch or k
+        parts = []
+        for start in range(0, k, step):
+            chunk = (
+                sub_batch
+                if step >= k
+                else take_rows(sub_batch, np.arange(start, min(start + step, k)))
+            )
+            out = self.teacher(chunk) if self.validate else self.teacher.forward(chunk)
+            with self._lock:
+                self._counts["teacher_calls"] += 1
+            parts.append(into_namespace(out, xp, like))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+    def __call__(self, batch: Any) -> JointPrediction:
+        return self.predict(batch)
+
+    def __repr__(self) -> str:
+        return (
+            f"JointModel(student={self.student!r}, teacher={self.teacher!r}, "
+            f"router={self.router!r}, threshold={self._threshold!r})"
+        )

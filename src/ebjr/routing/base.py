@@ -1,0 +1,209 @@
+"""The router contract and its one registry.
+
+A router turns the student's outputs into a score per row, **higher means the
+student is fit to answer**, and the rule "the student answers iff
+``score >= threshold``": :meth:`Router.route` returns a boolean mask that is
+``True`` for the rows that go to the teacher (``score < threshold``, or a
+score of ``-inf``). Every router, built in or added by a user, registers under
+its ``name`` (:func:`register_router`), is built by :func:`get_router` and is
+saved and rebuilt as a spec (:meth:`Router.to_spec`, :func:`router_from_spec`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import math
+from typing import Any, ClassVar
+
+from ebjr._utils.arrays import Array, check_logits
+from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
+from ebjr.scores import classification as scores
+
+__all__ = [
+    "Router",
+    "check_threshold",
+    "get_router",
+    "list_routers",
+    "register_lazy",
+    "register_router",
+    "router_from_spec",
+    "teacher_mask",
+]
+
+
+def check_threshold(threshold: Any) -> float:
+    """Return ``threshold`` as a float, or raise a clear error for NaN or non-numbers.
+
+    ``+inf`` is allowed (everything goes to the teacher), and so is ``-inf``
+    (nothing does).
+    """
+    if isinstance(threshold, bool):
+        raise InputError(f"threshold must be a real number, got {threshold!r}")
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"threshold must be a real number, got {threshold!r}") from exc
+    if math.isnan(t):
+        raise InputError("threshold must be a real number, got NaN")
+    return t
+
+
+def teacher_mask(scores: Array, threshold: float) -> Array:
+    """``True`` where a row goes to the teacher: ``score < threshold`` or ``score == -inf``."""
+    return (scores < threshold) | (scores == -math.inf)
+
+
+class Router:
+    """Base class: subclasses set ``name`` and implement :meth:`_score`.
+
+    Constructor arguments are stored as given and returned by :meth:`params`,
+    so a router can be rebuilt from its spec (see :func:`router_from_spec`).
+    """
+
+    name: ClassVar[str] = ""
+    #: True when the score is meaningless on log-probabilities (the energy).
+    needs_raw_logits: ClassVar[bool] = False
+
+    def _score(self, logits: Array) -> Array:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters, JSON-serialisable."""
+        return {}
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"name": ..., "params": {...}}``, the form stored in bundles."""
+        return {"name": self.name, "params": self.params()}
+
+    def score(self, logits: Array, *, validate: bool = True) -> Array:
+        """Routing score per row, shape ``(n,)``; higher = the student is fit.
+
+        Args:
+            logits: student logits, shape ``(n, C)``.
+            validate: check shape, finiteness and (for energy) that the rows
+                are not log-probabilities. Switch off only on a hot path whose
+                input was already checked.
+
+        Raises:
+            InputError: bad shape, NaN or infinite values.
+            LogProbabilityInputError: an energy router was given rows that
+                are all log-probabilities (at least two rows are needed to
+                tell).
+        """
+        if validate:
+            logits = check_logits(logits)
+            if (
+                self.needs_raw_logits
+                and logits.shape[0] >= 2
+                and scores.looks_like_log_probabilities(logits)
+            ):
+                raise LogProbabilityInputError(
+                    f"the {self.name!r} router needs raw logits, but every row's logsumexp is "
+                    f"~0 (|logsumexp| <= {scores.LOG_PROB_ATOL}): these are log-probabilities, "
+                    "on which the free energy is the same constant for every input and cannot "
+                    "route. Pass the model's raw logits (before softmax/log_softmax), or use a "
+                    "router that is meaningful on probabilities: 'softmax', 'entropy' or 'margin'."
+                )
+        return self._score(logits)
+
+    def rows_fitted_on(self, logits: Array) -> int:
+        """How many rows of ``logits`` this router was fitted on (0 for a fixed score).
+
+        A data-driven router (``auto``) counts the rows it saw in ``fit``; a
+        guarantee computed on those rows would not be valid.
+        """
+        return 0
+
+    def route(self, logits: Array, threshold: float, *, validate: bool = True) -> Array:
+        """Boolean mask, shape ``(n,)``: ``True`` where the row goes to the teacher.
+
+        The student answers iff ``score >= threshold``; a score of ``-inf``
+        (never fit, e.g. a specialized student's ``other``) always goes to the
+        teacher, whatever the threshold.
+        """
+        return teacher_mask(self.score(logits, validate=validate), check_threshold(threshold))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.params() == self.params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self.params().items()))))
+
+
+_REGISTRY: dict[str, type[Router] | str] = {}
+
+
+def register_router(cls: type[Router]) -> type[Router]:
+    """Class decorator that adds a router to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a non-empty class attribute 'name'")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls and not isinstance(existing, str):
+        raise ValueError(f"a router named {cls.name!r} is already registered ({existing!r})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def register_lazy(name: str, target: str) -> None:
+    """Register a router whose module is imported only when it is first asked for."""
+    _REGISTRY.setdefault(name, target)
+
+
+def list_routers(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered routers matching a shell-style ``pattern``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def _resolve(name: str) -> type[Router]:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise UnknownRouterError(
+            f"unknown router {name!r}; the registered routers are: {', '.join(list_routers())}"
+        )
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        _REGISTRY[name] = cls
+        return cls
+    return entry
+
+
+def get_router(name: str | Router, **params: Any) -> Router:
+    """Build the router registered as ``name`` with ``params``.
+
+    A :class:`Router` instance is returned as it is (``params`` must then be
+    empty).
+
+    Raises:
+        UnknownRouterError: ``name`` is not registered (the message lists the
+            registered names).
+        InputError: a parameter the router does not take, or a bad value.
+    """
+    if isinstance(name, Router):
+        if params:
+            raise InputError("parameters cannot be given together with a router instance")
+        return name
+    if not isinstance(name, str):
+        raise InputError(f"router must be a name or a Router, got {type(name).__name__}")
+    cls = _resolve(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise InputError(f"bad parameters for router {name!r}: {exc}") from exc
+
+
+def router_from_spec(spec: dict[str, Any]) -> Router:
+    """Rebuild a router from ``{"name": ..., "params": {...}}`` (see :meth:`Router.to_spec`)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise InputError(f"a router spec is a dict with a 'name' string, got {spec!r}")
+    params = spec.get("params") or {}
+    if not isinstance(params, dict):
+        raise InputError(f"router spec 'params' must be a dict, got {params!r}")
+    return get_router(spec["name"], **params)
+
+

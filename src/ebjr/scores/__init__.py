@@ -1,0 +1,58 @@
+"""Scores: pure functions of a model's outputs (no state).
+
+``classification`` holds the free energy and the baselines on logits;
+``detection`` and ``regression`` the energies of detectors and energy-based
+regressors. Every name of the former ``ebjr.scores`` module is here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ebjr.scores.classification import (
+    LOG_PROB_ATOL,
+    free_energy,
+    log_softmax,
+    logsumexp,
+    looks_like_log_probabilities,
+    margin,
+    max_logit,
+    negative_entropy,
+    softmax,
+    softmax_confidence,
+    softmax_logsumexp,
+    specialized_free_energy,
+)
+
+__all__ = [
+    "LOG_PROB_ATOL",
+    "free_energy",
+    "log_softmax",
+    "logsumexp",
+    "looks_like_log_probabilities",
+    "margin",
+    "max_logit",
+    "negative_entropy",
+    "softmax",
+    "softmax_confidence",
+    "softmax_logsumexp",
+    "specialized_free_energy",
+]
+
+# scipy-backed and detection scores load on first use (``import ebjr`` stays numpy-only)
+_LAZY = {
+    "RegressionEnergy": "ebjr.scores.regression",
+    "regression_free_energy": "ebjr.scores.regression",
+    "Detections": "ebjr.scores.detection",
+    "detection_free_energy": "ebjr.scores.detection",
+    "dfl_coordinate_free_energy": "ebjr.scores.detection",
+}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ebjr.scores' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
