@@ -6,9 +6,9 @@ from sklearn.datasets import load_digits
 
 import ebjr
 from ebjr.cli import main
-from ebjr.cli.distill import load_inputs
 from ebjr.exceptions import InputError
 from ebjr.training import train_classifier
+from ebjr.training.sources import load_inputs
 from ebjr.zoo.digits import make_teacher
 
 

@@ -32,7 +32,7 @@ ALIASES = {
     "ebjr.distill": "ebjr.training.distill",
     "ebjr.specialized": "ebjr.training.specialized",
     "ebjr.quickstart": "ebjr.examples.quickstart",
-    "ebjr.distill_cli": "ebjr.cli.distill",
+    "ebjr.distill_cli": "ebjr.training.sources",
 }
 
 

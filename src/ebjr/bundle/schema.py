@@ -59,7 +59,7 @@ class RoutingBundle:
         return router_from_spec(self.router)
 
     def to_dict(self) -> dict[str, Any]:
-        from ebjr import __version__
+        from ebjr._version import __version__
 
         return {
             "format": FORMAT,

@@ -856,7 +856,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
 
 def _version() -> str:
-    from ebjr import __version__
+    from ebjr._version import __version__
 
     return __version__
 

@@ -1,0 +1,3 @@
+"""The version of ebjr, importable by every layer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""What several commands share: the pair of outputs files and their labels."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_pair_args", "load_pair"]
+
+
+def add_pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("student", help="student outputs: .npz with 'logits' (n x C) [and 'labels']")
+    p.add_argument("teacher", help="teacher outputs on the same inputs, same format")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels (.npz with 'labels', or .npy); default: from the outputs files",
+    )
+    p.add_argument(
+        "--student-cost",
+        type=float,
+        default=1.0,
+        metavar="A",
+        help="student cost per input (FLOPs, seconds, ...; default 1)",
+    )
+    p.add_argument(
+        "--teacher-cost",
+        type=float,
+        default=1.0,
+        metavar="B",
+        help="teacher cost per input, same unit (default 1)",
+    )
+    p.add_argument(
+        "--cost-unit",
+        default="",
+        metavar="UNIT",
+        help="name of the cost unit for reports, e.g. FLOPs or ms",
+    )
+
+
+def load_pair(args: argparse.Namespace, need_labels: bool = True) -> tuple[Any, Any, Any]:
+    from ebjr.bundle.outputs import load_outputs, resolve_labels
+
+    s = load_outputs(args.student)
+    t = load_outputs(args.teacher)
+    if not need_labels and args.labels is None and s.labels is None and t.labels is None:
+        return s, t, None  # label-free calibration; labels that exist are still checked
+    return s, t, resolve_labels(s, t, args.labels)

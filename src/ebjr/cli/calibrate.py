@@ -1,0 +1,167 @@
+"""``ebjr calibrate``: a threshold for a target, written as a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ebjr._options import LOSSES, P_VALUES
+from ebjr.cli._common import add_pair_args, load_pair
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="choose a threshold for a target and save a bundle",
+        description="Choose the threshold that meets a target on calibration outputs and "
+        "write a versioned JSON bundle. With --max-drop and --confidence, the accuracy drop "
+        "is guaranteed with that probability (Learn-then-Test), assuming calibration data and "
+        "traffic come from the same distribution.",
+    )
+    add_pair_args(p)
+    p.add_argument(
+        "--router",
+        default="energy",
+        help="router name (default energy; 'auto' picks one by cross-validation)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="temperature of the energy router (default 1)",
+    )
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--teacher-accuracy",
+        action="store_true",
+        help="smallest teacher share that reaches the teacher's accuracy",
+    )
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="EPS",
+        help="accuracy drop vs the teacher at most EPS (a fraction: 0.005 = 0.5 point)",
+    )
+    g.add_argument(
+        "--max-teacher-fraction",
+        type=float,
+        metavar="F",
+        help="send at most F of the inputs to the teacher",
+    )
+    g.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="C",
+        help="average cost per input at most C (in the unit of the costs)",
+    )
+    g.add_argument(
+        "--histogram-crossing",
+        action="store_true",
+        help="the paper's recommendation: where the score histograms of inputs the "
+        "student gets right and wrong cross",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        metavar="P",
+        help="with --max-drop: guarantee the drop with probability >= P (e.g. 0.95)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=LOSSES[0],
+        help="with --confidence: the loss controlled (default signed; "
+        "'disagreement' needs no labels)",
+    )
+    p.add_argument(
+        "--p-value",
+        choices=P_VALUES,
+        default=P_VALUES[0],
+        help="with --confidence: the test: exact (default; exact unconditional for the signed "
+        "loss, exact binomial otherwise), betting (wsr) or Hoeffding-Bentkus (hb)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for auto folds and wsr order")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="BUNDLE.json", help="where to write the bundle"
+    )
+    p.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
+    p.add_argument("--json", action="store_true", help="print the bundle as JSON")
+    p.set_defaults(func=run)
+
+
+def target_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The target the flags ask for, as a spec for :func:`ebjr.calibration.target_from_spec`."""
+    from ebjr.exceptions import InputError
+
+    if args.confidence is not None and args.max_drop is None:
+        raise InputError("--confidence goes with --max-drop (a guaranteed accuracy drop)")
+    if args.max_drop is not None:
+        if args.confidence is None:
+            return {"kind": "max_drop", "eps": args.max_drop}
+        if not 0 < args.confidence < 1:
+            raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
+        return {
+            "kind": "guaranteed_drop",
+            "eps": args.max_drop,
+            "delta": round(1 - args.confidence, 12),
+            "loss": args.loss,
+            "p_value": args.p_value,
+            "seed": args.seed,
+        }
+    if args.teacher_accuracy:
+        return {"kind": "teacher_accuracy"}
+    if args.max_teacher_fraction is not None:
+        return {"kind": "max_teacher_fraction", "fraction": args.max_teacher_fraction}
+    if args.max_cost is not None:
+        return {"kind": "max_cost", "cost": args.max_cost}
+    return {"kind": "histogram_crossing"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps, write_bundle
+    from ebjr.calibration import target_from_spec
+    from ebjr.calibration.calibrate import calibrate_outputs
+
+    target = target_from_spec(target_spec(args))
+    label_free = getattr(target, "loss", None) == "disagreement"
+    s, t, y = load_pair(args, need_labels=not label_free)
+    params = {} if args.temperature is None else {"temperature": args.temperature}
+    result = calibrate_outputs(
+        s.logits,
+        t.logits,
+        y,
+        target,
+        router=args.router,
+        router_params=params,
+        student_cost=args.student_cost,
+        teacher_cost=args.teacher_cost,
+        cost_unit=args.cost_unit,
+        seed=args.seed,
+        sources={"student": s.path, "teacher": t.path},
+    )
+    path = write_bundle(result.bundle, args.output)
+    if args.report and y is not None:
+        from ebjr.evaluation import evaluate
+        from ebjr.evaluation.report import write_report
+
+        ev = evaluate(
+            s.logits,
+            t.logits,
+            y,
+            student_cost=args.student_cost,
+            teacher_cost=args.teacher_cost,
+            cost_unit=args.cost_unit,
+        )
+        index = write_report(
+            ev, args.report, selection=result.selection, title="ebjr calibration (in-sample)"
+        )
+        print(f"report: {index}", file=sys.stderr)
+    if args.json:
+        print(dumps(result.bundle.to_dict(), indent=2))
+    else:
+        print(result.summary())
+        print(f"bundle: {path}")
+    return 0

@@ -1,0 +1,86 @@
+"""``ebjr evaluate``: every router on precomputed outputs, the oracle, a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ebjr.cli._common import add_pair_args, load_pair
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="compare routers on precomputed outputs (curves, oracle, report)",
+        description="Compare every router's accuracy-vs-cost trade-off on a labelled set of "
+        "precomputed student and teacher outputs, with the oracle bound and the random "
+        "baseline.",
+    )
+    add_pair_args(p)
+    p.add_argument(
+        "--routers",
+        default=None,
+        metavar="A,B,...",
+        help="routers to compare (default: energy,softmax,entropy,maxlogit,margin,paper_code)",
+    )
+    p.add_argument(
+        "--random-seeds",
+        type=int,
+        default=10,
+        metavar="K",
+        help="seeds of the random router to summarise (default 10; 0 = none)",
+    )
+    p.add_argument("--report", metavar="DIR", help="write an HTML report with plots to DIR")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps
+    from ebjr.evaluation import DEFAULT_ROUTERS, evaluate
+
+    s, t, y = load_pair(args)
+    routers = DEFAULT_ROUTERS if not args.routers else [r.strip() for r in args.routers.split(",")]
+    ev = evaluate(
+        s.logits,
+        t.logits,
+        y,
+        routers,
+        student_cost=args.student_cost,
+        teacher_cost=args.teacher_cost,
+        cost_unit=args.cost_unit,
+        random_seeds=args.random_seeds,
+    )
+    if args.report:
+        from ebjr.evaluation.report import write_report
+
+        index = write_report(ev, args.report)
+        print(f"report: {index}", file=sys.stderr)
+    if args.json:
+        print(dumps(ev.to_json_dict(), indent=2))
+        return 0
+    from ebjr.evaluation.report import router_rows
+
+    unit = f" {args.cost_unit}" if args.cost_unit else ""
+    print(
+        f"n={ev.n}  student {100 * ev.student_accuracy:.2f}% at {ev.student_cost:.4g}{unit}"
+        f"  teacher {100 * ev.teacher_accuracy:.2f}% at {ev.teacher_cost:.4g}{unit}"
+    )
+    print("at the teacher's accuracy (in-sample):")
+    header = ["router", "teacher %", "accuracy %", "cost", "speed-up", "AUC"]
+    rows = router_rows(ev)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print(
+            "  "
+            + "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    for name, why in ev.skipped.items():
+        print(f"skipped {name}: {why}")
+    return 0
