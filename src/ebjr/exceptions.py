@@ -16,7 +16,9 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "NotFittedError",
+    "Overloaded",
     "TargetUnreachableError",
+    "TeacherUnavailable",
     "UnknownRouterError",
 ]
 
@@ -59,6 +61,24 @@ class ModelError(EBJRError, RuntimeError):
 
     The fault is the model's, not the caller's; the server answers 502.
     """
+
+
+class Overloaded(EBJRError, RuntimeError):
+    """A queue is full (or shutting down): retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0, *, closing: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.closing = closing
+
+
+class TeacherUnavailable(EBJRError, RuntimeError):
+    """The teacher could not answer (down, slow, overloaded, or broken); ``kind`` says how."""
+
+    def __init__(self, message: str, kind: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class BundleError(EBJRError, ValueError):

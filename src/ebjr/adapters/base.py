@@ -1,15 +1,47 @@
-"""The adapter contract and the dispatcher that picks an adapter for a model."""
+"""The adapter contract and its registry: what each kind accepts, and how it is re-loaded.
+
+Each adapter module registers its class: :func:`register_adapter` with a
+predicate saying which models it wraps (for :func:`as_adapter`), and
+:func:`register_reference` with the reference kinds it writes to a bundle and
+reads back (:meth:`Adapter.write_files`, :meth:`Adapter.from_reference`). The
+built-in kinds are registered here by name only (``"module:Class"``), so this
+module imports none of them; each is imported the first time it is needed.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from ebjr._utils.arrays import Array, check_logits
-from ebjr.exceptions import InputError
+from ebjr.exceptions import BundleError, InputError
 
-__all__ = ["Adapter", "as_adapter", "register_adapter"]
+__all__ = [
+    "Adapter",
+    "ModelFiles",
+    "adapter_for_reference",
+    "as_adapter",
+    "register_adapter",
+    "register_reference",
+]
+
+
+class ModelFiles(Protocol):
+    """What a bundle gives an adapter that re-loads itself (see ``ebjr.bundle.persist``)."""
+
+    device: Any
+    role: str  # "student" or "teacher", for messages
+
+    def file(self, ref: dict[str, Any]) -> Path:
+        """The model file that ``ref`` names, checked against its SHA-256."""
+        ...
+
+    def factory(self, spec: str) -> Callable[..., Any]:
+        """The factory ``spec`` names, if the caller trusts it."""
+        ...
 
 
 class Adapter:
@@ -46,6 +78,16 @@ class Adapter:
         """How to rebuild this model from a bundle (``None``: cannot be saved)."""
         return None
 
+    def write_files(self, ref: dict[str, Any], folder: Path, stem: str) -> dict[str, Any]:
+        """Write the files ``ref`` needs into ``folder`` (named from ``stem``); the reference,
+        with a ``file`` entry for each written file. A reference with no file: as it is."""
+        return ref
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> Adapter:
+        """The adapter a bundle's ``ref`` describes (the inverse of :meth:`reference`)."""
+        raise BundleError(f"{cls.__name__} cannot be re-loaded from a bundle")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -69,7 +111,7 @@ def batch_size(batch: Any) -> int:
     )
 
 
-# (predicate, factory) pairs tried in order by as_adapter
+# (predicate, factory) pairs tried first by as_adapter (registered by users)
 _DISPATCH: list[tuple[Callable[[Any], bool], Callable[..., Adapter]]] = []
 
 
@@ -99,6 +141,47 @@ def _is_sklearn(m: Any) -> bool:
     return hasattr(m, "fit") and (hasattr(m, "predict_proba") or hasattr(m, "decision_function"))
 
 
+#: the built-in kinds, in the order tried: what each accepts, and its class by name
+_BUILT_IN: list[tuple[Callable[[Any], bool], str]] = [
+    (_is_transformers_model, "ebjr.adapters.transformers:TransformersAdapter"),
+    (_is_torch_module, "ebjr.adapters.torch_module:TorchAdapter"),
+    (_is_onnx, "ebjr.adapters.onnx:OnnxAdapter"),
+    (_is_sklearn, "ebjr.adapters.sklearn:SklearnAdapter"),
+    (callable, "ebjr.adapters.callable:CallableAdapter"),
+]
+
+#: bundle reference kind -> the adapter class that reads it (a class, or "module:Class")
+_REFERENCES: dict[str, type[Adapter] | str] = {
+    "factory": "ebjr.adapters.torch_module:TorchAdapter",
+    "torchscript": "ebjr.adapters.torch_module:TorchAdapter",
+    "onnx": "ebjr.adapters.onnx:OnnxAdapter",
+    "transformers": "ebjr.adapters.transformers:TransformersAdapter",
+    "remote_v2": "ebjr.adapters.remote:RemoteV2Adapter",
+}
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_reference(kind: str, cls: type[Adapter]) -> None:
+    """Let bundles name ``kind``: ``cls.from_reference`` re-loads such a reference."""
+    _REFERENCES[kind] = cls
+
+
+def adapter_for_reference(kind: str) -> type[Adapter]:
+    """The adapter class that re-loads a bundle reference of ``kind``."""
+    entry = _REFERENCES.get(kind)
+    if entry is None:
+        raise BundleError(
+            f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_REFERENCES))}"
+        )
+    if isinstance(entry, str):
+        entry = _REFERENCES[kind] = _load(entry)
+    return entry  # type: ignore[return-value]
+
+
 def as_adapter(model: Any, **kwargs: Any) -> Adapter:
     """Wrap ``model`` in the adapter of its kind.
 
@@ -116,26 +199,9 @@ def as_adapter(model: Any, **kwargs: Any) -> Adapter:
     for predicate, factory in _DISPATCH:
         if predicate(model):
             return factory(model, **kwargs)
-    if _is_transformers_model(model):
-        from ebjr.adapters.transformers import TransformersAdapter
-
-        return TransformersAdapter(model, **kwargs)
-    if _is_torch_module(model):
-        from ebjr.adapters.torch_module import TorchAdapter
-
-        return TorchAdapter(model, **kwargs)
-    if _is_onnx(model):
-        from ebjr.adapters.onnx import OnnxAdapter
-
-        return OnnxAdapter(model, **kwargs)
-    if _is_sklearn(model):
-        from ebjr.adapters.sklearn import SklearnAdapter
-
-        return SklearnAdapter(model, **kwargs)
-    if callable(model):
-        from ebjr.adapters.callable import CallableAdapter
-
-        return CallableAdapter(model, **kwargs)
+    for predicate, target in _BUILT_IN:
+        if predicate(model):
+            return _load(target)(model, **kwargs)
     raise InputError(
         f"cannot use a {type(model).__name__} as a model: expected a torch nn.Module, an ONNX "
         "file or session, a scikit-learn classifier, a transformers model, or a callable "

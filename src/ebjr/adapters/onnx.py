@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ebjr._utils.arrays import Array, to_numpy
-from ebjr.adapters.base import Adapter
-from ebjr.exceptions import InputError, missing_dependency
+from ebjr.adapters.base import Adapter, ModelFiles
+from ebjr.exceptions import BundleError, InputError, missing_dependency
 
 __all__ = ["OnnxAdapter"]
 
@@ -94,5 +95,33 @@ class OnnxAdapter(Adapter):
     def reference(self) -> dict[str, Any] | None:
         return {"kind": "onnx"} if self.path else None
 
+    def write_files(self, ref: dict[str, Any], folder: Path, stem: str) -> dict[str, Any]:
+        name = f"{stem}.onnx"
+        _copy_onnx(Path(str(self.path)), folder / name)
+        return {**ref, "file": name}
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> OnnxAdapter:
+        return cls(str(files.file(ref)))
+
     def __repr__(self) -> str:
         return f"OnnxAdapter({self.path or 'session'})"
+
+
+def _copy_onnx(src: Path, dest: Path) -> None:
+    """Copy an ONNX model into one self-contained file (external weight files inlined)."""
+    if src.resolve() == dest.resolve():
+        return
+    try:
+        import onnx
+    except ImportError:
+        shutil.copyfile(src, dest)
+        return
+    model = onnx.load(str(src))  # also reads external data files beside src
+    try:
+        onnx.save_model(model, str(dest), save_as_external_data=False)
+    except ValueError as exc:  # protobuf's 2 GB limit
+        raise BundleError(
+            f"the ONNX model {str(src)!r} is too large for one file ({exc}); save it with a "
+            "factory or TorchScript instead"
+        ) from exc

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.adapters.base import Adapter
+from ebjr.adapters.base import Adapter, ModelFiles
 from ebjr.exceptions import InputError, missing_dependency
 
 __all__ = ["RemoteV2Adapter", "v2_logits", "v2_request"]
@@ -123,6 +123,13 @@ class RemoteV2Adapter(Adapter):
             "input_name": self.input_name,
             "output_name": self.output_name,
         }
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> RemoteV2Adapter:
+        return cls(
+            ref["url"], input_name=ref.get("input_name", "input"),
+            output_name=ref.get("output_name"),
+        )
 
     def __repr__(self) -> str:
         return f"RemoteV2Adapter({self.url!r})"

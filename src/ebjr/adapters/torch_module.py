@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from typing import Any
 
 from ebjr._utils.arrays import Array
-from ebjr.adapters.base import Adapter
-from ebjr.exceptions import InputError, missing_dependency
+from ebjr.adapters.base import Adapter, ModelFiles
+from ebjr.exceptions import BundleError, InputError, missing_dependency
 
 __all__ = ["TorchAdapter", "extract_logits", "to_tensor"]
 
@@ -114,6 +116,41 @@ class TorchAdapter(Adapter):
         if self.factory:
             return {"kind": "factory", "factory": self.factory, "kwargs": self.factory_kwargs}
         return None
+
+    def write_files(self, ref: dict[str, Any], folder: Path, stem: str) -> dict[str, Any]:
+        torch = _torch()
+        if ref["kind"] == "factory":
+            name = f"{stem}.state_dict.pt"
+            state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+            torch.save(state, folder / name)
+        else:
+            name = f"{stem}.torchscript.pt"
+            torch.jit.save(self.module, str(folder / name))
+        return {**ref, "file": name}
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> TorchAdapter:
+        torch = _torch()
+        f = files.file(ref)
+        if ref["kind"] == "torchscript":
+            return cls(torch.jit.load(str(f), map_location="cpu"), device=files.device)
+        build = files.factory(ref.get("factory"))
+        kwargs = ref.get("kwargs") or {}
+        module = build(**kwargs)
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise BundleError(
+                f"the {files.role}'s weights file {str(f)!r} is not a plain state dict of tensors "
+                f"(ebjr never unpickles other objects): {str(exc).splitlines()[0]}"
+            ) from exc
+        try:
+            module.load_state_dict(state, strict=True)
+        except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            raise BundleError(
+                f"the {files.role}'s weights do not fit {ref['factory']}: {exc}"
+            ) from exc
+        return cls(module, device=files.device, factory=ref["factory"], factory_kwargs=kwargs)
 
     def __repr__(self) -> str:
         return f"TorchAdapter({type(self.module).__name__}, device={self.device})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ebjr._utils.arrays import Array
-from ebjr.adapters.base import Adapter
+from ebjr.adapters.base import Adapter, ModelFiles
 from ebjr.adapters.torch_module import extract_logits, to_tensor
 from ebjr.exceptions import InputError, missing_dependency
 
@@ -128,6 +128,10 @@ class TransformersAdapter(Adapter):
         if self.name_or_path:
             return {"kind": "transformers", "name_or_path": self.name_or_path}
         return None
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> TransformersAdapter:
+        return cls.from_pretrained(ref["name_or_path"], device=files.device)
 
     def __repr__(self) -> str:
         return f"TransformersAdapter({type(self.model).__name__})"

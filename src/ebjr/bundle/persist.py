@@ -12,6 +12,11 @@ one file per model; ``ebjr.load("out/model.json")`` rebuilds the
 - ``torchscript``: a ``torch.jit`` archive (``torch.jit.load``).
 - ``onnx``: an ONNX file run by ONNX Runtime.
 - ``transformers``: a hub id or local directory (``from_pretrained``).
+- ``remote_v2``: an Open Inference Protocol v2 model URL.
+
+Each kind is its adapter's business (``Adapter.write_files`` and
+``Adapter.from_reference``, found through the adapters' registry); this module
+checks files and factories for them.
 
 Every file is stored with its SHA-256; a missing or altered file fails to load
 with a :class:`~ebjr.exceptions.BundleError` that says which.
@@ -21,13 +26,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import pickle
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ebjr._utils.factory import check_factory_spec, import_factory
-from ebjr.adapters.base import Adapter
+from ebjr.adapters.base import Adapter, adapter_for_reference
 from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
 from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
@@ -50,45 +54,10 @@ def _save_model(adapter: Adapter, role: str, folder: Path, stem: str) -> dict[st
             "(TorchAdapter(module, factory='pkg.mod:fn', factory_kwargs={...})), script it "
             "with torch.jit, or export it to ONNX"
         )
-    ref = dict(ref)
-    kind = ref["kind"]
-    if kind in ("factory", "torchscript"):
-        import torch
-
-        module = adapter.module  # type: ignore[attr-defined]
-        if kind == "factory":
-            name = f"{stem}.{role}.state_dict.pt"
-            torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, folder / name)
-        else:
-            name = f"{stem}.{role}.torchscript.pt"
-            torch.jit.save(module, str(folder / name))
-        ref["file"] = name
-    elif kind == "onnx":
-        name = f"{stem}.{role}.onnx"
-        _copy_onnx(Path(adapter.path), folder / name)  # type: ignore[attr-defined]
-        ref["file"] = name
+    ref = adapter.write_files(dict(ref), folder, f"{stem}.{role}")
     if "file" in ref:
         ref["sha256"] = _sha256(folder / ref["file"])
     return ref
-
-
-def _copy_onnx(src: Path, dest: Path) -> None:
-    """Copy an ONNX model into one self-contained file (external weight files inlined)."""
-    if src.resolve() == dest.resolve():
-        return
-    try:
-        import onnx
-    except ImportError:
-        shutil.copyfile(src, dest)
-        return
-    model = onnx.load(str(src))  # also reads external data files beside src
-    try:
-        onnx.save_model(model, str(dest), save_as_external_data=False)
-    except ValueError as exc:  # protobuf's 2 GB limit
-        raise BundleError(
-            f"the ONNX model {str(src)!r} is too large for one file ({exc}); save it with a "
-            "factory or TorchScript instead"
-        ) from exc
 
 
 def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None = None) -> Path:
@@ -151,54 +120,27 @@ def _factory(spec: str, allow: list[str]) -> Any:
     return import_factory(spec, BundleError)
 
 
+@dataclass
+class _BundleFiles:
+    """The :class:`~ebjr.adapters.base.ModelFiles` of one model of a bundle."""
+
+    folder: Path
+    role: str
+    device: Any
+    allow: list[str]
+
+    def file(self, ref: dict[str, Any]) -> Path:
+        return _check_file(self.folder, ref, self.role)
+
+    def factory(self, spec: str) -> Any:
+        return _factory(spec, self.allow)
+
+
 def _load_model(folder: Path, ref: Any, role: str, device: Any, allow: list[str]) -> Adapter:
     if not isinstance(ref, dict) or "kind" not in ref:
         raise BundleError(f"the bundle has no usable {role} reference: {ref!r}")
-    kind = ref["kind"]
-    if kind == "factory":
-        import torch
-
-        from ebjr.adapters.torch_module import TorchAdapter
-
-        f = _check_file(folder, ref, role)
-        build = _factory(ref.get("factory"), allow)
-        kwargs = ref.get("kwargs") or {}
-        module = build(**kwargs)
-        try:
-            state = torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise BundleError(
-                f"the {role}'s weights file {str(f)!r} is not a plain state dict of tensors "
-                f"(ebjr never unpickles other objects): {str(exc).splitlines()[0]}"
-            ) from exc
-        try:
-            module.load_state_dict(state, strict=True)
-        except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
-            raise BundleError(f"the {role}'s weights do not fit {ref['factory']}: {exc}") from exc
-        return TorchAdapter(module, device=device, factory=ref["factory"], factory_kwargs=kwargs)
-    if kind == "torchscript":
-        import torch
-
-        from ebjr.adapters.torch_module import TorchAdapter
-
-        f = _check_file(folder, ref, role)
-        return TorchAdapter(torch.jit.load(str(f), map_location="cpu"), device=device)
-    if kind == "onnx":
-        from ebjr.adapters.onnx import OnnxAdapter
-
-        return OnnxAdapter(str(_check_file(folder, ref, role)))
-    if kind == "transformers":
-        from ebjr.adapters.transformers import TransformersAdapter
-
-        return TransformersAdapter.from_pretrained(ref["name_or_path"], device=device)
-    if kind == "remote_v2":
-        from ebjr.adapters.remote import RemoteV2Adapter
-
-        return RemoteV2Adapter(
-            ref["url"], input_name=ref.get("input_name", "input"),
-            output_name=ref.get("output_name"),
-        )
-    raise BundleError(f"unknown {role} model kind {kind!r}")
+    cls = adapter_for_reference(ref["kind"])
+    return cls.from_reference(ref, _BundleFiles(folder, role, device, allow))
 
 
 def load_model(

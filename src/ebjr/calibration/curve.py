@@ -131,6 +131,12 @@ class TradeoffCurve:
     def has_labels(self) -> bool:
         return self.student_correct is not None
 
+    def correctness(self, what: str = "this") -> tuple[np.ndarray, np.ndarray]:
+        """``(student_correct, teacher_correct)``, sorted by score; refuses a label-free curve."""
+        if self.student_correct is None or self.teacher_correct is None:
+            raise InputError(f"{what} needs labels; the curve was built without them")
+        return self.student_correct, self.teacher_correct
+
     @property
     def student_accuracy(self) -> float:
         return float(self.accuracy[0])

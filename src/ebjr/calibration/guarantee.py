@@ -144,8 +144,7 @@ def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray) -> np.ndar
             raise InputError(
                 f"the {loss!r} loss needs labels; without labels use loss='disagreement'"
             )
-        assert curve.student_correct is not None and curve.teacher_correct is not None
-        sc, tc = curve.student_correct, curve.teacher_correct
+        sc, tc = curve.correctness(f"the {loss!r} loss")
         if loss == "signed":
             g = tc.astype(np.float64) - sc.astype(np.float64)
         elif loss == "harm":

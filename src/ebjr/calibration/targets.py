@@ -195,8 +195,7 @@ class HistogramCrossing(Target):
     def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
         _need_labels(curve, self.kind)
         need_correctness(curve, self.kind)
-        assert curve.student_correct is not None
-        wrong = ~curve.student_correct
+        wrong = ~curve.correctness(f"the {self.kind} target")[0]
         n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
         if n_wrong == 0 or n_right == 0:
             raise TargetUnreachableError(

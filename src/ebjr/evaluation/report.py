@@ -125,12 +125,12 @@ def plot_score_histograms(
     rows = math.ceil(k / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, (label, curve) in zip(axes.ravel(), labelled.items(), strict=False):
-        assert curve.student_correct is not None
+        student_correct = curve.correctness("a score histogram")[0]
         # mid-rank of each score among all inputs (ties share a rank): curve.scores is sorted
         lo = np.searchsorted(curve.scores, curve.scores, side="left")
         hi = np.searchsorted(curve.scores, curve.scores, side="right")
         rank = (lo + hi) / (2.0 * curve.n)
-        right, wrong = rank[curve.student_correct], rank[~curve.student_correct]
+        right, wrong = rank[student_correct], rank[~student_correct]
         bins = np.linspace(0, 1, 41)
         ax.hist(right, bins=bins, density=True, alpha=0.55, label=f"student right ({right.size})")
         ax.hist(wrong, bins=bins, density=True, alpha=0.55, label=f"student wrong ({wrong.size})")
@@ -231,8 +231,7 @@ def write_report(
     hist_png = plot_score_histograms(ev.curves, out / "score_histograms.png", thresholds)
     results = ev.to_json_dict()
     sig_rows = []
-    if ev.student_pred is not None and ev.labels is not None:
-        assert ev.teacher_pred is not None
+    if ev.student_pred is not None and ev.teacher_pred is not None and ev.labels is not None:
         for label in ev.curves:
             joint = ev.joint_predictions(label, ev.at_teacher_accuracy[label].threshold)
             m = mcnemar(joint, ev.teacher_pred, ev.labels)

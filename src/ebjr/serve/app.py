@@ -51,9 +51,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from ebjr.bundle import json_safe
-from ebjr.exceptions import InputError, ModelError
-from ebjr.serve.batcher import Overloaded
-from ebjr.serve.engine import JointEngine, ModelEngine, TeacherUnavailable
+from ebjr.exceptions import EBJRError, InputError, ModelError, Overloaded, TeacherUnavailable
+from ebjr.serve.engine import JointEngine, ModelEngine
+from ebjr.serve.errors import answer_for
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.protocol import (
     ErrorResponse,
@@ -336,13 +336,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(InputError)
-    async def _input(request: Request, exc: InputError) -> JSONResponse:
-        return error(400, str(exc))
-
-    @app.exception_handler(ModelError)
-    async def _model(request: Request, exc: ModelError) -> JSONResponse:
-        return error(502, f"model fault, not a bad request: {exc}")
+    @app.exception_handler(EBJRError)
+    async def _ebjr(request: Request, exc: EBJRError) -> JSONResponse:
+        answer = answer_for(exc)
+        return error(answer.status, answer.message, answer.retry_after)
 
     # ------------------------------------------------------------ helpers
     def engine() -> JointEngine | ModelEngine:
@@ -411,20 +408,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
             result = await asyncio.wait_for(e.infer(x), settings.request_timeout_s)
             ok = True
         except Overloaded as exc:
-            reason = "shutting_down" if exc.closing else "queue_full"
-            state.metrics.shed.labels(reason).inc()
-            raise HTTPException(
-                503 if exc.closing else 429,
-                str(exc),
-                {"Retry-After": str(math.ceil(exc.retry_after))},
-            ) from None
-        except TeacherUnavailable as exc:
+            state.metrics.shed.labels("shutting_down" if exc.closing else "queue_full").inc()
+            raise
+        except TeacherUnavailable:
             state.metrics.shed.labels("teacher_unavailable").inc()
-            raise HTTPException(
-                503,
-                f"{exc} (fallback policy 'error')",
-                {"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
-            ) from None
+            raise
         except TimeoutError:
             state.metrics.shed.labels("timeout").inc()
             raise HTTPException(
@@ -478,7 +466,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             response = await call_next(request)
         except Overloaded as exc:
             state.metrics.shed.labels("queue_full").inc()
-            response = error(429, str(exc), exc.retry_after)
+            answer = answer_for(exc)
+            response = error(answer.status, answer.message, answer.retry_after)
         except Exception:
             log.exception("unexpected error on %s", request.url.path)
             response = error(500, "internal error; the server log has the details")

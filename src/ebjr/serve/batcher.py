@@ -20,18 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ebjr.exceptions import EBJRError
+from ebjr.exceptions import Overloaded
 
 __all__ = ["BatchStats", "Batcher", "Overloaded"]
-
-
-class Overloaded(EBJRError):
-    """A queue is full (or shutting down): retry after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: float = 1.0, *, closing: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.closing = closing
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.exceptions import EBJRError, ModelError
+from ebjr.exceptions import ModelError, Overloaded, TeacherUnavailable
 from ebjr.joint import JointModel, take_rows
-from ebjr.serve.batcher import Batcher, Overloaded
+from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
@@ -30,15 +30,6 @@ from ebjr.serve.settings import ServeSettings
 __all__ = ["JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
 
 log = logging.getLogger("ebjr.serve")
-
-
-class TeacherUnavailable(EBJRError):
-    """The teacher could not answer (down, slow, overloaded, or broken)."""
-
-    def __init__(self, message: str, kind: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after = retry_after
 
 
 @dataclass
