@@ -213,3 +213,47 @@ def test_merge_without_teacher_logits_is_the_students_answer_and_counts_fallback
         torch.testing.assert_close(out.predictions, student(x).argmax(1))
     c = joint.counts()
     assert c["fallback_rows"] == 30 and c["teacher_rows"] == 0 and c["student_rows"] == 30
+
+
+def test_outputs_are_checked_once_and_the_log_probability_test_runs_once(monkeypatch):
+    """The student's logits are checked at the adapter's boundary only; whether they are
+    log-probabilities is asked once per model, not per batch."""
+    from ebjr import scores as score_fns
+    from ebjr._utils import arrays
+    from ebjr.adapters.callable import CallableAdapter
+    from ebjr.exceptions import LogProbabilityInputError
+    from ebjr.joint import JointModel
+
+    calls = {"check_logits": 0, "log_probs": 0}
+    real_check, real_lp = arrays.check_logits, score_fns.looks_like_log_probabilities
+
+    def counting_check(*a, **k):
+        calls["check_logits"] += 1
+        return real_check(*a, **k)
+
+    def counting_lp(*a, **k):
+        calls["log_probs"] += 1
+        return real_lp(*a, **k)
+
+    monkeypatch.setattr("ebjr.adapters.base.check_logits", counting_check)
+    monkeypatch.setattr("ebjr.routing.base.check_logits", counting_check)
+    monkeypatch.setattr("ebjr.routing.base.scores.looks_like_log_probabilities", counting_lp)
+    rng = np.random.default_rng(0)
+    joint = JointModel(lambda x: x, lambda x: x * 3.0, "energy", threshold=1.0)
+    for _ in range(5):
+        joint.predict(rng.normal(size=(8, 4)))
+    assert calls["log_probs"] == 1
+    # one check per model call: the student's five, and the teacher's (batches with routed rows)
+    assert calls["check_logits"] == 5 + joint.counts()["teacher_calls"]
+
+    def log_softmax(x):
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+    with pytest.raises(LogProbabilityInputError, match="needs raw logits"):
+        JointModel(log_softmax, lambda x: x, "energy", 0.0).predict(rng.normal(size=(4, 3)))
+    # a model known to give log-probabilities is refused even on one row
+    known = CallableAdapter(log_softmax, returns_log_probs=True)
+    with pytest.raises(LogProbabilityInputError):
+        JointModel(known, lambda x: x, "energy", 0.0).predict(rng.normal(size=(1, 3)))
+    # routers that do not need raw logits take them
+    JointModel(known, lambda x: x, "softmax", 0.5).predict(rng.normal(size=(4, 3)))

@@ -84,7 +84,10 @@ class JointModel:
             ``class_map[j]`` is the teacher class of student class ``j``
             (``-1`` for a student class with no teacher class, e.g. ``other``).
         max_teacher_batch: largest sub-batch sent to the teacher at once.
-        validate: check logits (shape, NaN/inf) on every batch.
+        validate: check the models' outputs (shape, NaN/inf) on every batch, at the
+            adapters' boundary; whether the student's rows are log-probabilities
+            (on which the energy cannot route) is checked once, on the first batch
+            of two rows or more.
         profile: record per-stage timings in each prediction.
 
     The teacher sees only the routed rows, as one sub-batch (chunked by
@@ -124,6 +127,7 @@ class JointModel:
         self.max_teacher_batch = max_teacher_batch
         self.validate = validate
         self.profile = profile
+        self._raw_logits_checked = False
         self._lock = threading.Lock()
         self._counts = {
             "batches": 0,
@@ -187,10 +191,15 @@ class JointModel:
         else:
             threshold = check_threshold(threshold)
         t0 = time.perf_counter()
+        # the one check of the student's outputs: at the adapter's boundary
         s_logits = self.student(batch) if self.validate else self.student.forward(batch)
         xp = namespace(s_logits)
         t1 = time.perf_counter()
-        scores = self.router.score(s_logits, validate=self.validate)
+        if self.validate and not self._raw_logits_checked:  # once per model, not per batch
+            self._raw_logits_checked = self.router.check_raw_logits(
+                s_logits, log_probs=self.student.returns_log_probs
+            )
+        scores = self.router.score(s_logits, validate=False)
         to_teacher = teacher_mask(scores, threshold)
         routed = xp.nonzero(to_teacher)[0]
         t2 = time.perf_counter()

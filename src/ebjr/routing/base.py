@@ -93,19 +93,33 @@ class Router:
         """
         if validate:
             logits = check_logits(logits)
-            if (
-                self.needs_raw_logits
-                and logits.shape[0] >= 2
-                and scores.looks_like_log_probabilities(logits)
-            ):
-                raise LogProbabilityInputError(
-                    f"the {self.name!r} router needs raw logits, but every row's logsumexp is "
-                    f"~0 (|logsumexp| <= {scores.LOG_PROB_ATOL}): these are log-probabilities, "
-                    "on which the free energy is the same constant for every input and cannot "
-                    "route. Pass the model's raw logits (before softmax/log_softmax), or use a "
-                    "router that is meaningful on probabilities: 'softmax', 'entropy' or 'margin'."
-                )
+            self.check_raw_logits(logits)
         return self._score(logits)
+
+    def check_raw_logits(self, logits: Array, *, log_probs: bool = False) -> bool:
+        """Refuse log-probabilities for a router that needs raw logits (the energy).
+
+        ``log_probs`` says the model is known to return log-probabilities. With
+        fewer than two rows nothing can be told. Returns whether the check
+        could decide (so a caller can run it once per model, not per batch).
+
+        Raises:
+            LogProbabilityInputError: the rows are log-probabilities.
+        """
+        if not self.needs_raw_logits:
+            return True
+        if not log_probs:
+            if logits.shape[0] < 2:
+                return False
+            if not scores.looks_like_log_probabilities(logits):
+                return True
+        raise LogProbabilityInputError(
+            f"the {self.name!r} router needs raw logits, but every row's logsumexp is "
+            f"~0 (|logsumexp| <= {scores.LOG_PROB_ATOL}): these are log-probabilities, "
+            "on which the free energy is the same constant for every input and cannot "
+            "route. Pass the model's raw logits (before softmax/log_softmax), or use a "
+            "router that is meaningful on probabilities: 'softmax', 'entropy' or 'margin'."
+        )
 
     def rows_fitted_on(self, logits: Array) -> int:
         """How many rows of ``logits`` this router was fitted on (0 for a fixed score).
