@@ -14,7 +14,7 @@ import pytest
 
 from serve_support import ServerProcess, make_serve_bundle
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "serve.md"
 TOKEN = "docs-token"
 
 
