@@ -8,11 +8,12 @@ Run: python benchmarks/cold_start.py [--repeats 15]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
 import time
+
+import _common
 
 PROBE = (
     "import sys\n"
@@ -31,15 +32,15 @@ CASES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    baseline = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        baseline.append(time.perf_counter() - start)
-    print(f"python -c pass: median {statistics.median(baseline):.3f} s")
+    if args.smoke:
+        args.repeats = 2
+    baseline = _common.median_seconds(
+        lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.repeats
+    )
+    print(f"python -c pass: median {baseline:.3f} s")
     for name, code in CASES.items():
         times, heavy = [], ""
         for _ in range(args.repeats):

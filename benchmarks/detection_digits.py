@@ -29,7 +29,6 @@ ones.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import _common
 from ebjr.calibration import TradeoffCurve, curve_from_metric
 from ebjr.evaluation.detection import MapMetric, detection_scores, per_image_ap
 from ebjr.zoo.digit_canvas import make_digit_canvases
@@ -64,7 +64,7 @@ def at_shares(curve: TradeoffCurve) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _common.parser(__doc__)
     p.add_argument("--train", type=int, default=3000)
     p.add_argument("--cal", type=int, default=500)
     p.add_argument("--test", type=int, default=1000)
@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results" / "detection_digits"))
     args = p.parse_args(argv)
+    if args.smoke:
+        args.train, args.cal, args.test = 200, 60, 60
+        args.student_epochs, args.teacher_epochs, args.points = 2, 2, 5
+        args.out = str(_common.results_dir(True) / "detection_digits")
     t0 = time.time()
     train = make_digit_canvases(args.train, part="train", seed=args.seed)
     cal = make_digit_canvases(args.cal, part="train", seed=args.seed + 1)

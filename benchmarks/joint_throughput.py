@@ -25,24 +25,20 @@ Run: python benchmarks/joint_throughput.py [--repeats 5] [--stream 512]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ebjr.bundle import dumps
+import _common
 from ebjr.joint import JointModel
 from ebjr.joint.cost import count_flops
 from ebjr.routing import get_router
 from ebjr.zoo.densenet import cifar_preprocess, make_densenet
 from ebjr.zoo.resnet_cifar import make_resnet
 
-ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT.parent / "shared" / "data" / "cifar10-test-images.npz"
-OUT = ROOT / "benchmarks" / "results"
+IMAGES = _common.DATA / "cifar10-test-images.npz"
 PAPER_FLOPS = {"DenseNet-BC 52-6 -> 64-12": (0.54e8, 2.92e8)}
 
 
@@ -152,27 +148,27 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stream", type=int, default=512, help="inputs per timed stream")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.stream = 1, 64
     torch.manual_seed(0)
     x = stream_inputs(args.stream)
     rows = bench_pair(
         "DenseNet-BC 52-6 -> 64-12", make_densenet(52, 6), make_densenet(64, 12), x, args.repeats
     )
     rows += bench_pair("ResNet-20 -> ResNet-56", make_resnet(20), make_resnet(56), x, args.repeats)
-    OUT.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch_threads": torch.get_num_threads(),
         "stream": args.stream,
         "repeats": args.repeats,
         "inputs": "CIFAR-10 test images" if IMAGES.is_file() else "random",
     }
-    (OUT / "joint_throughput.json").write_text(dumps({"meta": meta, "rows": rows}, indent=2))
-    md = markdown(rows)
-    (OUT / "joint_throughput.md").write_text(md)
-    print(md)
+    _common.write_results(
+        "joint_throughput", {"meta": meta, "rows": rows}, markdown(rows), smoke=args.smoke
+    )
 
 
 if __name__ == "__main__":

@@ -26,25 +26,21 @@ Run: python benchmarks/public_pairs.py [--runs 200] [--split-runs 100] [--jobs 2
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-from ebjr.bundle import dumps
+import _common
 from ebjr.calibration import MaxDrop, select_threshold, tradeoff_curve
 from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.evaluation import evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-OUT = ROOT / "benchmarks" / "results"
+DATA = _common.DATA
 
 # (label, student file, teacher file, student cost, teacher cost, unit, eval file suffix)
 # Costs: FLOPs = 2 x the MAdds of ../shared/data/README.md; SNLI: parameters (millions).
@@ -335,13 +331,10 @@ def guarantee_markdown(guarantees: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=200, help="i.i.d. runs per cell")
     parser.add_argument("--split-runs", type=int, default=100, help="split runs per cell")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument(
-        "--smoke", action="store_true", help="a few runs of each cell, to check the script works"
-    )
     parser.add_argument(
         "--markdown-only", action="store_true",
         help="rewrite the .md from the stored .json (no runs)",
@@ -350,24 +343,23 @@ def main() -> None:
     if args.markdown_only:
         import json
 
-        stored = json.loads((OUT / "public_pairs.json").read_text())
+        stored = json.loads((_common.RESULTS / "public_pairs.json").read_text())
         md = markdown(stored["routers"], stored["guarantees"])
-        (OUT / "public_pairs.md").write_text(md)
+        (_common.RESULTS / "public_pairs.md").write_text(md)
         print(md)
         return
     if not DATA.is_dir():
         sys.exit(f"needs the public model outputs in {DATA}")
     routers = router_table()
     if args.smoke:
-        args.runs, args.split_runs = 4, 2
+        args.runs, args.split_runs = 2, 1
     guarantees = guarantee_table(args.runs, args.split_runs, args.jobs)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "public_pairs.json").write_text(
-        dumps({"routers": routers, "guarantees": guarantees}, indent=2) + "\n"
+    _common.write_results(
+        "public_pairs",
+        {"routers": routers, "guarantees": guarantees},
+        markdown(routers, guarantees),
+        smoke=args.smoke,
     )
-    md = markdown(routers, guarantees)
-    (OUT / "public_pairs.md").write_text(md)
-    print(md)
 
 
 if __name__ == "__main__":

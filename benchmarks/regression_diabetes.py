@@ -26,7 +26,6 @@ lower is better. Reported, as means over splits on the test parts:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import _common
 from ebjr.calibration import MaxDrop, curve_from_loss, select_threshold
 from ebjr.exceptions import TargetUnreachableError
 from ebjr.training.regressor import EnergyRegressor, regressor_outputs, train_energy_regressor
@@ -113,7 +113,7 @@ def run_pair(x, y, student_cols, seed, k, eps) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _common.parser(__doc__)
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--samples", type=int, default=1024, help="importance samples K")
     p.add_argument("--eps", type=float, default=1.0, help="MaxDrop in MAE points")
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown-only", action="store_true",
                    help="rewrite the .md from the saved .json, without training")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.splits, args.samples = 2, 64
+        args.out = str(_common.results_dir(True) / "regression_diabetes")
     out = Path(args.out)
     if args.markdown_only:
         md = to_markdown(json.loads(out.with_suffix(".json").read_text()))

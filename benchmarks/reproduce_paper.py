@@ -27,7 +27,6 @@ Run: python benchmarks/reproduce_paper.py [--latency-images 200]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ebjr.bundle import dumps
+import _common
 from ebjr.calibration import (
     HistogramCrossing,
     TeacherAccuracy,
@@ -82,9 +81,9 @@ PAIRS = {
 }
 
 
-def load_pair(cfg: dict) -> tuple:
+def load_pair(cfg: dict, limit: int | None = None) -> tuple:
     z = np.load(SHARED / "data" / cfg["images"])
-    x = cifar_preprocess(z["images"])
+    x = cifar_preprocess(z["images"][:limit])
     models = []
     for depth, growth in (cfg["student"], cfg["teacher"]):
         path = (
@@ -96,7 +95,7 @@ def load_pair(cfg: dict) -> tuple:
             / "model_best.pth.tar"
         )
         models.append(load_ebjr_checkpoint(path, depth, growth, cfg["classes"]))
-    return x, z["labels"], models[0], models[1]
+    return x, z["labels"][:limit], models[0], models[1]
 
 
 def stream_time(fn, x: torch.Tensor, batch: int, repeats: int = 3) -> float:
@@ -208,12 +207,16 @@ def full_curves(s_logits, t_logits, y, flops) -> dict:
     }
 
 
+#: where the figures go (a smoke run puts them in its temporary folder)
+FIGURES = {"dir": DOCS / "img"}
+
+
 def draw(cfg_name: str, cfg: dict, s_logits, t_logits, y, flops) -> Path:
     """The accuracy-vs-FLOPs figure (paper's Fig. 2) from full-test-set logits."""
     curves = full_curves(s_logits, t_logits, y, flops)
     ps, pt = s_logits.argmax(1), t_logits.argmax(1)
-    DOCS.joinpath("img").mkdir(parents=True, exist_ok=True)
-    path = DOCS / "img" / f"reproduction_{cfg['dir']}.png"
+    FIGURES["dir"].mkdir(parents=True, exist_ok=True)
+    path = FIGURES["dir"] / f"reproduction_{cfg['dir']}.png"
     figure(cfg_name, curves, oracle(ps == y, pt == y, flops[0], flops[1]), cfg, flops, path)
     return path
 
@@ -246,12 +249,12 @@ def figures_from_published_logits() -> None:
 
 def reproduce(cfg_name: str, cfg: dict, args) -> dict:
     print(f"{cfg_name}", flush=True)
-    x, y, student, teacher = load_pair(cfg)
+    x, y, student, teacher = load_pair(cfg, args.images)
     flops = (count_flops(student, x[:2]), count_flops(teacher, x[:2]))
     s_logits = predict_logits(student, x, 100).numpy()
     t_logits = predict_logits(teacher, x, 100).numpy()
     ps, pt = s_logits.argmax(1), t_logits.argmax(1)
-    lat_images, thr_images = x[: args.latency_images], x[:512]
+    lat_images, thr_images = x[: args.latency_images], x[: args.throughput_images]
     with torch.inference_mode():
         teacher_alone = {
             "latency_ms_b1": 1e3 * stream_time(teacher, lat_images, 1, repeats=1),
@@ -357,7 +360,7 @@ def reproduce(cfg_name: str, cfg: dict, args) -> dict:
         "teacher_alone": teacher_alone,
         "student_accuracy": float(100 * np.mean(ps == y)),
         "teacher_accuracy": float(100 * np.mean(pt == y)),
-        "figure": str(fig_path.relative_to(ROOT)),
+        "figure": str(fig_path.relative_to(ROOT) if fig_path.is_relative_to(ROOT) else fig_path),
     }
 
 
@@ -418,32 +421,38 @@ def markdown(results: list[dict], args) -> str:
             )
         out += [
             "",
-            f"![{r['pair']} accuracy vs FLOPs]({Path(r['figure']).relative_to('docs')})",
+            f"![{r['pair']} accuracy vs FLOPs]({_doc_path(r['figure'])})",
             "",
         ]
     return "\n".join(out)
 
 
+def _doc_path(figure: str) -> str:
+    """The figure's path as docs/reproduction.md links it."""
+    p = Path(figure)
+    return str(p.relative_to("docs")) if p.is_relative_to("docs") else str(p)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--latency-images", type=int, default=100)
+    parser.add_argument("--images", type=int, default=None, help="first N test images (all)")
+    parser.add_argument("--throughput-images", type=int, default=512,
+                        help="images per throughput measurement at batch 256")
     parser.add_argument(
         "--figures-only",
         action="store_true",
         help="only redraw the figures, from the published logits",
     )
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.latency_images, args.throughput_images = 400, 2, 16
+        FIGURES["dir"] = _common.results_dir(True)
     if args.figures_only:
         figures_from_published_logits()
         return
     results = [reproduce(name, cfg, args) for name, cfg in PAIRS.items()]
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "reproduce_paper.json").write_text(
-        dumps(results, indent=2) + "\n"
-    )
-    tables = markdown(results, args)
-    (ROOT / "benchmarks" / "results" / "reproduce_paper.md").write_text(tables)
-    print(tables)
+    _common.write_results("reproduce_paper", results, markdown(results, args), smoke=args.smoke)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ with Retry-After) and lost (no HTTP answer: must be 0).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -40,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import _common
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -292,7 +293,7 @@ def run_service(
 
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _common.parser(__doc__)
     p.add_argument("--requests", type=int, default=1500, help="requests per timed run")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument(
@@ -310,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overload-factor", type=int, default=10)
     p.add_argument("--out", default=str(HERE / "results" / "serve_load"))
     args = p.parse_args(argv)
+    if args.smoke:
+        args.requests, args.concurrency, args.repeats = 40, 4, 1
+        args.torch_threads, args.routers, args.overload_factor = [1], ["energy"], 2
+        args.out = str(_common.results_dir(True) / "serve_load")
     if not (SHARED / "models/ebjr-densenet").is_dir():
         print(
             f"needs the paper's checkpoints in {SHARED / 'models/ebjr-densenet'}", file=sys.stderr
@@ -334,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         f"per-image compute time of each model alone (batch {args.max_batch_size})...",
         file=sys.stderr,
     )
-    times = compute_times(args.max_batch_size, repeats=7, threads=max(args.torch_threads))
+    times = compute_times(args.max_batch_size, repeats=2 if args.smoke else 7,
+                          threads=max(args.torch_threads))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bundles = build_bundles(Path(tmp), args.routers, args.max_drop)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import _common
 from ebjr.bundle import dumps
 from ebjr.calibration import MaxDrop, TeacherAccuracy, curve_from_scores, select_threshold
 from ebjr.examples.quickstart import QuickstartConfig, make_digits_traffic
@@ -40,9 +41,10 @@ from ebjr.training.distill import distill, train_specialized
 from ebjr.training.specialized import ClassMap
 from ebjr.zoo.digits import make_student, make_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results"
+ROOT = _common.ROOT
 EPOCHS = 30
+#: the sizes each experiment sweeps (a smoke run takes the first only)
+SIZES = {"top_c": (2, 3, 5), "pools": (250, 500, 1000, 2000, 4000)}
 
 
 def skewed(x: np.ndarray, y: np.ndarray, order: np.ndarray, n: int, seed: int):
@@ -100,7 +102,7 @@ def experiment_specialized(data, teacher, t_flops):
             "auc": curve.auc(),
         }
     )
-    for c in (2, 3, 5):
+    for c in SIZES["top_c"]:
         cmap = ClassMap.from_labels(y_cal, n_top=c, n_classes=10)
         torch.manual_seed(0)
         student = make_student(n_classes=c + 1)
@@ -142,7 +144,7 @@ def experiment_unsupervised(data, teacher):
     t_logits = predict_logits(teacher, x_test)
     t_pred = t_logits.argmax(1).numpy()
     rows = []
-    for n in (250, 500, 1000, 2000, 4000):
+    for n in SIZES["pools"]:
         idx = np.random.default_rng(n).choice(len(data["y_train"]), size=n, replace=False)
         x, y = data["x_train"][idx], data["y_train"][idx]
         # about the same number of optimiser steps for every pool size (early stopping on)
@@ -215,6 +217,13 @@ def plot(curves, path: Path) -> None:
 
 
 def main() -> None:
+    global EPOCHS
+    args = _common.parser(__doc__).parse_args()
+    out = _common.results_dir(args.smoke)
+    figures = out if args.smoke else ROOT / "docs" / "img"
+    if args.smoke:
+        EPOCHS = 1
+        SIZES["top_c"], SIZES["pools"] = (2,), (250,)
     data = make_digits_traffic(QuickstartConfig())
     torch.manual_seed(0)
     teacher = make_teacher()
@@ -229,11 +238,10 @@ def main() -> None:
     )
     t_flops = count_flops(teacher, torch.as_tensor(data["x_test"][:8]))
     spec_rows, curves = experiment_specialized(data, teacher, t_flops)
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    plot(curves, ROOT / "docs" / "img" / "specialized_curves.png")
+    figures.mkdir(parents=True, exist_ok=True)
+    plot(curves, figures / "specialized_curves.png")
     unsup_rows = experiment_unsupervised(data, teacher)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "specialized_and_unsupervised.json").write_text(
+    (out / "specialized_and_unsupervised.json").write_text(
         dumps({"specialized": spec_rows, "unsupervised": unsup_rows}, indent=2) + "\n"
     )
     lines = [
@@ -260,7 +268,7 @@ def main() -> None:
             f"{100 * r['teacher_share_at_1pt_drop']:.1f}% | {r['auc']:.4f} |"
         )
     md = "\n".join(lines) + "\n"
-    (OUT / "specialized_and_unsupervised.md").write_text(md)
+    (out / "specialized_and_unsupervised.md").write_text(md)
     print(md)
 
 

@@ -13,7 +13,7 @@ matplotlib or torch are imported when first used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,37 @@ from ebjr.scores import (
     softmax_confidence,
     softmax_logsumexp,
 )
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from ebjr.adapters.base import as_adapter
+    from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
+    from ebjr.bundle.outputs import load_outputs
+    from ebjr.bundle.persist import load, save
+    from ebjr.calibration import (
+        HistogramCrossing,
+        MaxCost,
+        MaxDrop,
+        MaxTeacherFraction,
+        OperatingPoint,
+        TeacherAccuracy,
+        TradeoffCurve,
+        curve_from_loss,
+        curve_from_metric,
+        curve_from_quality,
+        curve_from_scores,
+        select_threshold,
+        tradeoff_curve,
+    )
+    from ebjr.calibration.auto import AutoRouter
+    from ebjr.calibration.calibrate import calibrate_outputs
+    from ebjr.calibration.guarantee import GuaranteedDrop
+    from ebjr.evaluation import evaluate, mcnemar
+    from ebjr.evaluation.report import write_report
+    from ebjr.joint.cost import count_flops, joint_cost, measure_latency
+    from ebjr.joint.detector import JointDetector
+    from ebjr.joint.model import JointModel, JointPrediction
+    from ebjr.scores.detection import Detections, detection_free_energy
+    from ebjr.scores.regression import regression_free_energy
 
 # name -> module, imported on first attribute access (keeps `import ebjr` fast)
 _LAZY = {

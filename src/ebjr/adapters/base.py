@@ -10,13 +10,13 @@ module imports none of them; each is imported the first time it is needed.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ebjr._utils.arrays import Array, check_logits
+from ebjr._utils.lazy import load_attr
 from ebjr.exceptions import BundleError, InputError
 
 __all__ = [
@@ -39,7 +39,7 @@ class ModelFiles(Protocol):
         """The model file that ``ref`` names, checked against its SHA-256."""
         ...
 
-    def factory(self, spec: str) -> Callable[..., Any]:
+    def factory(self, spec: Any) -> Callable[..., Any]:
         """The factory ``spec`` names, if the caller trusts it."""
         ...
 
@@ -160,11 +160,6 @@ _REFERENCES: dict[str, type[Adapter] | str] = {
 }
 
 
-def _load(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def register_reference(kind: str, cls: type[Adapter]) -> None:
     """Let bundles name ``kind``: ``cls.from_reference`` re-loads such a reference."""
     _REFERENCES[kind] = cls
@@ -178,7 +173,7 @@ def adapter_for_reference(kind: str) -> type[Adapter]:
             f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_REFERENCES))}"
         )
     if isinstance(entry, str):
-        entry = _REFERENCES[kind] = _load(entry)
+        entry = _REFERENCES[kind] = load_attr(entry)
     return entry  # type: ignore[return-value]
 
 
@@ -201,7 +196,7 @@ def as_adapter(model: Any, **kwargs: Any) -> Adapter:
             return factory(model, **kwargs)
     for predicate, target in _BUILT_IN:
         if predicate(model):
-            return _load(target)(model, **kwargs)
+            return load_attr(target)(model, **kwargs)
     raise InputError(
         f"cannot use a {type(model).__name__} as a model: expected a torch nn.Module, an ONNX "
         "file or session, a scikit-learn classifier, a transformers model, or a callable "

@@ -7,10 +7,8 @@ Every name of the former ``ebjr.bundle`` module is here; ``persist`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ebjr._utils.json import dumps, json_safe
+from ebjr._utils.lazy import lazy_getattr
 from ebjr.bundle.schema import FORMAT, SCHEMA_VERSION, RoutingBundle, read_bundle, write_bundle
 
 _LAZY = {
@@ -33,8 +31,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ebjr.bundle' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("ebjr.bundle", _LAZY)

@@ -132,7 +132,7 @@ class _BundleFiles:
     def file(self, ref: dict[str, Any]) -> Path:
         return _check_file(self.folder, ref, self.role)
 
-    def factory(self, spec: str) -> Any:
+    def factory(self, spec: Any) -> Any:
         return _factory(spec, self.allow)
 
 

@@ -9,9 +9,7 @@ former ``ebjr.calibration`` module is here; the others load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ebjr._utils.lazy import lazy_getattr
 from ebjr.calibration.curve import (
     OperatingPoint,
     TradeoffCurve,
@@ -67,8 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ebjr.calibration' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("ebjr.calibration", _LAZY)

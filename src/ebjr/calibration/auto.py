@@ -235,7 +235,9 @@ class AutoRouter(Router):
         signed = np.zeros(score.shape[0])  # out-of-fold signed loss per row
         for k in range(self.cv):
             fit, held = folds != k, folds == k
-            kwargs = {"student_cost": self.student_cost, "teacher_cost": self.teacher_cost}
+            kwargs: dict[str, Any] = {
+                "student_cost": self.student_cost, "teacher_cost": self.teacher_cost
+            }
             curve = curve_from_scores(score[fit], ps[fit], pt[fit], y[fit], **kwargs)
             try:
                 threshold = select_threshold(curve, target).threshold

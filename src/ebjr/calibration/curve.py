@@ -272,22 +272,8 @@ def curve_from_scores(
         accuracy = _joint_rate(student_correct, teacher_correct)
     else:
         accuracy = np.full(fraction.shape, np.nan)
-    return TradeoffCurve(
-        router=router or {"name": "custom", "params": {}},
-        threshold=threshold,
-        teacher_fraction=fraction,
-        accuracy=accuracy,
-        agreement=agreement,
-        cost=cs + fraction * ct,
-        n_teacher=cut,
-        student_cost=cs,
-        teacher_cost=ct,
-        cost_unit=cost_unit,
-        scores=s_sorted,
-        student_correct=student_correct,
-        teacher_correct=teacher_correct,
-        agree=agree,
-    )
+    return _curve(threshold, cut, s_sorted, accuracy, agreement, student_correct,
+                  teacher_correct, agree, "accuracy", cs, ct, cost_unit, router)
 
 
 def _check_scores(scores: Any) -> np.ndarray:
@@ -377,23 +363,43 @@ def _non_accuracy_curve(
     router: dict[str, Any] | None,
 ) -> TradeoffCurve:
     """A curve whose ``accuracy`` holds another quality (no agreement with the teacher)."""
-    n = s_sorted.shape[0]
-    fraction = cut / n
+    return _curve(threshold, cut, s_sorted, np.asarray(quality_values, dtype=np.float64),
+                  np.full(cut.shape, np.nan), qs, qt, np.zeros(s_sorted.shape[0], dtype=bool),
+                  quality, cs, ct, cost_unit, router)
+
+
+def _curve(
+    threshold: np.ndarray,
+    cut: np.ndarray,
+    s_sorted: np.ndarray,
+    accuracy: np.ndarray,
+    agreement: np.ndarray,
+    student_correct: np.ndarray | None,
+    teacher_correct: np.ndarray | None,
+    agree: np.ndarray,
+    quality: str,
+    cs: float,
+    ct: float,
+    cost_unit: str,
+    router: dict[str, Any] | None,
+) -> TradeoffCurve:
+    """The one constructor of a curve from its points (``cut`` rows to the teacher each)."""
+    fraction = cut / s_sorted.shape[0]
     return TradeoffCurve(
         router=router or {"name": "custom", "params": {}},
         threshold=threshold,
         teacher_fraction=fraction,
-        accuracy=np.asarray(quality_values, dtype=np.float64),
-        agreement=np.full(fraction.shape, np.nan),
+        accuracy=accuracy,
+        agreement=agreement,
         cost=cs + fraction * ct,
         n_teacher=cut,
         student_cost=cs,
         teacher_cost=ct,
         cost_unit=cost_unit,
         scores=s_sorted,
-        student_correct=qs,
-        teacher_correct=qt,
-        agree=np.zeros(n, dtype=bool),
+        student_correct=student_correct,
+        teacher_correct=teacher_correct,
+        agree=agree,
         quality=quality,
     )
 

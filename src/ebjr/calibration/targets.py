@@ -14,12 +14,12 @@ TeacherAccuracy()
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from ebjr._utils.lazy import load_attr
 from ebjr._utils.validation import check_cost, check_probability
 from ebjr.calibration.curve import OperatingPoint, TradeoffCurve
 from ebjr.exceptions import InputError, TargetUnreachableError
@@ -264,8 +264,7 @@ def target_from_spec(spec: dict[str, Any]) -> Target:
             f"{', '.join(list_targets())}"
         )
     if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = _TARGETS[spec["kind"]] = getattr(importlib.import_module(module), attr)
+        entry = _TARGETS[spec["kind"]] = load_attr(entry)
     known = {f.name for f in fields(entry)}  # type: ignore[arg-type]
     params = {k: v for k, v in spec.items() if k != "kind"}
     unknown = sorted(set(params) - known)

@@ -6,9 +6,7 @@ Every name of the former ``ebjr.evaluation`` module is here; the report loads on
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ebjr._utils.lazy import lazy_getattr
 from ebjr.evaluation.compare import (
     DEFAULT_ROUTERS,
     Evaluation,
@@ -39,8 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ebjr.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("ebjr.evaluation", _LAZY)

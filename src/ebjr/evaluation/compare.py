@@ -286,7 +286,9 @@ def evaluate(
     s, t = check_pair(student_logits, teacher_logits)
     y = check_labels(labels, s.shape[0], s.shape[1])
     ps, pt = to_numpy(s).argmax(axis=1), to_numpy(t).argmax(axis=1)
-    kwargs = {"student_cost": student_cost, "teacher_cost": teacher_cost, "cost_unit": cost_unit}
+    kwargs: dict[str, Any] = {
+        "student_cost": student_cost, "teacher_cost": teacher_cost, "cost_unit": cost_unit
+    }
     curves: dict[str, TradeoffCurve] = {}
     points: dict[str, OperatingPoint] = {}
     skipped: dict[str, str] = {}

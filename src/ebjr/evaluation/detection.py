@@ -45,7 +45,7 @@ def _coco(targets: Sequence[tuple[Any, Any]], n_classes: int) -> Any:
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c),
                          "bbox": [float(b[0]), float(b[1]), float(w), float(h)],
                          "area": float(w * h), "iscrowd": 0})
-    gt = COCO()
+    gt: Any = COCO()  # pycocotools is untyped: its dataset is set by hand
     gt.dataset = {"images": images, "annotations": anns,
                   "categories": [{"id": c} for c in range(n_classes)]}
     with contextlib.redirect_stdout(io.StringIO()):

@@ -65,7 +65,9 @@ def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
         shift = rng.uniform(-1, 1, size=2)
         offset = centre - rot @ (centre + shift)
-        out[i] = ndimage.affine_transform(img, rot, offset=offset, order=1, mode="constant")
+        out[i] = ndimage.affine_transform(
+            img, rot, offset=offset, order=1, mode="constant"  # pyright: ignore[reportArgumentType]
+        )
     out += rng.normal(0, 0.05, size=out.shape)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -79,7 +81,7 @@ def make_digits_traffic(cfg: QuickstartConfig) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    digits: Any = load_digits()
     images = (digits.images / 16.0).astype(np.float32)
     labels = digits.target.astype(np.int64)
     idx = np.arange(len(labels))

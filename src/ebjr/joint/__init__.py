@@ -6,9 +6,7 @@ detector load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ebjr._utils.lazy import lazy_getattr
 from ebjr.joint.functional import RoutedBatch, concat_rows, take_rows
 from ebjr.joint.model import JointModel, JointPrediction
 
@@ -24,8 +22,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ebjr.joint' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("ebjr.joint", _LAZY)

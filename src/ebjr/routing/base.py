@@ -12,11 +12,11 @@ saved and rebuilt as a spec (:meth:`Router.to_spec`, :func:`router_from_spec`).
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ebjr._utils.arrays import Array, check_logits
+from ebjr._utils.lazy import load_attr
 from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
 from ebjr.scores import classification as scores
 
@@ -150,9 +150,10 @@ class Router:
 
 
 _REGISTRY: dict[str, type[Router] | str] = {}
+_R = TypeVar("_R", bound=type[Router])
 
 
-def register_router(cls: type[Router]) -> type[Router]:
+def register_router(cls: _R) -> _R:
     """Class decorator that adds a router to the registry under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a non-empty class attribute 'name'")
@@ -180,9 +181,7 @@ def _resolve(name: str) -> type[Router]:
             f"unknown router {name!r}; the registered routers are: {', '.join(list_routers())}"
         )
     if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-        _REGISTRY[name] = cls
+        cls = _REGISTRY[name] = load_attr(entry)
         return cls
     return entry
 

@@ -7,9 +7,7 @@ regressors. Every name of the former ``ebjr.scores`` module is here.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ebjr._utils.lazy import lazy_getattr
 from ebjr.scores.classification import (
     LOG_PROB_ATOL,
     free_energy,
@@ -51,8 +49,4 @@ _LAZY = {
 __all__ += sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ebjr.scores' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("ebjr.scores", _LAZY)

@@ -104,7 +104,7 @@ def dfl_coordinate_free_energy(bin_logits: Any, bin_width: float = 1.0) -> np.nd
         raise InputError(f"bin_logits must end with a bins axis, got shape {lg.shape}")
     if not bin_width > 0:
         raise InputError(f"bin_width must be > 0, got {bin_width!r}")
-    return -special.logsumexp(lg, axis=-1) - math.log(bin_width)
+    return -np.asarray(special.logsumexp(lg, axis=-1)) - math.log(bin_width)
 
 
 def detection_free_energy(
@@ -131,7 +131,7 @@ def detection_free_energy(
             out[i] = math.inf if empty == "teacher" else float(empty)
             continue
         logits = np.asarray(d.class_logits, dtype=np.float64)
-        f = float(np.mean(-special.logsumexp(logits, axis=1)))
+        f = float(np.mean(-np.asarray(special.logsumexp(logits, axis=1))))
         if regression and d.coord_energy is not None:
             f += float(np.mean(np.asarray(d.coord_energy, dtype=np.float64)))
         out[i] = f

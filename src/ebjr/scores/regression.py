@@ -95,7 +95,7 @@ def regression_free_energy(
     # log q(y): equal-weight mixture of N(c, sig_m^2)
     z = (y[:, :, None] - c[:, None, None]) / sig[None, None, :]
     log_comp = -0.5 * z**2 - np.log(sig)[None, None, :] - 0.5 * math.log(2 * math.pi)
-    log_q = special.logsumexp(log_comp, axis=2) - math.log(m)
+    log_q = np.asarray(special.logsumexp(log_comp, axis=2)) - math.log(m)
     s_val = np.asarray(_as_numpy(score_fn(x, y)), dtype=np.float64)
     if s_val.shape != (n, k):
         raise InputError(f"score_fn must return shape ({n}, {k}), got {s_val.shape}")

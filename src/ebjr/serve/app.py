@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException
 
 from ebjr.bundle import json_safe
 from ebjr.exceptions import EBJRError, InputError, ModelError, Overloaded, TeacherUnavailable
-from ebjr.serve.engine import JointEngine, ModelEngine
+from ebjr.serve.engine import JointAnswer, JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.protocol import (
@@ -292,7 +292,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         await loop.run_in_executor(None, _load, state)
-        state.engine.start()
+        running = state.engine
+        if running is None:  # _load sets it or raises
+            raise RuntimeError("the models did not load")
+        running.start()
         state.ready = True
         log.info(
             "serving %s %r from %s (loaded in %.1f s)",
@@ -307,7 +310,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             state.ready = False
             state.draining = True
             log.info("shutting down: finishing queued requests")
-            await state.engine.close()
+            await running.close()
             log.info("shut down: answered %d of %d accepted inference requests",
                      state.answered, state.accepted)
 
@@ -326,7 +329,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(400, _describe(exc.errors()))
+        return error(400, _describe(list(exc.errors())))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -439,9 +442,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         st.success[1] += int(1e9 * elapsed)
         st.inference_count += len(x)
         st.last_inference_ms = int(time.time() * 1000)
-        path = result.path if hasattr(result, "path") else settings.role
+        path = result.path if isinstance(result, JointAnswer) else settings.role
         state.metrics.latency.labels(path).observe(elapsed)
-        if hasattr(result, "answered_by"):
+        if isinstance(result, JointAnswer):
             for who in ("student", "teacher", "student_fallback"):
                 c = int((result.answered_by == who).sum())
                 if c:
@@ -665,7 +668,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             params = {
                 "threshold": json_safe(result.threshold),
                 "degraded": result.degraded,
-                "router": state.engine.joint.router.name,
+                "router": joint_engine(name).joint.router.name,
                 "teacher_rows": int((result.answered_by != "student").sum()),
             }
         binary_all = bool((body.parameters or {}).get("binary_data_output", False))
@@ -791,8 +794,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if not math.isfinite(body.threshold):
                 raise InputError(f"threshold must be a finite number, got {body.threshold!r}")
             new = body.threshold
-        else:
+        elif body.teacher_fraction is not None:
             new = _threshold_for_share(state.bundle, body.teacher_fraction)
+        else:  # unreachable: exactly one of the two was given
+            raise InputError("give exactly one of 'threshold' or 'teacher_fraction'")
         old = e.joint.set_threshold(new)
         state.metrics.threshold.labels("set").set(new)
         client = request.client.host if request.client else "?"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.exceptions import ModelError, Overloaded, TeacherUnavailable
+from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailable
 from ebjr.joint import JointModel, take_rows
 from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold
@@ -160,6 +160,8 @@ class JointEngine:
         )
         self.control: LoadAwareThreshold | None = None
         if settings.load_mode is not None:
+            if settings.load_budget is None:
+                raise InputError(f"load_mode {settings.load_mode!r} needs load_budget")
             self.control = LoadAwareThreshold(
                 settings.load_mode, settings.load_budget, settings.load_min_threshold
             )

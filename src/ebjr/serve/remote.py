@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from ebjr.exceptions import InputError
 from ebjr.serve.engine import TeacherUnavailable
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
@@ -35,6 +36,8 @@ class RemoteTeacher:
     ) -> None:
         import httpx
 
+        if settings.remote_teacher is None:
+            raise InputError("a remote teacher needs settings.remote_teacher, the model's URL")
         self.url = settings.remote_teacher.rstrip("/")
         self.settings = settings
         self.metrics = metrics

@@ -104,7 +104,8 @@ class DenseNetBC(nn.Module):
         if self.pixel_input:
             if x.dim() != 4 or x.shape[-1] != 3:
                 raise InputError(f"expected pixels of shape (n, 32, 32, 3), got {tuple(x.shape)}")
-            x = x.permute(0, 3, 1, 2).float() / self._scale - self._mean / (self._scale / 255.0)
+            scale, mean = torch.as_tensor(self._scale), torch.as_tensor(self._mean)
+            x = x.permute(0, 3, 1, 2).float() / scale - mean / (scale / 255.0)
         x = self.conv1(x)
         x = self.trans1(self.dense1(x))
         x = self.trans2(self.dense2(x))

@@ -12,6 +12,7 @@ so a test canvas never shows a digit image seen in training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def make_digit_canvases(
     if not 1 <= min_side <= max_side < size:
         raise InputError(f"need 1 <= min_side <= max_side < size, got {min_side}, {max_side}, "
                          f"{size}")
-    digits = load_digits()
+    digits: Any = load_digits()
     idx = np.arange(len(digits.target))
     pool = idx[idx % 2 == 0] if part == "train" else idx[idx % 2 == 1]
     rng = np.random.default_rng(seed)
@@ -79,7 +80,7 @@ def make_digit_canvases(
             j = int(rng.choice(pool))
             img = ndimage.zoom(digits.images[j] / 16.0, side / 8.0, order=1)[:side, :side]
             region = images[i, y0 : y0 + side, x0 : x0 + side]
-            np.maximum(region, np.clip(img, 0, 1), out=region)
+            np.maximum(region, np.clip(np.asarray(img), 0, 1), out=region)
             placed.append(box)
             lab.append(int(digits.target[j]))
         boxes.append(np.asarray(placed, dtype=np.float64).reshape(-1, 4))
