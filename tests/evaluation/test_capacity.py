@@ -1,5 +1,6 @@
 """Capacity planning against a hand computation on a stored curve, and ``ebjr plan``."""
 
+import itertools
 import json
 import math
 
@@ -36,7 +37,7 @@ def test_every_point_against_a_hand_computation():
     # the all-teacher end needs the teacher alone's replicas, plus the student's
     assert rows[-1].teacher_replicas == teacher_only_replicas(qps, t_t, u) == 15
     # more teacher traffic never needs fewer teacher replicas
-    assert all(a.teacher_replicas <= b.teacher_replicas for a, b in zip(rows, rows[1:]))
+    assert all(a.teacher_replicas <= b.teacher_replicas for a, b in itertools.pairwise(rows))
 
 
 def test_exact_fits_are_not_rounded_up_and_points_thin_the_table():
