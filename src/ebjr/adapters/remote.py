@@ -93,24 +93,33 @@ class RemoteV2Adapter(Adapter):
     def forward(self, batch: Any) -> np.ndarray:
         import httpx
 
+        try:
+            from ebjr._utils.retry import Retryable, attempts
+        except ImportError as exc:  # pragma: no cover - tenacity is in the serve extra
+            raise missing_dependency("tenacity", "serve", "a remote v2 model") from exc
+
         body = v2_request(batch, self.input_name)
         n = body["inputs"][0]["shape"][0]
-        last: Exception | None = None
-        for _ in range(self.retries + 1):
-            try:
-                r = self._client.post(f"{self.url}/infer", json=body)
-            except httpx.TransportError as exc:
-                last = exc
-                continue
-            if r.status_code >= 500:
-                last = RuntimeError(f"{r.status_code}: {r.text[:200]}")
-                continue
-            if r.status_code != 200:
-                raise InputError(
-                    f"the remote model refused the batch ({r.status_code}): {r.text[:300]}"
-                )
-            return v2_logits(r.json(), n, self.output_name)
-        raise ConnectionError(f"the remote model at {self.url} did not answer: {last}")
+        try:
+            for attempt in attempts(self.retries):
+                with attempt:
+                    try:
+                        r = self._client.post(f"{self.url}/infer", json=body)
+                    except httpx.TimeoutException as exc:
+                        raise Retryable("timeout", str(exc) or "timed out") from exc
+                    except httpx.TransportError as exc:
+                        raise Retryable("connection", str(exc) or type(exc).__name__) from exc
+                    if r.status_code >= 500 or r.status_code == 429:
+                        raise Retryable("http_5xx", f"HTTP {r.status_code}: {r.text[:200]}")
+                    if r.status_code != 200:
+                        raise InputError(
+                            f"the remote model refused the batch ({r.status_code}): "
+                            f"{r.text[:300]}"
+                        )
+                    return v2_logits(r.json(), n, self.output_name)
+        except Retryable as exc:
+            raise ConnectionError(f"the remote model at {self.url} did not answer: {exc}") from exc
+        raise ConnectionError(f"the remote model at {self.url} did not answer")  # unreachable
 
     def close(self) -> None:
         """Close the connection pool."""

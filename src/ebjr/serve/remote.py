@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
 
+from ebjr._utils.retry import Retryable, async_attempts
 from ebjr.exceptions import InputError
 from ebjr.serve.engine import TeacherUnavailable
 from ebjr.serve.metrics import ServeMetrics
@@ -67,31 +67,31 @@ class RemoteTeacher:
                 self._open_until - now,
             )
         body = v2_request(rows, self.settings.teacher_input_name)
-        kind, detail = "connection", ""
-        for attempt in range(self.settings.teacher_retries + 1):
-            if attempt:
-                self.metrics.teacher_errors.labels(kind).inc()
-                await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
-            try:
-                r = await self._client.post(f"{self.url}/infer", json=body)
-            except httpx.TimeoutException as exc:
-                kind, detail = "timeout", str(exc) or "timed out"
-                continue
-            except httpx.TransportError as exc:
-                kind, detail = "connection", str(exc) or type(exc).__name__
-                continue
-            if r.status_code >= 500 or r.status_code == 429:
-                kind, detail = "http_5xx", f"HTTP {r.status_code}: {r.text[:200]}"
-                continue
-            try:
-                if r.status_code != 200:
-                    raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
-                logits = v2_logits(r.json(), len(rows), self.settings.teacher_output_name)
-            except ValueError as exc:
-                kind, detail = "bad_response", str(exc)
-                break
-            self._failures = 0
-            return logits
+
+        def counted(exc: Retryable) -> None:  # every failed attempt that is retried
+            self.metrics.teacher_errors.labels(exc.kind).inc()
+
+        try:
+            async for attempt in async_attempts(self.settings.teacher_retries, counted):
+                with attempt:
+                    try:
+                        r = await self._client.post(f"{self.url}/infer", json=body)
+                    except httpx.TimeoutException as exc:
+                        raise Retryable("timeout", str(exc) or "timed out") from exc
+                    except httpx.TransportError as exc:
+                        raise Retryable("connection", str(exc) or type(exc).__name__) from exc
+                    if r.status_code >= 500 or r.status_code == 429:
+                        raise Retryable("http_5xx", f"HTTP {r.status_code}: {r.text[:200]}")
+                    if r.status_code != 200:
+                        raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
+                    logits = v2_logits(r.json(), len(rows), self.settings.teacher_output_name)
+                    self._failures = 0
+                    return logits
+            kind, detail = "connection", "no attempt was made"  # unreachable: reraise
+        except Retryable as exc:
+            kind, detail = exc.kind, exc.detail
+        except ValueError as exc:  # an answer that is not the logits asked for: not retried
+            kind, detail = "bad_response", str(exc)
         self._failures += 1
         if self._failures >= self.trip_after:
             self._open_until = time.monotonic() + self.cooldown_s
