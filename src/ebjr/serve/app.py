@@ -56,6 +56,7 @@ from ebjr.serve.engine import JointAnswer, JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.protocol import (
+    NUMERIC_DATATYPES,
     ErrorResponse,
     InferRequest,
     InferResponse,
@@ -96,10 +97,8 @@ EXTENSIONS = [
     "parameters",
     "ebjr_threshold",
 ]
-_TRITON_TYPES = {"FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
-                 "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
-                 "INT64": "TYPE_INT64", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16",
-                 "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "BYTES": "TYPE_STRING"}
+#: protocol datatype -> Triton's config name for it
+_TRITON_TYPES = {**{k: f"TYPE_{k}" for k in NUMERIC_DATATYPES}, "BYTES": "TYPE_STRING"}
 
 
 #: request bodies that routes parse themselves (any Content-Type), for the OpenAPI document
@@ -279,7 +278,7 @@ def _load(state: _State) -> None:
     spec = state.bundle.extra.get("input") or {}
     if state.row_shape is None and isinstance(spec.get("shape"), list):
         state.row_shape = tuple(int(d) for d in spec["shape"])
-    if spec.get("datatype") in _TRITON_TYPES and spec["datatype"] != "BYTES":
+    if spec.get("datatype") in NUMERIC_DATATYPES:
         state.input_datatype = spec["datatype"]
 
 
