@@ -187,7 +187,8 @@ class AutoRouter(Router):
         for spec in specs:
             router = router_from_spec(spec)
             try:
-                score = to_numpy(router.score(s), np.float64)
+                router.check_raw_logits(s)  # s is checked by check_pair: only this is left
+                score = to_numpy(router.score(s, validate=False), np.float64)
             except LogProbabilityInputError:
                 evidence.append(
                     CandidateEvidence(

@@ -505,7 +505,8 @@ def tradeoff_curve(
             "the 'auto' router must be fitted before it can score: call "
             "AutoRouter(...).fit(student_logits, teacher_logits, labels) first"
         )
-    score = to_numpy(r.score(s), np.float64)
+    r.check_raw_logits(s)  # s is checked by check_pair: only this is left
+    score = to_numpy(r.score(s, validate=False), np.float64)
     ps = to_numpy(s).argmax(axis=1)
     pt = to_numpy(t).argmax(axis=1)
     curve = curve_from_scores(
