@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException
 
 from ebjr.bundle import json_safe
 from ebjr.exceptions import EBJRError, InputError, ModelError, Overloaded, TeacherUnavailable
-from ebjr.serve.engine import JointAnswer, JointEngine, ModelEngine
+from ebjr.serve.engine import Engine, JointAnswer, JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.protocol import (
@@ -234,7 +234,7 @@ class _State:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.metrics = ServeMetrics()
-        self.engine: JointEngine | ModelEngine | None = None
+        self.engine: Engine | None = None
         self.bundle: Any = None
         self.ready = False
         self.draining = False
@@ -282,15 +282,21 @@ def _load(state: _State) -> None:
         state.input_datatype = spec["datatype"]
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    """The inference service for ``settings`` (models load when the app starts)."""
+def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
+    """The inference service for ``settings`` (models load when the app starts).
+
+    ``load(state)`` sets ``state.engine`` and ``state.bundle`` (default: the
+    models of ``settings.bundle`` in this process; :mod:`ebjr.ray.serve` passes
+    one whose engine calls Ray Serve deployments: the same API either way).
+    """
     state = _State(settings)
+    load = _load if load is None else load
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        await loop.run_in_executor(None, _load, state)
+        await loop.run_in_executor(None, load, state)
         running = state.engine
         if running is None:  # _load sets it or raises
             raise RuntimeError("the models did not load")
@@ -344,7 +350,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return error(answer.status, answer.message, answer.retry_after)
 
     # ------------------------------------------------------------ helpers
-    def engine() -> JointEngine | ModelEngine:
+    def engine() -> Engine:
         if state.draining:
             raise HTTPException(503, "the server is shutting down", {"Retry-After": "1"})
         if not state.ready or state.engine is None:
@@ -390,10 +396,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except ValidationError as exc:
             raise InputError(_describe(exc.errors())) from None
 
-    def joint_engine(name: str) -> JointEngine:
+    def joint_engine(name: str) -> Any:
         check_model(name)
         e = engine()
-        if not isinstance(e, JointEngine):
+        if e.kind != "joint":
             raise HTTPException(
                 404,
                 f"model {name!r} is a plain {settings.role} model; "
@@ -569,10 +575,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         e = engine()
         shape = [-1, *(state.row_shape or [-1])]
         params: dict[str, Any] = {"role": settings.role}
-        if isinstance(e, JointEngine):
+        if e.kind == "joint":
             params.update(
-                router=e.joint.router.to_spec(),
-                threshold=json_safe(e.joint.threshold),
+                router=e.router.to_spec(),
+                threshold=json_safe(await e.threshold()),
                 costs=state.bundle.costs,
                 target=state.bundle.target,
                 calibration=json_safe(state.bundle.calibration),
@@ -667,7 +673,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             params = {
                 "threshold": json_safe(result.threshold),
                 "degraded": result.degraded,
-                "router": joint_engine(name).joint.router.name,
+                "router": joint_engine(name).router.name,
                 "teacher_rows": int((result.answered_by != "student").sum()),
             }
         binary_all = bool((body.parameters or {}).get("binary_data_output", False))
@@ -744,26 +750,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
         }
 
     # ------------------------------------------------------------ the live knob
-    def threshold_state(e: JointEngine) -> dict:
+    async def threshold_state(e: Any) -> dict:
+        info = await e.threshold_info()
         return {
-            "threshold": json_safe(e.joint.threshold),
-            "effective_threshold": json_safe(e.effective_threshold),
+            "threshold": json_safe(info["threshold"]),
+            "effective_threshold": json_safe(info["effective_threshold"]),
             "calibrated_threshold": json_safe(state.bundle.threshold),
-            "router": e.joint.router.name,
-            "load_control": None
-            if e.control is None
-            else {
-                "mode": e.control.mode,
-                "budget": e.control.budget,
-                "lower": json_safe(e.control.lower),
-                "allowed_share": e.control.allowed_share,
-            },
+            "router": e.router.name,
+            "load_control": json_safe(info["load_control"]),
             "writable": settings.admin_token is not None,
         }
 
     @app.get("/v2/models/{name}/threshold", responses=_ERRORS)
     async def get_threshold(name: str) -> dict:
-        return threshold_state(joint_engine(name))
+        return await threshold_state(joint_engine(name))
 
     @app.put("/v2/models/{name}/threshold", responses=_ERRORS,
              openapi_extra=_json_schema(ThresholdUpdate))
@@ -797,8 +797,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             new = _threshold_for_share(state.bundle, body.teacher_fraction)
         else:  # unreachable: exactly one of the two was given
             raise InputError("give exactly one of 'threshold' or 'teacher_fraction'")
-        old = e.joint.set_threshold(new)
-        state.metrics.threshold.labels("set").set(new)
+        old = await e.set_threshold(new)
         client = request.client.host if request.client else "?"
         log.warning(
             "threshold of %r changed from %r to %r by %s (%s)",
@@ -808,7 +807,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             client,
             json.dumps(body.model_dump(exclude_none=True)),
         )
-        return {"old_threshold": json_safe(old), **threshold_state(e)}
+        return {"old_threshold": json_safe(old), **(await threshold_state(e))}
 
     @app.get("/v2/models/{name}/curve", responses=_ERRORS)
     async def curve(name: str) -> dict:
@@ -818,25 +817,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "curve": c,
             "costs": state.bundle.costs,
             "calibrated_threshold": json_safe(state.bundle.threshold),
-            "operating_point": _point_at(c, e.joint.threshold),
+            "operating_point": _point_at(c, await e.threshold()),
         }
 
     @app.get("/v2/models/{name}/routing_stats", responses=_ERRORS)
     async def routing_stats(name: str) -> dict:
         e = joint_engine(name)
         return {
-            "counts": e.joint.counts(),
+            "counts": await e.counts(),
             "recent_teacher_share": state.metrics.recent_teacher_share(),
-            "queue_rows": e.queue_rows(),
-            "operating_point": _point_at(state.bundle.extra.get("curve"), e.joint.threshold),
-            **threshold_state(e),
+            "queue_rows": await e.queue_rows(),
+            "operating_point": _point_at(state.bundle.extra.get("curve"), await e.threshold()),
+            **(await threshold_state(e)),
         }
 
     # ------------------------------------------------------------ metrics and demo
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         if state.engine is not None:
-            for stage, rows in state.engine.queue_rows().items():
+            for stage, rows in (await state.engine.queue_rows()).items():
                 state.metrics.queue_rows.labels(stage).set(rows)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -855,12 +854,12 @@ def _version() -> str:
 
 
 def _platform(e: Any) -> str:
-    return "ebjr_joint" if isinstance(e, JointEngine) else "ebjr_model"
+    return "ebjr_joint" if e.kind == "joint" else "ebjr_model"
 
 
 def _outputs_of(e: Any) -> list[dict[str, Any]]:
     """The output tensors' metadata (the infer route returns them in this order)."""
-    if isinstance(e, JointEngine):
+    if e.kind == "joint":
         return [
             {"name": "predictions", "datatype": "INT64", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},

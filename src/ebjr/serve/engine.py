@@ -15,7 +15,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,11 +23,11 @@ from ebjr._utils.arrays import to_numpy
 from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailable
 from ebjr.joint import JointModel, take_rows
 from ebjr.serve.batcher import Batcher
-from ebjr.serve.load_control import LoadAwareThreshold
+from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
+__all__ = ["Engine", "JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -48,6 +48,32 @@ class JointAnswer:
         if self.degraded:
             return "fallback"
         return "teacher" if (self.answered_by == "teacher").any() else "student"
+
+
+class Engine(Protocol):
+    """What the HTTP layer (:func:`ebjr.serve.app.create_app`) needs of an engine.
+
+    ``kind`` is ``"joint"`` or ``"model"``; ``front.stats`` are the batching
+    statistics of the stage every request enters. A joint engine also has
+    ``router`` and the async ``threshold()``, ``set_threshold(t)``,
+    ``threshold_info()`` and ``counts()`` (see :class:`JointEngine`).
+    Implemented here in-process, and by :mod:`ebjr.ray.engine` over Ray Serve.
+    """
+
+    kind: str
+
+    @property
+    def front(self) -> Any: ...
+
+    def start(self) -> None: ...
+
+    def check_room(self) -> None: ...
+
+    async def infer(self, x: np.ndarray) -> Any: ...
+
+    async def queue_rows(self) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...
 
 
 def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
@@ -126,7 +152,7 @@ class ModelEngine:
         """The batcher every request enters (its statistics are the model's)."""
         return self.batcher
 
-    def queue_rows(self) -> dict[str, int]:
+    async def queue_rows(self) -> dict[str, int]:
         return {self.settings.role: self.batcher.queued_rows}
 
     def check_room(self) -> None:
@@ -220,11 +246,40 @@ class JointEngine:
         """The batcher every request enters (its statistics are the model's)."""
         return self.student_batcher
 
-    def queue_rows(self) -> dict[str, int]:
+    async def queue_rows(self) -> dict[str, int]:
         return {
             "student": self.student_batcher.queued_rows,
             "teacher": self.teacher_batcher.queued_rows,
         }
+
+    # ------------------------------------------------------------ what the HTTP layer asks
+    # (async, so that an engine whose threshold lives elsewhere, e.g. ebjr.ray's
+    # shared control, answers through the same interface)
+    @property
+    def router(self) -> Any:
+        return self.joint.router
+
+    async def threshold(self) -> float:
+        """The live threshold (the one a PUT sets)."""
+        return self.joint.threshold
+
+    async def set_threshold(self, threshold: float) -> float:
+        """Set the live threshold for every later batch; returns the old one."""
+        old = self.joint.set_threshold(threshold)
+        self.metrics.threshold.labels("set").set(threshold)
+        return old
+
+    async def threshold_info(self) -> dict[str, Any]:
+        """The live and the effective threshold, and the load control's state."""
+        c = self.control
+        return {
+            "threshold": self.joint.threshold,
+            "effective_threshold": self.effective_threshold,
+            "load_control": None if c is None else load_control_state(c),
+        }
+
+    async def counts(self) -> dict[str, int]:
+        return self.joint.counts()
 
     async def infer(self, x: np.ndarray) -> JointAnswer:
         """The joint answer for ``x``.

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LoadAwareThreshold"]
+__all__ = ["LoadAwareThreshold", "load_control_state"]
 
 
 class LoadAwareThreshold:
@@ -71,3 +71,13 @@ class LoadAwareThreshold:
         k = math.floor(self.allowed_share * s.size + 1e-9)  # rows that may go to the teacher
         cap = math.inf if k >= s.size else float(s[k])  # s < s[k] holds for at most k rows
         return max(self.lower, min(threshold, cap))
+
+
+def load_control_state(c: LoadAwareThreshold) -> dict[str, Any]:
+    """What the threshold routes report of a load control."""
+    return {
+        "mode": c.mode,
+        "budget": c.budget,
+        "lower": c.lower,
+        "allowed_share": c.allowed_share,
+    }
