@@ -26,6 +26,7 @@ LAYERS = [
     ("ebjr.training",),
     ("ebjr.zoo",),
     ("ebjr.serve",),
+    ("ebjr.ray",),
     ("ebjr.examples",),
     ("ebjr.cli",),
 ]

@@ -167,6 +167,7 @@ def load(
     device: Any = None,
     allow_factories: list[str] | None = None,
     teacher: Any = None,
+    student_side: bool = False,
 ) -> JointModel:
     """Rebuild the :class:`~ebjr.joint.JointModel` saved at ``path``.
 
@@ -174,6 +175,8 @@ def load(
         teacher: use this model as the teacher instead of the bundle's (e.g.
             a :class:`~ebjr.adapters.remote.RemoteV2Adapter` for an edge/cloud
             split); the bundle's teacher is then not loaded.
+        student_side: load no teacher at all: the model routes and merges, and
+            the teacher's logits come from elsewhere (``ebjr.ray``'s stages).
 
     Raises:
         BundleError: a malformed bundle, a missing or altered model file, an
@@ -181,7 +184,10 @@ def load(
     """
     p = Path(path)
     bundle = read_bundle(p)
-    missing = [r for r in ROLES if r not in bundle.models and not (r == "teacher" and teacher)]
+    missing = [
+        r for r in ROLES
+        if r not in bundle.models and not (r == "teacher" and (teacher or student_side))
+    ]
     if missing:
         raise BundleError(
             f"{str(p)!r} is a routing bundle without model references ({', '.join(missing)} "
@@ -190,7 +196,7 @@ def load(
         )
     allow = list(allow_factories or [])
     student = _load_model(p.parent, bundle.models["student"], "student", device, allow)
-    if teacher is None:
+    if teacher is None and not student_side:
         teacher = _load_model(p.parent, bundle.models["teacher"], "teacher", device, allow)
     joint = JointModel(
         student,

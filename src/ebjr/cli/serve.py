@@ -139,6 +139,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
+    ray = p.add_argument_group(
+        "on Ray Serve (--ray; pip install 'ebjr[ray]')",
+        "ingress, student and teacher deployments that scale on their own, one shared threshold",
+    )
+    ray.add_argument("--ray", action="store_true",
+                     help="serve as a Ray Serve application (the same HTTP API)")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="join this Ray cluster (default: start a local one, or $RAY_ADDRESS)")
+    for role in ("student", "teacher", "ingress"):
+        ray.add_argument(f"--{role}-replicas", metavar="N",
+                         help=f"{role} replicas: a number, or 'auto' (default 1)")
+    ray.add_argument("--ray-config", metavar="FILE.yaml",
+                     help="deployment options per role (sections ingress/student/teacher: "
+                     "num_replicas, autoscaling_config, ray_actor_options, ...)")
     p.set_defaults(func=run)
 
 
@@ -185,5 +199,35 @@ def run(args: argparse.Namespace) -> int:
     from ebjr.bundle import read_bundle
 
     read_bundle(settings.bundle)  # a bad bundle fails here, with exit code 2, not in uvicorn
+    if args.ray:
+        return _run_on_ray(args, settings)
     serve(settings)
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
+    from ebjr.exceptions import InputError
+
+    if args.role != "joint" or args.remote_teacher:
+        raise InputError("--ray serves the joint model with its own teacher deployment; "
+                         "drop --role/--remote-teacher (or serve without --ray)")
+    try:
+        from ebjr.ray.serve import run as run_on_ray
+    except ImportError as exc:
+        from ebjr.exceptions import missing_dependency
+
+        raise missing_dependency(exc.name or "ray", "ray", "ebjr serve --ray") from exc
+    options = {
+        name: getattr(settings, name)
+        for name in ("model_name", "admin_token", "max_batch_size", "max_wait_ms",
+                     "teacher_max_batch_size", "teacher_max_wait_ms", "max_queue_rows",
+                     "teacher_max_queue_rows", "max_request_rows", "max_body_bytes",
+                     "request_timeout_s", "body_timeout_s", "fallback", "load_mode",
+                     "load_budget", "load_min_threshold", "input_shape", "torch_threads",
+                     "allow_factories")
+    }
+    for role in ("student", "teacher", "ingress"):
+        options[f"{role}_replicas"] = getattr(args, f"{role}_replicas")
+    run_on_ray(settings.bundle, address=args.ray_address, host=args.host, port=args.port,
+               name=settings.name, config=args.ray_config, **options)
     return 0

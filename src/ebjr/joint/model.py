@@ -75,7 +75,9 @@ class JointModel:
     Args:
         student, teacher: models (anything :func:`~ebjr.adapters.as_adapter`
             accepts: torch modules, ONNX files, scikit-learn classifiers,
-            transformers models, callables).
+            transformers models, callables). ``teacher=None`` makes a student
+            side: :meth:`route` and :meth:`merge` work, the teacher's logits
+            come from elsewhere (e.g. a Ray Serve deployment, :mod:`ebjr.ray`).
         router: router name or instance (scores the student's logits).
         threshold: the student answers iff ``score >= threshold``. A live
             knob: :meth:`set_threshold` is thread-safe; every batch is routed
@@ -108,7 +110,7 @@ class JointModel:
         profile: bool = False,
     ) -> None:
         self.student: Adapter = as_adapter(student)
-        self.teacher: Adapter = as_adapter(teacher)
+        self.teacher: Adapter | None = None if teacher is None else as_adapter(teacher)
         self.router: Router = get_router(router)
         if getattr(self.router, "requires_fit", False) and not getattr(
             self.router, "is_fitted", False
@@ -335,6 +337,11 @@ class JointModel:
         return self._run_teacher(sub_batch, namespace(like), like)
 
     def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
+        if self.teacher is None:
+            raise InputError(
+                "this JointModel has no teacher (a student side that routes and merges, "
+                "its teacher running elsewhere); give it one to predict"
+            )
         k = batch_size(sub_batch)
         step = self.max_teacher_batch or k
         parts = []

@@ -275,6 +275,10 @@ def _load(state: _State) -> None:
             s.bundle, s.role, allow_factories=s.allow_factories
         )
         state.engine = ModelEngine(adapter, s, state.metrics)
+
+
+def _read_input_record(state: _State) -> None:
+    """The input's row shape and datatype from the bundle's input record, if it has one."""
     spec = state.bundle.extra.get("input") or {}
     if state.row_shape is None and isinstance(spec.get("shape"), list):
         state.row_shape = tuple(int(d) for d in spec["shape"])
@@ -297,6 +301,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         await loop.run_in_executor(None, load, state)
+        _read_input_record(state)
         running = state.engine
         if running is None:  # _load sets it or raises
             raise RuntimeError("the models did not load")
@@ -576,9 +581,10 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         shape = [-1, *(state.row_shape or [-1])]
         params: dict[str, Any] = {"role": settings.role}
         if e.kind == "joint":
+            je: Any = e
             params.update(
-                router=e.router.to_spec(),
-                threshold=json_safe(await e.threshold()),
+                router=je.router.to_spec(),
+                threshold=json_safe(await je.threshold()),
                 costs=state.bundle.costs,
                 target=state.bundle.target,
                 calibration=json_safe(state.bundle.calibration),

@@ -1,0 +1,109 @@
+"""Batch prediction of a saved joint model over files, in this process (``ebjr predict``).
+
+The output is one parquet file, a row per input row, in input order:
+``row`` (the row number) or ``path`` (for image folders), ``prediction``,
+``score``, ``answered_by`` (``student`` or ``teacher``) and
+``probabilities`` (a fixed-size list per row). :mod:`ebjr.ray.data` writes
+the same file from a Ray Dataset, through the same :class:`PredictionWriter`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ebjr._utils.arrays import to_numpy
+from ebjr.bundle.inputs import open_inputs
+from ebjr.exceptions import InputError, missing_dependency
+
+__all__ = ["PredictionWriter", "predict_file"]
+
+
+class PredictionWriter:
+    """Streams prediction batches into one parquet file (``id_name`` is ``row`` or ``path``)."""
+
+    def __init__(self, output: str | Path, id_name: str = "row") -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise missing_dependency("pyarrow", "predict", "writing parquet") from exc
+        self._pa, self._pq = pa, pq
+        self.output = Path(output)
+        if self.output.suffix.lower() != ".parquet":
+            raise InputError(f"the output must be a .parquet file, got {str(self.output)!r}")
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.id_name = id_name
+        self._writer: Any = None
+        self.rows = 0
+        self.teacher_rows = 0
+
+    def write(
+        self, ids: list[Any], predictions: Any, scores: Any, answered_by: Any, probabilities: Any
+    ) -> None:
+        pa = self._pa
+        probs = np.ascontiguousarray(to_numpy(probabilities), dtype=np.float32)
+        answered = np.asarray(answered_by).astype(str)
+        columns = {
+            self.id_name: pa.array(ids, type=pa.int64() if self.id_name == "row" else pa.string()),
+            "prediction": pa.array(np.asarray(to_numpy(predictions), dtype=np.int64)),
+            "score": pa.array(np.asarray(to_numpy(scores), dtype=np.float64)),
+            "answered_by": pa.array(answered.tolist(), type=pa.string()),
+            "probabilities": pa.FixedSizeListArray.from_arrays(
+                pa.array(probs.reshape(-1)), probs.shape[1]
+            ),
+        }
+        table = pa.table(columns)
+        if self._writer is None:
+            self._writer = self._pq.ParquetWriter(self.output, table.schema)
+        self._writer.write_table(table)
+        self.rows += len(ids)
+        self.teacher_rows += int((answered == "teacher").sum())
+
+    def close(self) -> dict[str, Any]:
+        if self._writer is not None:
+            self._writer.close()
+        return {
+            "output": str(self.output),
+            "rows": self.rows,
+            "teacher_rows": self.teacher_rows,
+            "teacher_share": self.teacher_rows / self.rows if self.rows else 0.0,
+        }
+
+
+def predict_file(
+    bundle_path: str | Path,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    column: str | None = None,
+    batch_size: int = 256,
+    allow_factories: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the joint model of ``bundle_path`` over ``input_path`` into ``output`` (parquet).
+
+    Returns the output's path, its rows, and the rows and share the teacher answered.
+    """
+    from tqdm.auto import tqdm
+
+    from ebjr.bundle import persist
+
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    joint = persist.load(bundle_path, allow_factories=allow_factories)
+    source = open_inputs(input_path, joint.bundle, column)  # type: ignore[attr-defined]
+    writer = PredictionWriter(output, "path" if source.kind == "images" else "row")
+    total = math.ceil(len(source) / batch_size)
+    bar = tqdm(source.batches(batch_size), total=total, unit="batch", desc="predict",
+               disable=not progress or None)
+    try:
+        for ids, rows in bar:
+            p = joint.predict(rows)
+            writer.write(ids, p.predictions, p.scores, p.source, p.probabilities)
+    finally:
+        summary = writer.close()
+    return summary

@@ -1,0 +1,328 @@
+"""Cascaded batch inference over a Ray Dataset.
+
+:func:`joint_map_batches` adds two ``map_batches`` stages to a dataset, each
+with actors that hold one model and their own concurrency and batch size:
+
+1. the **student stage** runs the student over every row: its score, the
+   routing mask (``score < threshold``, the bundle's threshold) and the
+   student's answer (in the teacher's label space);
+2. the **teacher stage** runs the teacher over the routed rows of each of its
+   batches only, and puts its answers in their place.
+
+Each output row gets ``prediction``, ``probabilities``, ``score`` and
+``answered_by`` (``student`` / ``teacher``): row for row what
+:meth:`JointModel.predict` gives. The teacher stage's batches hold rows of
+the stream, of which only the routed share reaches the teacher; its batch
+size is therefore chosen so that the teacher sees about ``teacher_batch_size``
+rows per call at the bundle's calibrated teacher share.
+
+:func:`predict_files` is ``ebjr predict BUNDLE INPUT --ray``: it reads
+``.npy`` / ``.npz`` / ``.parquet`` files or an image folder into a dataset,
+runs the two stages, and streams the results, in input order, into one
+parquet file (the same columns as the in-process ``ebjr predict``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ebjr.exceptions import InputError, missing_dependency
+
+try:
+    import ray
+    import ray.data
+except ImportError as _exc:  # pragma: no cover - exercised without the extra
+    raise missing_dependency("ray", "ray", "ebjr.ray.data") from _exc
+
+from ebjr._utils.arrays import to_numpy
+from ebjr.joint.functional import merge_rows, take_rows
+
+__all__ = ["joint_map_batches", "predict_files", "read_inputs"]
+
+_OUT = ("prediction", "probabilities", "score", "answered_by")
+
+
+class _StudentStage:
+    """Holds the student (and the router and threshold); routes every row."""
+
+    def __init__(self, bundle: str, column: str, allow_factories: list[str],
+                 threads: int | None) -> None:
+        from ebjr.bundle import persist
+
+        _threads(threads)
+        self.joint = persist.load(bundle, allow_factories=allow_factories, student_side=True)
+        self.column = column
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = _column(batch, self.column)
+        routed = self.joint.route(x)
+        answer = self.joint.merge(routed, None)  # the student's answer for every row
+        out = dict(batch)
+        out["prediction"] = np.asarray(to_numpy(answer.predictions), dtype=np.int64)
+        out["probabilities"] = np.asarray(to_numpy(answer.probabilities), dtype=np.float32)
+        out["score"] = np.asarray(to_numpy(routed.scores), dtype=np.float64)
+        out["_to_teacher"] = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
+        return out
+
+
+class _TeacherStage:
+    """Holds the teacher; answers the routed rows of each batch, passes the rest through."""
+
+    def __init__(self, bundle: str, column: str, allow_factories: list[str],
+                 threads: int | None, keep_input: bool, on_teacher_batch: Any) -> None:
+        from ebjr.bundle import persist
+
+        _threads(threads)
+        self.teacher, _ = persist.load_model(bundle, "teacher", allow_factories=allow_factories)
+        self.column = column
+        self.keep_input = keep_input
+        self.on_teacher_batch = on_teacher_batch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mask = np.asarray(batch["_to_teacher"], dtype=bool)
+        pred = np.asarray(batch["prediction"])
+        probs = np.asarray(batch["probabilities"])
+        routed = np.flatnonzero(mask)
+        if routed.size:
+            rows = take_rows(_column(batch, self.column), routed)
+            t_logits = np.asarray(to_numpy(self.teacher(rows)))
+            if self.on_teacher_batch is not None:
+                self.on_teacher_batch(int(routed.size))
+            if t_logits.shape[1] != probs.shape[1]:
+                raise InputError(
+                    f"the student answers in {probs.shape[1]} classes and the teacher "
+                    f"{t_logits.shape[1]}; save the bundle with a class_map"
+                )
+            pred, probs = merge_rows(np, pred.copy(), probs.copy(), routed, t_logits)
+        out = {k: v for k, v in batch.items() if k != "_to_teacher"}
+        if not self.keep_input:
+            out.pop(self.column, None)
+        out["prediction"] = np.asarray(pred, dtype=np.int64)
+        out["probabilities"] = np.asarray(probs, dtype=np.float32)
+        out["answered_by"] = np.where(mask, "teacher", "student")
+        return out
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
+    if column not in batch:
+        raise InputError(f"the dataset has no column {column!r}; its columns are {sorted(batch)}")
+    x = batch[column]
+    if x.dtype == object:  # ragged cells: stack them (they must agree in shape)
+        x = np.stack([np.asarray(r) for r in x])
+    return x
+
+
+def _teacher_share(bundle: Any) -> float | None:
+    """The calibrated teacher share at the bundle's threshold, from its stored curve."""
+    curve = bundle.extra.get("curve")
+    if not curve:
+        return None
+    thr = np.asarray(curve["threshold"], dtype=np.float64)
+    i = min(int(np.searchsorted(thr, bundle.threshold, side="left")), len(thr) - 1)
+    return float(curve["teacher_fraction"][i])
+
+
+def joint_map_batches(
+    ds: ray.data.Dataset,
+    bundle: str | Path,
+    *,
+    column: str = "data",
+    batch_size: int = 256,
+    teacher_batch_size: int = 64,
+    student_concurrency: int | tuple[int, int] = 1,
+    teacher_concurrency: int | tuple[int, int] = 1,
+    student_num_cpus: float | None = None,
+    teacher_num_cpus: float | None = None,
+    torch_threads: int | None = 1,
+    allow_factories: list[str] | None = None,
+    keep_input: bool = False,
+    on_teacher_batch: Any = None,
+) -> ray.data.Dataset:
+    """``ds`` with the joint model's answer in every row (lazy, like any ``map_batches``).
+
+    Args:
+        ds: rows whose ``column`` holds one model input each (``ray.data.from_numpy``
+            and ``read_numpy`` name it ``data``).
+        bundle: a bundle saved with its models; its path must be readable on
+            every node that runs a stage.
+        batch_size: rows per student call.
+        teacher_batch_size: about how many rows each teacher call should get
+            (the teacher stage's batches are this divided by the calibrated
+            teacher share; ``batch_size`` when the bundle stores no curve).
+        student_concurrency, teacher_concurrency: actors per stage (an int,
+            or ``(min, max)`` for an autoscaling pool).
+        student_num_cpus, teacher_num_cpus: CPUs Ray reserves per actor. By
+            default 1, or less on a cluster too small to also run the read
+            tasks beside every actor (``(CPUs - 1) / actors``, at least 0.1):
+            what an actor really uses is ``torch_threads``.
+        torch_threads: intra-op threads per actor (``None``: torch's default).
+        keep_input: keep ``column`` in the output (default: dropped).
+        on_teacher_batch: called in the teacher actors with the number of rows
+            of every teacher call (metering; must be serialisable).
+
+    Returns:
+        The dataset with ``prediction``, ``probabilities``, ``score`` and
+        ``answered_by`` added.
+    """
+    from ebjr.bundle import read_bundle
+
+    if batch_size < 1 or teacher_batch_size < 1:
+        raise InputError(
+            f"batch sizes must be positive integers, got batch_size={batch_size!r}, "
+            f"teacher_batch_size={teacher_batch_size!r}"
+        )
+    path = str(Path(bundle).expanduser().resolve())
+    record = read_bundle(path)
+    missing = [r for r in ("student", "teacher") if r not in record.models]
+    if missing:
+        raise InputError(
+            f"{path!r} has no {' and '.join(missing)} model reference: batch inference needs "
+            "a bundle saved with its models (ebjr.save)"
+        )
+    allow = list(allow_factories or [])
+    share = _teacher_share(record)
+    stream_batch = (
+        batch_size if not share else max(batch_size, math.ceil(teacher_batch_size / share))
+    )
+    pools = (_pool(student_concurrency), _pool(teacher_concurrency))
+    default_cpus = _default_cpus(sum(int(p.max_size or p.min_size or 1) for p in pools))
+    routed = ds.map_batches(
+        _StudentStage,
+        fn_constructor_args=(path, column, allow, torch_threads),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=pools[0],
+        num_cpus=default_cpus if student_num_cpus is None else student_num_cpus,
+    )
+    return routed.map_batches(
+        _TeacherStage,
+        fn_constructor_args=(path, column, allow, torch_threads, keep_input, on_teacher_batch),
+        batch_size=stream_batch,
+        batch_format="numpy",
+        compute=pools[1],
+        num_cpus=default_cpus if teacher_num_cpus is None else teacher_num_cpus,
+    )
+
+
+def _pool(concurrency: int | tuple[int, int]) -> ray.data.ActorPoolStrategy:
+    if isinstance(concurrency, tuple):
+        lo, hi = concurrency
+        if not 1 <= lo <= hi:
+            raise InputError(f"an actor pool's (min, max) must have 1 <= min <= max, got "
+                             f"{concurrency!r}")
+        return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency must be a positive integer or (min, max), got "
+                         f"{concurrency!r}")
+    return ray.data.ActorPoolStrategy(size=concurrency)
+
+
+def _default_cpus(actors: int) -> float:
+    """1 CPU per actor, unless that would leave no CPU for the read tasks (a deadlock)."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return 1.0 if cpus >= actors + 1 else max(0.1, (cpus - 1) / actors)
+
+
+def _read_npy(batch: Any, path: str) -> Any:
+    """Rows ``batch["id"]`` of the .npy file at ``path`` (memory-mapped in the worker)."""
+    ids = np.asarray(batch["id"], dtype=np.int64)
+    return {"row": ids, "data": np.asarray(np.load(path, mmap_mode="r")[ids])}
+
+
+def _decode_images(batch: Any, shape: tuple[int, ...] | None, dtype: str) -> Any:
+    from ebjr.bundle.inputs import images_to_rows
+
+    rows = images_to_rows(list(batch["image"]), shape, np.dtype(dtype))
+    return {"path": batch["path"], "data": rows}
+
+
+def read_inputs(
+    path: str | Path, bundle: Any, column: str | None = None, *, blocks: int | None = None
+) -> tuple[ray.data.Dataset, str, int]:
+    """A dataset of ``path``'s rows for ``bundle``: ``(dataset, id column, rows)``.
+
+    ``.npy`` files are read by the workers (memory-mapped, by row number);
+    ``.npz`` arrays are put in the object store; parquet is read by Ray Data;
+    image folders are decoded by the workers to the bundle's input record.
+    The dataset's input column is ``data``; ``row`` or ``path`` names each row.
+    """
+    from ebjr.bundle.inputs import InputSource, image_files, input_record
+
+    source = InputSource(path, bundle, column)  # checks the file, column and shapes
+    n = len(source)
+    if n == 0:
+        raise InputError(f"input {str(path)!r} has no rows")
+    kind, p = source.kind, Path(path).resolve()
+    parallel = blocks or max(1, min(64, math.ceil(n / 1024)))
+    if kind == "npy":
+        ds = ray.data.range(n, override_num_blocks=parallel).map_batches(
+            functools.partial(_read_npy, path=str(p)), batch_format="numpy"
+        )
+        return ds, "row", n
+    if kind == "npz":
+        x = np.asarray(source._array)
+        ds = ray.data.from_numpy(x).repartition(parallel)
+        return ds, "", n
+    if kind == "parquet":
+        ds = ray.data.read_parquet(str(p), columns=[source.column or "data"])
+        if (source.column or "data") != "data":
+            ds = ds.rename_columns({str(source.column): "data"})
+        return ds, "", n
+    shape, dtype = input_record(bundle)
+    files = [str(f) for f in image_files(p)]
+    ds = ray.data.read_images(files, include_paths=True, mode=None)
+    ds = ds.map_batches(
+        functools.partial(_decode_images, shape=shape, dtype=dtype.name), batch_format="numpy"
+    )
+    return ds, "path", n
+
+
+def predict_files(
+    bundle: str | Path,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    column: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """``ebjr predict BUNDLE INPUT --ray``: the joint answers of every input row, in input
+    order, in one parquet file; ``options`` go to :func:`joint_map_batches`."""
+    from tqdm.auto import tqdm
+
+    from ebjr.bundle import read_bundle
+    from ebjr.bundle.predict import PredictionWriter
+
+    record = read_bundle(bundle)
+    ds, id_name, n = read_inputs(input_path, record, column)
+    out = joint_map_batches(ds, bundle, **options)
+    writer = PredictionWriter(output, id_name or "row")
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True  # input order, row for row
+    bar = tqdm(total=n, unit="row", desc="predict (ray)", disable=not progress or None)
+    start = 0
+    try:
+        for b in out.iter_batches(batch_size=4096, batch_format="numpy"):
+            k = len(b["prediction"])
+            ids = b[id_name].tolist() if id_name else list(range(start, start + k))
+            writer.write(ids, b["prediction"], b["score"], b["answered_by"], b["probabilities"])
+            start += k
+            bar.update(k)
+    finally:
+        bar.close()
+        ctx.execution_options.preserve_order = before
+        summary = writer.close()
+    return summary

@@ -1,0 +1,405 @@
+"""The three deployments of the Ray Serve joint application, and its shared control.
+
+- :class:`StudentReplica`: the bundle's student with ``@serve.batch`` dynamic
+  batching (the batch size counts rows, not requests). Each batch asks the
+  shared :class:`~ebjr.ray.control.RoutingControl` for the threshold, routes
+  with :meth:`JointModel.route`, sends only the routed rows to the teacher
+  deployment, and merges with :meth:`JointModel.merge`: the same split and
+  merge as :class:`~ebjr.joint.JointModel` and ``ebjr serve``.
+- :class:`TeacherReplica`: the bundle's teacher, batched; it counts the rows
+  it is given (``stats()``).
+- :class:`Ingress`: the HTTP API of ``ebjr serve`` itself
+  (:func:`ebjr.serve.app.create_app`), whose engine (:class:`RayJointEngine`)
+  calls the student deployment instead of in-process batchers.
+
+When the teacher deployment fails (a crash, a dead replica, no answer within
+the request timeout), the batch's routed rows get the settings' fallback, as
+in ``ebjr serve``: the student's answer (``answered_by="student_fallback"``)
+or a 503 for the requests that had routed rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.exceptions import RayError
+from ray.serve.exceptions import BackPressureError, RayServeException
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from ebjr._utils.arrays import to_numpy
+from ebjr.exceptions import ModelError, Overloaded, TeacherUnavailable
+from ebjr.joint import take_rows
+from ebjr.ray.control import RoutingControl
+from ebjr.serve.batcher import BatchStats
+from ebjr.serve.engine import JointAnswer
+from ebjr.serve.metrics import ServeMetrics
+from ebjr.serve.settings import ServeSettings
+
+__all__ = ["Control", "Ingress", "RayJointEngine", "StudentReplica", "TeacherReplica"]
+
+log = logging.getLogger("ebjr.ray")
+
+_BATCH_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
+
+
+def _rows(items: list[np.ndarray]) -> int:
+    """``@serve.batch``'s batch size: rows, not requests."""
+    return sum(int(x.shape[0]) for x in items)
+
+
+def _chunks(x: np.ndarray, size: int) -> list[np.ndarray]:
+    return [x[i : i + size] for i in range(0, int(x.shape[0]), size)] or [x]
+
+
+def _batching(method: Any, rows: int, wait_ms: float) -> None:
+    """Set a ``@serve.batch`` method's batch size (rows) and wait from the settings."""
+    method.set_max_batch_size(rows)
+    method.set_batch_wait_timeout_s(wait_ms / 1000)
+
+
+def _set_threads(settings: ServeSettings) -> None:
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
+def _model_failure(name: str, rows: np.ndarray, exc: BaseException) -> ModelError:
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return ModelError(
+        f"the {name} model failed on a batch of {len(rows)} rows of shape "
+        f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}"
+    )
+
+
+class _Metrics:
+    """ebjr's metrics through Ray's metrics (exported by Ray's Prometheus endpoint;
+    Ray adds the deployment, replica and application tags)."""
+
+    def __init__(self) -> None:
+        self.rows = Counter(
+            "ebjr_rows", description="Rows by the model that answered them",
+            tag_keys=("answered_by",),
+        )
+        self.batch_rows = Histogram(
+            "ebjr_batch_rows", description="Rows per model call",
+            boundaries=_BATCH_BUCKETS, tag_keys=("stage",),
+        )
+        self.teacher_errors = Counter(
+            "ebjr_teacher_errors", description="Teacher failures", tag_keys=("kind",)
+        )
+        self.threshold = Gauge(
+            "ebjr_threshold", description="Routing threshold", tag_keys=("kind",)
+        )
+        self.teacher_queue = Gauge(
+            "ebjr_teacher_queue_rows",
+            description="Rows routed to the teacher, not yet answered (whole application)",
+        )
+
+    def set_threshold(self, kind: str, value: float) -> None:
+        if np.isfinite(value):
+            self.threshold.set(float(value), tags={"kind": kind})
+
+    def set_teacher_queue(self, rows: int) -> None:
+        self.teacher_queue.set(rows)
+
+
+class Control(RoutingControl):
+    """:class:`RoutingControl` as a deployment: its values recorded in Ray's metrics."""
+
+    def __init__(self, settings: ServeSettings, threshold: float) -> None:
+        super().__init__(
+            threshold,
+            settings.load_mode,
+            settings.load_budget,
+            settings.load_min_threshold,
+            metrics=_Metrics(),
+        )
+
+
+class TeacherReplica:
+    """The bundle's teacher behind ``@serve.batch``; it counts every row it is given."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        from ebjr.bundle import persist
+
+        _set_threads(settings)
+        self.model, _ = persist.load_model(
+            settings.bundle, "teacher", allow_factories=settings.allow_factories
+        )
+        self.max_batch = settings.teacher_max_batch_size
+        _batching(self.infer_batch, settings.teacher_max_batch_size, settings.teacher_max_wait_ms)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ebjr-teacher")
+        self._metrics = _Metrics()
+        self.rows_seen = 0
+        self.calls = 0
+
+    def _forward(self, rows: np.ndarray) -> np.ndarray:
+        try:
+            logits = to_numpy(self.model(rows))
+        except Exception as exc:
+            raise _model_failure("teacher", rows, exc) from exc
+        if not np.isfinite(logits).all():
+            raise ModelError(
+                f"the teacher model emitted NaN or infinity on a batch of {len(rows)} rows"
+            )
+        return logits
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_rows)
+    async def infer_batch(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        batch = np.concatenate(blocks)
+        self.rows_seen += len(batch)
+        self.calls += 1
+        self._metrics.batch_rows.observe(len(batch), tags={"stage": "teacher"})
+        loop = asyncio.get_running_loop()
+        logits = await loop.run_in_executor(self._pool, self._forward, batch)
+        out, start = [], 0
+        for b in blocks:
+            out.append(logits[start : start + len(b)])
+            start += len(b)
+        return out
+
+    async def infer(self, rows: np.ndarray) -> np.ndarray:
+        """The teacher's logits for ``rows`` (any number: split to fit the batch size)."""
+        parts = await asyncio.gather(*(self.infer_batch(c) for c in _chunks(rows, self.max_batch)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def stats(self) -> dict[str, int]:
+        """This replica's counts: rows given to the teacher, and model calls."""
+        return {"rows": self.rows_seen, "calls": self.calls}
+
+
+class StudentReplica:
+    """The student side of the joint model: route a batch, teacher for the routed rows, merge."""
+
+    def __init__(self, settings: ServeSettings, teacher: Any, control: Any) -> None:
+        from ebjr.bundle import persist
+
+        _set_threads(settings)
+        self.settings = settings
+        self.joint = persist.load(
+            settings.bundle, allow_factories=settings.allow_factories, student_side=True
+        )
+        self.teacher = teacher
+        self.control = control
+        _batching(self.infer, settings.max_batch_size, settings.max_wait_ms)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ebjr-student")
+        self._ids = itertools.count()
+        self._metrics = _Metrics()
+        self._replica = serve.get_replica_context().replica_id.unique_id
+
+    def _route(self, batch: np.ndarray, threshold: float) -> Any:
+        try:
+            return self.joint.route(batch, threshold)
+        except Exception as exc:
+            raise _model_failure("student", batch, exc) from exc
+
+    async def _ask_teacher(self, rows: np.ndarray) -> tuple[Any, TeacherUnavailable | None]:
+        try:
+            call = self.teacher.infer.remote(rows)
+            return await asyncio.wait_for(call, self.settings.request_timeout_s), None
+        except BackPressureError as exc:
+            err = TeacherUnavailable(f"the teacher is overloaded: {exc}", "queue_full")
+        except TimeoutError:
+            err = TeacherUnavailable(
+                f"the teacher gave no answer within {self.settings.request_timeout_s} s",
+                "timeout",
+            )
+        except (RayError, RayServeException, ModelError) as exc:
+            log.warning("the teacher failed on %d rows: %s", len(rows), exc)
+            err = TeacherUnavailable(
+                f"the teacher failed: {type(exc).__name__}: {str(exc)[:300]}", "model_error"
+            )
+        self._metrics.teacher_errors.inc(tags={"kind": err.kind})
+        return None, err
+
+    @serve.batch(
+        max_batch_size=64, batch_wait_timeout_s=0.002, max_concurrent_batches=8,
+        batch_size_fn=_rows,
+    )
+    async def infer(self, blocks: list[np.ndarray]) -> list[Any]:
+        t_start = time.perf_counter()
+        batch = np.concatenate(blocks)
+        n = len(batch)
+        self._metrics.batch_rows.observe(n, tags={"stage": "student"})
+        threshold = await self.control.begin_batch.remote()
+        loop = asyncio.get_running_loop()
+        routed = await loop.run_in_executor(self._pool, self._route, batch, threshold)
+        scores = to_numpy(routed.scores)
+        mask = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
+        load_aware = self.settings.load_mode is not None
+        self.control.routed.remote(n, routed.k, scores if load_aware else None)
+        t_logits, failure = None, None
+        try:
+            if routed.k:
+                t_logits, failure = await self._ask_teacher(
+                    take_rows(batch, np.flatnonzero(mask))
+                )
+        finally:  # the routed rows leave the application's teacher queue, answered or not
+            self.control.finished.remote(n, routed.k, routed.k > 0 and t_logits is None)
+        pred = self.joint.merge(routed, t_logits)
+        predictions = to_numpy(pred.predictions)
+        probs = to_numpy(pred.probabilities)
+        answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
+        for who in ("student", "teacher", "student_fallback"):
+            c = int((answered == who).sum())
+            if c:
+                self._metrics.rows.inc(c, tags={"answered_by": who})
+        info = (f"{self._replica}:{next(self._ids)}", n, time.perf_counter() - t_start)
+        out: list[Any] = []
+        start = 0
+        for b in blocks:
+            a, start = start, start + len(b)
+            if failure is not None and self.settings.fallback == "error" and mask[a:start].any():
+                out.append(("error", str(failure), failure.kind, info))
+                continue
+            answer = JointAnswer(
+                predictions[a:start],
+                probs[a:start],
+                scores[a:start],
+                answered[a:start],
+                routed.threshold,
+                failure is not None and bool(mask[a:start].any()),
+            )
+            out.append(("ok", answer, threshold, info))
+        return out
+
+    def replica_id(self) -> str:
+        return self._replica
+
+
+class _FrontStats:
+    """Triton's statistics for the ingress: its requests and the student batches they ran in."""
+
+    def __init__(self) -> None:
+        self.stats = BatchStats()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def record(self, info: tuple[str, int, float], waited_s: float) -> None:
+        batch_id, rows, compute_s = info
+        st, ns = self.stats, int(1e9 * compute_s)
+        st.requests += 1
+        st.queue_ns += int(1e9 * max(0.0, waited_s - compute_s))
+        st.compute_ns += ns
+        if batch_id not in self._seen:  # a batch counts once, however many requests it held
+            self._seen[batch_id] = None
+            if len(self._seen) > 4096:
+                self._seen.popitem(last=False)
+            st.executions += 1
+            entry = st.batches.setdefault(rows, [0, 0])
+            entry[0] += 1
+            entry[1] += ns
+
+
+class RayJointEngine:
+    """The engine of ``ebjr serve``'s HTTP layer (:class:`ebjr.serve.engine.Engine`),
+    over the student deployment and the shared control."""
+
+    kind = "joint"
+
+    def __init__(
+        self, settings: ServeSettings, router: Any, student: Any, control: Any,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.student = student
+        self.control = control
+        self.metrics = metrics
+        self._front = _FrontStats()
+
+    @property
+    def front(self) -> _FrontStats:
+        return self._front
+
+    def start(self) -> None:
+        pass
+
+    def check_room(self) -> None:
+        pass  # admission control is the student deployment's max_queued_requests (-> 503)
+
+    async def _one(self, rows: np.ndarray) -> JointAnswer:
+        t0 = time.perf_counter()
+        try:
+            status, payload, extra, info = await self.student.infer.remote(rows)
+        except BackPressureError as exc:
+            raise Overloaded(f"the student deployment is at its queue limit: {exc}") from None
+        except ModelError:
+            raise
+        except (RayError, RayServeException) as exc:  # e.g. its replica died under the request
+            raise ModelError(
+                f"the student deployment failed: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+        self._front.record(info, time.perf_counter() - t0)
+        if status == "error":  # routed rows, a failed teacher, fallback policy 'error'
+            raise TeacherUnavailable(payload, extra)
+        return payload
+
+    async def infer(self, x: np.ndarray) -> JointAnswer:
+        parts = await asyncio.gather(
+            *(self._one(c) for c in _chunks(x, self.settings.max_batch_size))
+        )
+        if len(parts) == 1:
+            answer = parts[0]
+        else:
+            answer = JointAnswer(
+                np.concatenate([p.predictions for p in parts]),
+                np.concatenate([p.probabilities for p in parts]),
+                np.concatenate([p.scores for p in parts]),
+                np.concatenate([p.answered_by for p in parts]),
+                parts[0].threshold,
+                any(p.degraded for p in parts),
+            )
+        self.metrics.observe_routing(len(x), int((answer.answered_by != "student").sum()))
+        return answer
+
+    async def queue_rows(self) -> dict[str, int]:
+        return await self.control.queue_rows.remote()
+
+    async def threshold(self) -> float:
+        return await self.control.get_threshold.remote()
+
+    async def set_threshold(self, threshold: float) -> float:
+        old = await self.control.set_threshold.remote(threshold)
+        self.metrics.threshold.labels("set").set(threshold)
+        return old
+
+    async def threshold_info(self) -> dict[str, Any]:
+        return await self.control.threshold_info.remote()
+
+    async def counts(self) -> dict[str, int]:
+        return await self.control.counts.remote()
+
+    async def close(self) -> None:
+        pass
+
+
+class Ingress:
+    """The HTTP API of ``ebjr serve`` (one implementation), over the deployments."""
+
+    def __init__(self, settings: ServeSettings, student: Any, control: Any) -> None:
+        self.settings = settings
+        self.student = student
+        self.control = control
+
+    def _load(self, state: Any) -> None:
+        from ebjr.bundle import read_bundle
+
+        state.bundle = read_bundle(self.settings.bundle)
+        state.engine = RayJointEngine(
+            self.settings, state.bundle.make_router(), self.student, self.control,
+            state.metrics,
+        )
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from ebjr.serve.app import create_app
+
+        return create_app(self.settings, load=self._load)

@@ -1,0 +1,282 @@
+"""The joint model as a Ray Serve application.
+
+Three deployments that scale on their own (an ``ingress`` speaking ``ebjr
+serve``'s Open Inference Protocol v2 API, a batched ``student`` and a batched
+``teacher``) and a one-replica ``control`` holding the live threshold::
+
+    from ebjr.ray.serve import build_app
+    from ray import serve
+    serve.run(build_app("bundle.json", student_replicas=2, teacher_replicas=1),
+              route_prefix="/")
+
+or from the shell, as any Ray Serve application::
+
+    serve run ebjr.ray.serve:app bundle=/models/bundle.json student_replicas=2
+
+or ``ebjr serve BUNDLE --ray``. Every option of ``ebjr serve`` that concerns
+the model (batch sizes and waits, fallback, load-aware threshold, admin
+token, limits) is accepted by name (:class:`AppArgs`); each deployment takes
+Ray Serve's deployment options (``num_replicas``, ``autoscaling_config``,
+``ray_actor_options``, ``max_ongoing_requests``, ``max_queued_requests``)
+from ``student=`` / ``teacher=`` / ``ingress=`` dicts or a YAML file
+(``config=``) with those sections. Ray Serve's own config file
+(``serve deploy``) overrides them by deployment name as usual.
+
+The bundle's path must be readable on every node that runs a replica (a
+shared volume, or the same path baked into the image).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from ray import serve
+from ray.serve import Application
+
+from ebjr.exceptions import InputError
+from ebjr.ray.deployments import Control, Ingress, StudentReplica, TeacherReplica
+from ebjr.serve.settings import ServeSettings
+
+__all__ = ["DEPLOYMENT_OPTIONS", "AppArgs", "app", "build_app", "deployment_options", "run"]
+
+log = logging.getLogger("ebjr.ray")
+
+ROLES = ("ingress", "student", "teacher")
+
+#: Ray Serve deployment options a role's section may set
+DEPLOYMENT_OPTIONS = (
+    "num_replicas",
+    "autoscaling_config",
+    "ray_actor_options",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "placement_group_bundles",
+    "placement_group_strategy",
+    "health_check_period_s",
+    "health_check_timeout_s",
+    "graceful_shutdown_timeout_s",
+)
+
+#: settings a Ray application does not take (they belong to the single-process server)
+_NOT_FOR_RAY = {"role", "host", "port", "remote_teacher", "teacher_timeout_s", "teacher_retries",
+                "teacher_input_name", "teacher_output_name", "header_timeout_s", "log_level"}
+_SETTINGS = {f.name for f in fields(ServeSettings)} - _NOT_FOR_RAY - {"bundle"}
+
+
+class AppArgs(BaseModel):
+    """The arguments of ``serve run ebjr.ray.serve:app key=value ...`` (strings are parsed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str
+    config: str | None = None
+    student_replicas: int | str | None = None
+    teacher_replicas: int | str | None = None
+    ingress_replicas: int | str | None = None
+    model_name: str | None = None
+    admin_token: str | None = None
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    teacher_max_batch_size: int = 64
+    teacher_max_wait_ms: float = 2.0
+    max_queue_rows: int = 4096
+    teacher_max_queue_rows: int = 4096
+    max_request_rows: int = 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    fallback: str = "student"
+    load_mode: str | None = None
+    load_budget: float | None = None
+    load_min_threshold: float | None = None
+    input_shape: tuple[int, ...] | None = None
+    torch_threads: int | None = None
+    allow_factories: list[str] = []
+
+    @field_validator("input_shape", "allow_factories", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:  # "3,32,32" on a command line
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+
+def _replicas(value: Any, role: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if value == "auto":
+        return {"num_replicas": "auto"}
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{role}_replicas must be a positive integer or 'auto', got {value!r}"
+        ) from None
+    if n < 1:
+        raise InputError(f"{role}_replicas must be a positive integer or 'auto', got {value!r}")
+    return {"num_replicas": n}
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"cannot read the Ray deployment config {str(p)!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not set(data) <= set(ROLES):
+        raise InputError(
+            f"{str(p)!r} must be a mapping with sections among {list(ROLES)}, "
+            f"got {sorted(data) if isinstance(data, dict) else type(data).__name__}"
+        )
+    return data
+
+
+def deployment_options(
+    settings: ServeSettings,
+    sections: dict[str, dict[str, Any]] | None = None,
+    replicas: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each role's Ray Serve deployment options: defaults, then ``sections``
+    (a YAML file's or dicts), then ``replicas`` (``{"student": 2, ...}``) on top."""
+    per_chunk = settings.max_batch_size
+    out: dict[str, dict[str, Any]] = {
+        # the ingress parses JSON and waits: no core of its own, many requests at once
+        "ingress": {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1024},
+        # a request is split in chunks of at most max_batch_size rows; the queue limit
+        # of ebjr serve (rows) becomes one in chunks; beyond it, 503
+        "student": {
+            "ray_actor_options": {"num_cpus": 1},
+            "max_ongoing_requests": max(256, 4 * per_chunk),
+            "max_queued_requests": max(1, math.ceil(settings.max_queue_rows / per_chunk)),
+        },
+        "teacher": {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 256},
+    }
+    for role, section in (sections or {}).items():
+        if role not in ROLES:
+            raise InputError(f"unknown deployment {role!r}; expected one of {list(ROLES)}")
+        if not isinstance(section, dict):
+            raise InputError(f"the {role!r} section must be a mapping of deployment options")
+        unknown = sorted(set(section) - set(DEPLOYMENT_OPTIONS))
+        if unknown:
+            raise InputError(
+                f"unknown option(s) {unknown} for the {role!r} deployment; "
+                f"expected some of {list(DEPLOYMENT_OPTIONS)}"
+            )
+        out[role].update(section)
+    for role, value in (replicas or {}).items():
+        out[role].update(_replicas(value, role))
+    for opts in out.values():
+        if "autoscaling_config" in opts and opts.get("num_replicas") not in (None, "auto"):
+            opts.pop("num_replicas")  # autoscaling decides, within its bounds
+    return out
+
+
+def build_app(bundle_path: str | Path, **options: Any) -> Application:
+    """The Ray Serve application of the joint model saved at ``bundle_path``.
+
+    Args:
+        options: ``ebjr serve``'s model settings by name (``max_batch_size``,
+            ``fallback``, ``load_mode``, ``admin_token``, ...); ``student`` /
+            ``teacher`` / ``ingress``: dicts of deployment options;
+            ``student_replicas`` / ``teacher_replicas`` / ``ingress_replicas``
+            (an int or ``"auto"``); ``config``: a YAML file with ``student`` /
+            ``teacher`` / ``ingress`` sections.
+
+    Raises:
+        InputError: an unknown option, or a bundle this application cannot serve.
+        BundleError: the bundle cannot be read.
+    """
+    from ebjr.bundle import read_bundle
+
+    sections: dict[str, Any] = {}
+    config = options.pop("config", None)
+    if config is not None:
+        sections.update(_read_config(config))
+    for role in ROLES:
+        if role in options:
+            sections[role] = {**sections.get(role, {}), **(options.pop(role) or {})}
+    replicas = {role: options.pop(f"{role}_replicas") for role in ROLES
+                if options.get(f"{role}_replicas") is not None}
+    for role in ROLES:
+        options.pop(f"{role}_replicas", None)
+    unknown = sorted(set(options) - _SETTINGS)
+    if unknown:
+        hint = sorted(set(unknown) & _NOT_FOR_RAY)
+        raise InputError(
+            f"unknown option(s) {unknown} for the Ray Serve application"
+            + (f" ({hint} belong to the single-process 'ebjr serve')" if hint else "")
+            + f"; expected some of {sorted(_SETTINGS)}"
+        )
+    path = Path(bundle_path).expanduser().resolve()
+    settings = ServeSettings(bundle=str(path), **options)
+    bundle = read_bundle(path)
+    missing = [r for r in ("student", "teacher") if r not in bundle.models]
+    if missing:
+        raise InputError(
+            f"{str(path)!r} has no {' and '.join(missing)} model reference: a Ray Serve "
+            "application serves a bundle saved with its models (ebjr.save)"
+        )
+    opts = deployment_options(settings, sections, replicas)
+    control = serve.deployment(
+        Control, name="control", num_replicas=1,
+        ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
+    ).bind(settings, bundle.threshold)
+    teacher = serve.deployment(TeacherReplica, name="teacher", **opts["teacher"]).bind(settings)
+    student = serve.deployment(StudentReplica, name="student", **opts["student"]).bind(
+        settings, teacher, control
+    )
+    return serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"]).bind(
+        settings, student, control
+    )
+
+
+def app(args: AppArgs) -> Application:
+    """The builder that ``serve run ebjr.ray.serve:app bundle=... key=value`` calls."""
+    values = args.model_dump(exclude_defaults=True)
+    bundle = values.pop("bundle", args.bundle)
+    return build_app(bundle, **values)
+
+
+def run(
+    bundle_path: str | Path,
+    *,
+    address: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    name: str | None = None,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> None:
+    """``ebjr serve BUNDLE --ray``: start (or join, ``address``) a Ray cluster, run the
+    application on ``host:port`` until SIGINT/SIGTERM (or ``stop`` is set), then shut it down."""
+    import ray
+
+    application = build_app(bundle_path, **options)  # bad options fail before Ray starts
+    app_name = name or options.get("model_name") or Path(bundle_path).stem
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(application, name=app_name, route_prefix="/", blocking=False)
+        log.warning("serving %r on Ray at http://%s:%d (Ctrl-C stops)", app_name, host, port)
+        done = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: done.set())
+        done.wait()
+        log.warning("shutting down %r", app_name)
+        serve.delete(app_name)
+        if address is None:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
