@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -158,3 +159,63 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
+
+
+# ---------------------------------------------------------------- bad requests
+# one table, asked of every server: ebjr serve in process, in a subprocess, and on Ray Serve
+BAD = [
+    ("wrong row shape", lambda: infer_body(random_rows(2)[:, :, :7]), 400, "expected shape"),
+    ("bytes", lambda: {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
+                                   "data": ["x"]}]}, 400, "does not match the model's 'FP32'"),
+    ("wrong input name", lambda: infer_body(random_rows(1), name="INPUT__0"), 400,
+     "unknown input 'INPUT__0'; this model's input is 'input'"),
+    ("wrong datatype", lambda: infer_body(random_rows(1), datatype="FP64"), 400,
+     "datatype 'FP64' does not match the model's 'FP32'"),
+    ("FP32 out of range", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                               "datatype": "FP32", "data": [4e38] * 64}]},
+     400, "values must lie in [-3.40282e+38, 3.40282e+38] for datatype FP32"),
+    ("booleans", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                      "datatype": "FP32", "data": [True] * 64}]},
+     400, "data must be numbers, got booleans"),
+    ("mixed strings", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                           "datatype": "FP32", "data": [1.0] * 63 + ["2"]}]},
+     400, "data must be numbers, got strings"),
+    ("classification", lambda: {**infer_body(random_rows(1)), "outputs": [
+        {"name": "probabilities", "parameters": {"class_count": 3}}]}, 400,
+     "classification extension is not supported"),
+    ("too many rows", lambda: infer_body(random_rows(300)), 400, "at most 256"),
+    ("no inputs", lambda: {"inputs": []}, 400, "inputs"),
+    ("two inputs", lambda: {"inputs": [infer_body(random_rows(1))["inputs"][0]] * 2}, 400,
+     "inputs"),
+    ("missing data", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                          "datatype": "FP32"}]}, 400, "data"),
+    ("size mismatch", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                           "datatype": "FP32", "data": [1.0]}]}, 400, "needs 64"),
+    ("strings as numbers", lambda: {"inputs": [{"name": "input", "shape": [1, 8, 8],
+                                                "datatype": "FP32", "data": ["a"] * 64}]}, 400,
+     "numbers"),
+]
+
+
+def binary_body(x: np.ndarray, size: int | None = None, header_extra: int = 0,
+                 tail: bytes = b"", cut: int = 0) -> tuple[bytes, dict[str, str]]:
+    raw = x.astype("<f4").tobytes()
+    raw = raw[: len(raw) - cut]
+    head = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": size or len(raw)}}]})
+    return (head.encode() + raw + tail,
+            {"Inference-Header-Content-Length": str(len(head) + header_extra)})
+
+
+BAD_BINARY = [
+    ("binary size not the shape's", lambda x: binary_body(x, cut=4),
+     "needs 256 bytes of binary data, got 252"),
+    ("binary past the end", lambda x: binary_body(x, size=len(x.tobytes()) + 8),
+     "runs past the end of the body"),
+    ("bytes no input accounts for", lambda x: binary_body(x, tail=b"\0" * 12),
+     "12 bytes after the JSON header that no input's binary_data_size accounts for"),
+    ("header length past the body", lambda x: binary_body(x, header_extra=10_000),
+     "Inference-Header-Content-Length must be a whole number of bytes"),
+    ("header length cuts the JSON", lambda x: binary_body(x, header_extra=-5),
+     "invalid request"),
+]

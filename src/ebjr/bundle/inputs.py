@@ -33,6 +33,7 @@ __all__ = [
     "images_to_rows",
     "input_record",
     "open_inputs",
+    "rows_of_cells",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -179,11 +180,11 @@ class InputSource:
         if self._array is not None:
             for a in range(0, len(self), size):
                 b = min(a + size, len(self))
-                yield list(range(a, b)), np.asarray(self._array[a:b])
+                yield list(range(a, b)), np.array(self._array[a:b])  # a copy: writable
         elif self._table is not None:
             start = 0
             for rb in self._table.iter_batches(batch_size=size, columns=[self.column]):
-                rows = rows_of_cells(rb.column(0).to_pylist())
+                rows = rows_of_cells(rb.column(0).to_pylist(), self.dtype)
                 self._check(rows.shape[1:])
                 yield list(range(start, start + len(rows))), rows
                 start += len(rows)
@@ -200,12 +201,20 @@ class InputSource:
                 yield [str(f) for f in files], images_to_rows(images, self.shape, self.dtype)
 
 
-def rows_of_cells(cells: list[Any]) -> np.ndarray:
-    """Parquet cells (nested lists or arrays) as one array of rows."""
+def rows_of_cells(cells: Any, dtype: Any = None) -> np.ndarray:
+    """Parquet cells (nested lists, or object arrays of arrays as Ray Data gives them) as
+    one numeric array of rows, cast to ``dtype`` if given."""
+
+    def numeric(c: Any) -> np.ndarray:
+        if isinstance(c, list | tuple) or (isinstance(c, np.ndarray) and c.dtype == object):
+            return np.stack([numeric(e) for e in c]) if len(c) else np.zeros(0)
+        return np.asarray(c)
+
     try:
-        return np.asarray([np.asarray(c) for c in cells])
+        rows = np.stack([numeric(c) for c in cells])
     except ValueError as exc:
         raise InputError(f"the input column's rows differ in shape: {exc}") from None
+    return rows if dtype is None else rows.astype(dtype, copy=False)
 
 
 def open_inputs(path: str | Path, bundle: Any, column: str | None = None) -> InputSource:

@@ -119,8 +119,10 @@ def _column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
     if column not in batch:
         raise InputError(f"the dataset has no column {column!r}; its columns are {sorted(batch)}")
     x = batch[column]
-    if x.dtype == object:  # ragged cells: stack them (they must agree in shape)
-        x = np.stack([np.asarray(r) for r in x])
+    if x.dtype == object:  # nested cells (e.g. parquet lists): stack them
+        from ebjr.bundle.inputs import rows_of_cells
+
+        x = rows_of_cells(x)
     return x
 
 
@@ -149,6 +151,8 @@ def joint_map_batches(
     allow_factories: list[str] | None = None,
     keep_input: bool = False,
     on_teacher_batch: Any = None,
+    student_ray_args: dict[str, Any] | None = None,
+    teacher_ray_args: dict[str, Any] | None = None,
 ) -> ray.data.Dataset:
     """``ds`` with the joint model's answer in every row (lazy, like any ``map_batches``).
 
@@ -171,6 +175,8 @@ def joint_map_batches(
         keep_input: keep ``column`` in the output (default: dropped).
         on_teacher_batch: called in the teacher actors with the number of rows
             of every teacher call (metering; must be serialisable).
+        student_ray_args, teacher_ray_args: more of Ray's actor options per
+            stage (``resources``, ``num_gpus``, ``memory``, ...).
 
     Returns:
         The dataset with ``prediction``, ``probabilities``, ``score`` and
@@ -205,6 +211,7 @@ def joint_map_batches(
         batch_format="numpy",
         compute=pools[0],
         num_cpus=default_cpus if student_num_cpus is None else student_num_cpus,
+        **(student_ray_args or {}),
     )
     return routed.map_batches(
         _TeacherStage,
@@ -213,6 +220,7 @@ def joint_map_batches(
         batch_format="numpy",
         compute=pools[1],
         num_cpus=default_cpus if teacher_num_cpus is None else teacher_num_cpus,
+        **(teacher_ray_args or {}),
     )
 
 
@@ -239,6 +247,12 @@ def _read_npy(batch: Any, path: str) -> Any:
     """Rows ``batch["id"]`` of the .npy file at ``path`` (memory-mapped in the worker)."""
     ids = np.asarray(batch["id"], dtype=np.int64)
     return {"row": ids, "data": np.asarray(np.load(path, mmap_mode="r")[ids])}
+
+
+def _parquet_rows(batch: Any, column: str, dtype: str) -> Any:
+    from ebjr.bundle.inputs import rows_of_cells
+
+    return {"data": rows_of_cells(batch[column], np.dtype(dtype))}
 
 
 def _decode_images(batch: Any, shape: tuple[int, ...] | None, dtype: str) -> Any:
@@ -276,9 +290,11 @@ def read_inputs(
         ds = ray.data.from_numpy(x).repartition(parallel)
         return ds, "", n
     if kind == "parquet":
-        ds = ray.data.read_parquet(str(p), columns=[source.column or "data"])
-        if (source.column or "data") != "data":
-            ds = ds.rename_columns({str(source.column): "data"})
+        name = str(source.column or "data")
+        ds = ray.data.read_parquet(str(p), columns=[name]).map_batches(
+            functools.partial(_parquet_rows, column=name, dtype=source.dtype.name),
+            batch_format="numpy",
+        )
         return ds, "", n
     shape, dtype = input_record(bundle)
     files = [str(f) for f in image_files(p)]

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
@@ -172,9 +174,10 @@ class TeacherReplica:
         parts = await asyncio.gather(*(self.infer_batch(c) for c in _chunks(rows, self.max_batch)))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def stats(self) -> dict[str, int]:
-        """This replica's counts: rows given to the teacher, and model calls."""
-        return {"rows": self.rows_seen, "calls": self.calls}
+    def stats(self) -> dict[str, Any]:
+        """This replica's counts (rows given to the teacher, model calls), process and node."""
+        return {"rows": self.rows_seen, "calls": self.calls, "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id()}
 
 
 class StudentReplica:
@@ -195,6 +198,8 @@ class StudentReplica:
         self._ids = itertools.count()
         self._metrics = _Metrics()
         self._replica = serve.get_replica_context().replica_id.unique_id
+        self._batches = 0
+        self._last_threshold: float | None = None
 
     def _route(self, batch: np.ndarray, threshold: float) -> Any:
         try:
@@ -231,6 +236,8 @@ class StudentReplica:
         n = len(batch)
         self._metrics.batch_rows.observe(n, tags={"stage": "student"})
         threshold = await self.control.begin_batch.remote()
+        self._batches += 1
+        self._last_threshold = threshold
         loop = asyncio.get_running_loop()
         routed = await loop.run_in_executor(self._pool, self._route, batch, threshold)
         scores = to_numpy(routed.scores)
@@ -272,8 +279,11 @@ class StudentReplica:
             out.append(("ok", answer, threshold, info))
         return out
 
-    def replica_id(self) -> str:
-        return self._replica
+    def stats(self) -> dict[str, Any]:
+        """This replica's id, process, node, batches so far and its last batch's threshold."""
+        return {"replica": self._replica, "pid": os.getpid(), "batches": self._batches,
+                "last_threshold": self._last_threshold,
+                "node": ray.get_runtime_context().get_node_id()}
 
 
 class _FrontStats:

@@ -1,0 +1,86 @@
+"""``ebjr predict`` in this process: files of inputs in, one parquet file out, row for row
+what :meth:`JointModel.predict` gives."""
+
+import numpy as np
+import pytest
+
+pq = pytest.importorskip("pyarrow.parquet", reason="pip install 'ebjr[predict]'")
+Image = pytest.importorskip("PIL.Image", reason="pip install 'ebjr[predict]'")
+
+import pyarrow as pa  # noqa: E402
+
+import ebjr  # noqa: E402
+from ebjr.bundle.inputs import images_to_rows  # noqa: E402
+from ebjr.bundle.predict import predict_file  # noqa: E402
+from ebjr.cli import main  # noqa: E402
+from ebjr.exceptions import InputError  # noqa: E402
+from predict_support import check, write_inputs  # noqa: E402
+from serve_support import make_serve_bundle, random_rows  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return str(make_serve_bundle(tmp_path_factory.mktemp("predict")))
+
+
+def test_every_input_kind_gives_the_joint_models_answers_in_order(bundle, tmp_path):
+    x = random_rows(300, seed=2)
+    pixels = write_inputs(tmp_path, x)
+    joint = ebjr.load(bundle)
+    want, want_px = joint.predict(x), joint.predict(pixels)
+    for name, column in (("x.npy", None), ("x.npz", None), ("x.parquet", "pixels")):
+        out = predict_file(bundle, tmp_path / name, tmp_path / f"{name}.parquet",
+                           column=column, batch_size=64, progress=False)
+        assert out["rows"] == 300
+        assert out["teacher_rows"] == int((want.source == "teacher").sum())
+        check(pq.read_table(out["output"]), want, list(range(300)))
+    out = predict_file(bundle, tmp_path / "images", tmp_path / "img.parquet", batch_size=50,
+                       progress=False)
+    files = sorted(str(p) for p in (tmp_path / "images").iterdir())
+    check(pq.read_table(out["output"]), want_px, files)
+
+
+def test_images_are_laid_out_as_the_input_record_says():
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    img = Image.fromarray(rgb, mode="RGB")
+    hwc = images_to_rows([img], (4, 6, 3), np.dtype(np.uint8))
+    np.testing.assert_array_equal(hwc[0], rgb)
+    chw = images_to_rows([img], (3, 4, 6), np.dtype(np.float32))
+    np.testing.assert_array_equal(chw[0], rgb.transpose(2, 0, 1).astype(np.float32))
+    small = images_to_rows([img], (2, 3, 3), np.dtype(np.uint8))  # resized
+    assert small.shape == (1, 2, 3, 3)
+    with pytest.raises(InputError, match="not an image layout"):
+        images_to_rows([img], (5, 4, 6), np.dtype(np.uint8))
+    with pytest.raises(InputError, match="input record"):
+        images_to_rows([img], None, np.dtype(np.uint8))
+
+
+def test_the_command_line_writes_the_same_file(bundle, tmp_path, capsys):
+    x = random_rows(100, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", bundle, str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.parquet"),
+                 "--no-progress", "--json"]) == 0
+    assert '"rows": 100' in capsys.readouterr().out
+    check(pq.read_table(tmp_path / "o.parquet"), ebjr.load(bundle).predict(x), list(range(100)))
+
+
+@pytest.mark.parametrize(("make", "column", "output", "message"), [
+    (lambda d: np.save(d / "in.npy", np.zeros((3, 8, 7), np.float32)), None, "o.parquet",
+     "rows of shape [8, 7], but the bundle's input record says [8, 8]"),
+    (lambda d: np.savez(d / "in.npz", a=np.zeros((3, 8, 8)), b=np.zeros(3)), None, "o.parquet",
+     "holds arrays ['a', 'b']; name the input with --column"),
+    (lambda d: pq.write_table(pa.table({"x": [[0.0] * 64]}), d / "in.parquet"), None,
+     "o.parquet", "has columns ['x']; name the input with --column (got 'data')"),
+    (lambda d: np.save(d / "in.npy", np.zeros((3, 8, 8), np.float32)), None, "o.csv",
+     "the output must be a .parquet file"),
+    (lambda d: (d / "in.txt").write_text("1 2 3"), None, "o.parquet",
+     "expected a .npy, .npz or .parquet file or a folder of images, got '.txt'"),
+    (lambda d: (d / "in").mkdir(), None, "o.parquet", "holds no images"),
+])
+def test_bad_inputs_are_refused_with_what_was_expected(bundle, tmp_path, capsys, make, column,
+                                                        output, message):
+    make(tmp_path)
+    src = next(p for p in tmp_path.iterdir() if p.name.startswith("in"))
+    args = ["predict", bundle, str(src), "-o", str(tmp_path / output), "--no-progress"]
+    assert main(args + (["--column", column] if column else [])) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""Building the Ray Serve application: options by name, deployment options per role,
+YAML config, and clear errors. No cluster is started (binding needs none)."""
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="pip install 'ebjr[ray]'")
+
+from ray.serve import Application
+
+from ebjr.exceptions import BundleError, InputError
+from ebjr.ray.serve import AppArgs, app, build_app, deployment_options
+from ebjr.serve.settings import ServeSettings
+from serve_support import make_serve_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return str(make_serve_bundle(tmp_path_factory.mktemp("ray_options")))
+
+
+def test_defaults_give_every_role_its_own_options():
+    opts = deployment_options(ServeSettings(bundle="b.json", max_batch_size=32,
+                                            max_queue_rows=1000, max_request_rows=256))
+    assert opts["ingress"]["ray_actor_options"] == {"num_cpus": 0}
+    assert opts["student"]["ray_actor_options"] == {"num_cpus": 1}
+    assert opts["student"]["max_queued_requests"] == 32  # ceil(1000 / 32) chunks
+    assert opts["teacher"]["ray_actor_options"] == {"num_cpus": 1}
+
+
+def test_sections_then_replicas_override_and_autoscaling_decides_the_count():
+    s = ServeSettings(bundle="b.json")
+    auto = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
+    opts = deployment_options(
+        s,
+        {"student": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 2}},
+         "teacher": {"autoscaling_config": auto, "num_replicas": 2}},
+        {"student": "2", "ingress": 4},
+    )
+    assert opts["student"]["num_replicas"] == 2
+    assert opts["student"]["ray_actor_options"] == {"num_cpus": 2}
+    assert opts["ingress"]["num_replicas"] == 4
+    assert opts["teacher"]["autoscaling_config"] == auto
+    assert "num_replicas" not in opts["teacher"]
+
+
+@pytest.mark.parametrize(("sections", "replicas", "message"), [
+    ({"gpu": {}}, None, "unknown deployment 'gpu'"),
+    ({"student": {"num_gpus": 1}}, None, "unknown option(s) ['num_gpus'] for the 'student'"),
+    ({"student": [1]}, None, "must be a mapping"),
+    (None, {"teacher": 0}, "teacher_replicas must be a positive integer or 'auto', got 0"),
+    (None, {"student": "many"}, "student_replicas must be a positive integer or 'auto'"),
+])
+def test_bad_deployment_options_are_refused_by_name(sections, replicas, message):
+    with pytest.raises(InputError) as e:
+        deployment_options(ServeSettings(bundle="b.json"), sections, replicas)
+    assert message in str(e.value)
+
+
+def test_build_app_binds_an_application(bundle, tmp_path):
+    cfg = tmp_path / "deploy.yaml"
+    cfg.write_text("student:\n  num_replicas: 2\nteacher:\n  ray_actor_options:\n"
+                   "    num_cpus: 0.5\n")
+    assert isinstance(build_app(bundle, config=str(cfg), fallback="error",
+                                max_batch_size=16), Application)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"port": 9000}, "['port'] belong to the single-process 'ebjr serve'"),
+    ({"colour": "red"}, "unknown option(s) ['colour']"),
+    ({"fallback": "maybe"}, "fallback"),
+    ({"load_mode": "share"}, "load_budget"),
+])
+def test_build_app_refuses_bad_options(bundle, options, message):
+    with pytest.raises(InputError) as e:
+        build_app(bundle, **options)
+    assert message in str(e.value)
+
+
+def test_build_app_refuses_bad_configs_and_bundles(bundle, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("studnet: {}\n")
+    with pytest.raises(InputError, match="sections among"):
+        build_app(bundle, config=str(bad))
+    with pytest.raises(InputError, match="cannot read"):
+        build_app(bundle, config=str(tmp_path / "missing.yaml"))
+    with pytest.raises(BundleError):
+        build_app(tmp_path / "nothing.json")
+
+
+def test_serve_run_arguments_are_parsed_from_strings(bundle):
+    args = AppArgs.model_validate({"bundle": bundle, "student_replicas": "2",
+                                   "max_batch_size": "16", "input_shape": "8,8",
+                                   "allow_factories": "a.b:*,c:*"})
+    assert args.max_batch_size == 16 and args.input_shape == (8, 8)
+    assert args.allow_factories == ["a.b:*", "c:*"]
+    assert isinstance(app(args), Application)
+    with pytest.raises(ValueError, match="colour"):
+        AppArgs.model_validate({"bundle": bundle, "colour": "red"})

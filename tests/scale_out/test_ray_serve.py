@@ -1,0 +1,228 @@
+"""The Ray Serve application on a real local Ray cluster (``ray.init(num_cpus=2)``).
+
+Driven over HTTP with Triton's ``tritonclient.http`` (called as its docs show)
+and plain JSON; every answer must equal :meth:`ebjr.JointModel.predict`
+offline. Two student replicas share one threshold; the teacher deployment
+counts the rows it is given; killing the teacher's process under load loses
+no request; bad input gets the same 4xx as ``ebjr serve``.
+"""
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="pip install 'ebjr[ray]'")
+httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'ebjr[test]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from ray import serve  # noqa: E402
+
+import ebjr  # noqa: E402
+from ebjr.ray.serve import build_app  # noqa: E402
+from ebjr.serve.app import create_app  # noqa: E402
+from ebjr.serve.settings import ServeSettings  # noqa: E402
+from serve_support import (  # noqa: E402
+    BAD,
+    BAD_BINARY,
+    free_port,
+    infer_body,
+    make_serve_bundle,
+    outputs,
+    random_rows,
+)
+
+TOKEN = "ray-token"
+HALF_CPU = {"ray_actor_options": {"num_cpus": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return str(make_serve_bundle(tmp_path_factory.mktemp("ray_serve")))
+
+
+@pytest.fixture(scope="module")
+def url(bundle):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(
+        build_app(bundle, admin_token=TOKEN, max_request_rows=256, student_replicas=2,
+                  student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0),
+        name="small", route_prefix="/",
+    )
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def offline(bundle):
+    joint = ebjr.load(bundle)
+
+    def predict(x, threshold=None):
+        if threshold is not None:
+            joint.set_threshold(threshold)
+        out = joint.predict(x)
+        joint.set_threshold(joint.bundle.threshold)
+        return {"predictions": out.predictions.numpy(),
+                "probabilities": out.probabilities.numpy(),
+                "scores": out.scores.numpy(), "answered_by": np.asarray(out.source)}
+
+    return predict
+
+
+def _check(got, want):
+    np.testing.assert_array_equal(got["predictions"], want["predictions"])
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6)
+    answered = [a.decode() if isinstance(a, bytes) else str(a) for a in got["answered_by"]]
+    assert answered == want["answered_by"].tolist()
+
+
+def _teacher_stats():
+    return serve.get_deployment_handle("teacher", app_name="small").stats.remote().result()
+
+
+def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline):
+    client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready("small")
+    assert client.get_model_metadata("small")["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}]
+    for rows, binary in ((1, True), (64, False), (200, True)):  # 200 rows: split in chunks
+        x = random_rows(rows, seed=rows)
+        inputs = [httpclient.InferInput("input", list(x.shape), "FP32")]
+        inputs[0].set_data_from_numpy(x, binary_data=binary)
+        wanted = [httpclient.InferRequestedOutput(n, binary_data=binary)
+                  for n in ("predictions", "probabilities", "scores", "answered_by")]
+        result = client.infer("small", inputs, outputs=wanted)
+        got = {n: result.as_numpy(n) for n in ("predictions", "probabilities", "scores",
+                                                "answered_by")}
+        _check(got, offline(x))
+    stats = client.get_inference_statistics("small")["model_stats"][0]
+    assert stats["inference_count"] >= 265 and stats["execution_count"] >= 1
+
+
+def test_the_teacher_deployment_gets_only_the_routed_rows(url, offline):
+    before = _teacher_stats()["rows"]
+    x = random_rows(250, seed=7)
+    r = httpx.post(f"{url}/v2/models/small/infer", json=infer_body(x), timeout=60)
+    assert r.status_code == 200, r.text
+    got = outputs(r.json())
+    want = offline(x)
+    routed = int((want["answered_by"] == "teacher").sum())
+    assert 0 < routed < len(x)
+    assert _teacher_stats()["rows"] - before == routed
+    assert r.json()["parameters"]["teacher_rows"] == routed
+    np.testing.assert_array_equal(got["predictions"], want["predictions"])
+
+
+async def _load(url, n_requests, rows=8, concurrency=16, seed=0):
+    """``n_requests`` JSON requests of ``rows`` random rows; (x, status, payload) each."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def one(i):
+            x = random_rows(rows, seed=seed + i)
+            async with sem:
+                r = await client.post(f"{url}/v2/models/small/infer", json=infer_body(x))
+            return x, r.status_code, r.json()
+        return await asyncio.gather(*(one(i) for i in range(n_requests)))
+
+
+def test_a_threshold_put_is_seen_by_batches_on_every_student_replica(url, offline, bundle):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    new = 2.0
+    r = httpx.put(f"{url}/v2/models/small/threshold", json={"threshold": new}, headers=headers)
+    assert r.status_code == 200 and r.json()["threshold"] == new
+    try:
+        results = asyncio.run(_load(url, 48, seed=100))
+        for x, status, payload in results:
+            assert status == 200
+            assert payload["parameters"]["threshold"] == new
+            _check(outputs(payload), offline(x, threshold=new))
+        seen = {}
+        handle = serve.get_deployment_handle("student", app_name="small")
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:  # a call reaches either replica
+            s = handle.stats.remote().result()
+            seen[s["replica"]] = s
+        assert len(seen) == 2, "both student replicas should have answered"
+        for s in seen.values():
+            assert s["batches"] > 0 and s["last_threshold"] == new
+        assert httpx.get(f"{url}/v2/models/small/threshold").json()["threshold"] == new
+    finally:
+        httpx.put(f"{url}/v2/models/small/threshold",
+                  json={"threshold": ebjr.load(bundle).threshold}, headers=headers)
+
+
+@pytest.mark.parametrize(("what", "body", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_the_same_4xx_as_ebjr_serve(url, bundle, what, body, status, message):
+    payload = body()
+    with TestClient(create_app(ServeSettings(bundle=bundle, max_request_rows=256))) as c:
+        local = c.post("/v2/models/small/infer", json=payload)
+    remote = httpx.post(f"{url}/v2/models/small/infer", json=payload, timeout=30)
+    assert remote.status_code == local.status_code == status, remote.text
+    assert remote.json() == local.json()
+    assert message in remote.json()["error"]
+
+
+@pytest.mark.parametrize(("what", "make", "message"), BAD_BINARY,
+                         ids=[b[0] for b in BAD_BINARY])
+def test_bad_binary_bodies_get_the_same_400_as_ebjr_serve(url, what, make, message):
+    body, headers = make(random_rows(1))
+    r = httpx.post(f"{url}/v2/models/small/infer", content=body, headers=headers, timeout=30)
+    assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_unknown_models_and_unauthorised_writes_are_refused_as_by_ebjr_serve(url):
+    r = httpx.post(f"{url}/v2/models/other/infer", json=infer_body(random_rows(1)))
+    assert r.status_code == 404 and "this server serves 'small'" in r.json()["error"]
+    r = httpx.put(f"{url}/v2/models/small/threshold", json={"threshold": 0.0},
+                  headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+
+
+def test_killing_the_teacher_under_load_loses_no_request(url, offline):
+    """SIGKILL the teacher replica's process mid-load: every request is answered (200);
+    rows the teacher answered equal the offline teacher's, the others the student's."""
+    pid = _teacher_stats()["pid"]
+
+    async def load_and_kill():
+        task = asyncio.create_task(_load(url, 240, rows=8, concurrency=24, seed=1000))
+        await asyncio.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+        return await task
+
+    results = asyncio.run(load_and_kill())
+    fallback = 0
+    for x, status, payload in results:
+        assert status == 200, payload
+        got = outputs(payload)
+        student = offline(x, threshold=-np.inf)["predictions"]  # nothing routed
+        teacher = offline(x, threshold=np.inf)["predictions"]  # everything routed
+        who = got["answered_by"].astype(str)
+        np.testing.assert_array_equal(got["predictions"][who == "teacher"],
+                                      teacher[who == "teacher"])
+        np.testing.assert_array_equal(got["predictions"][who != "teacher"],
+                                      student[who != "teacher"])
+        routed = offline(x)["answered_by"] == "teacher"
+        np.testing.assert_array_equal(who != "student", routed)  # routing itself unchanged
+        fallback += int((who == "student_fallback").sum())
+        assert payload["parameters"]["degraded"] == bool((who == "student_fallback").any())
+    assert fallback > 0, "some routed rows should have met the dead teacher"
+    deadline = time.monotonic() + 60  # Serve replaces the replica; the teacher answers again
+    while time.monotonic() < deadline:
+        try:
+            if _teacher_stats()["pid"] != pid:
+                break
+        except Exception:
+            pass
+        time.sleep(0.5)
+    x = random_rows(64, seed=5)
+    r = httpx.post(f"{url}/v2/models/small/infer", json=infer_body(x), timeout=60)
+    assert r.status_code == 200
+    _check(outputs(r.json()), offline(x))
