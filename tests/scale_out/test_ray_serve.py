@@ -186,6 +186,22 @@ def test_unknown_models_and_unauthorised_writes_are_refused_as_by_ebjr_serve(url
     assert r.status_code == 401
 
 
+def test_one_model_alone_as_ebjr_serve_role_does(url, bundle):
+    serve.run(build_app(bundle, role="teacher", teacher=HALF_CPU, model_name="t"),
+              name="teacher-alone", route_prefix="/alone")
+    try:
+        x = random_rows(70, seed=21)
+        client = httpclient.InferenceServerClient(url=url.removeprefix("http://") + "/alone")
+        inputs = [httpclient.InferInput("input", list(x.shape), "FP32")]
+        inputs[0].set_data_from_numpy(x)
+        logits = client.infer("t", inputs).as_numpy("logits")
+        want = ebjr.load(bundle).teacher(x).numpy()
+        np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6)
+        assert client.get_model_metadata("t")["platform"] == "ebjr_model"
+    finally:
+        serve.delete("teacher-alone")
+
+
 def test_killing_the_teacher_under_load_loses_no_request(url, offline):
     """SIGKILL the teacher replica's process mid-load: every request is answered (200);
     rows the teacher answered equal the offline teacher's, the others the student's."""

@@ -6,8 +6,8 @@
   with :meth:`JointModel.route`, sends only the routed rows to the teacher
   deployment, and merges with :meth:`JointModel.merge`: the same split and
   merge as :class:`~ebjr.joint.JointModel` and ``ebjr serve``.
-- :class:`TeacherReplica`: the bundle's teacher, batched; it counts the rows
-  it is given (``stats()``).
+- :class:`ModelReplica`: the bundle's teacher (or, for an application of one
+  model, that model), batched; it counts the rows it is given (``stats()``).
 - :class:`Ingress`: the HTTP API of ``ebjr serve`` itself
   (:func:`ebjr.serve.app.create_app`), whose engine (:class:`RayJointEngine`)
   calls the student deployment instead of in-process batchers.
@@ -45,7 +45,8 @@ from ebjr.serve.engine import JointAnswer
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["Control", "Ingress", "RayJointEngine", "StudentReplica", "TeacherReplica"]
+__all__ = ["Control", "Ingress", "ModelReplica", "RayJointEngine", "RayModelEngine",
+           "StudentReplica"]
 
 log = logging.getLogger("ebjr.ray")
 
@@ -127,19 +128,24 @@ class Control(RoutingControl):
         )
 
 
-class TeacherReplica:
-    """The bundle's teacher behind ``@serve.batch``; it counts every row it is given."""
+class ModelReplica:
+    """One model of the bundle (``role``: the teacher of a joint application, or a model
+    served alone) behind ``@serve.batch``; it counts every row it is given."""
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, role: str = "teacher") -> None:
         from ebjr.bundle import persist
 
         _set_threads(settings)
+        self.role = role
         self.model, _ = persist.load_model(
-            settings.bundle, "teacher", allow_factories=settings.allow_factories
+            settings.bundle, role, allow_factories=settings.allow_factories
         )
-        self.max_batch = settings.teacher_max_batch_size
-        _batching(self.infer_batch, settings.teacher_max_batch_size, settings.teacher_max_wait_ms)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ebjr-teacher")
+        joint_teacher = settings.role == "joint"
+        self.max_batch = settings.teacher_max_batch_size if joint_teacher \
+            else settings.max_batch_size
+        wait = settings.teacher_max_wait_ms if joint_teacher else settings.max_wait_ms
+        _batching(self.infer_batch, self.max_batch, wait)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{role}")
         self._metrics = _Metrics()
         self.rows_seen = 0
         self.calls = 0
@@ -148,34 +154,41 @@ class TeacherReplica:
         try:
             logits = to_numpy(self.model(rows))
         except Exception as exc:
-            raise _model_failure("teacher", rows, exc) from exc
+            raise _model_failure(self.role, rows, exc) from exc
         if not np.isfinite(logits).all():
             raise ModelError(
-                f"the teacher model emitted NaN or infinity on a batch of {len(rows)} rows"
+                f"the {self.role} model emitted NaN or infinity on a batch of {len(rows)} rows"
             )
         return logits
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_rows)
-    async def infer_batch(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+    async def infer_batch(self, blocks: list[np.ndarray]) -> list[Any]:
         batch = np.concatenate(blocks)
         self.rows_seen += len(batch)
         self.calls += 1
-        self._metrics.batch_rows.observe(len(batch), tags={"stage": "teacher"})
+        self._metrics.batch_rows.observe(len(batch), tags={"stage": self.role})
+        t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         logits = await loop.run_in_executor(self._pool, self._forward, batch)
+        info = (f"{id(self)}:{self.calls}", len(batch), time.perf_counter() - t0)
         out, start = [], 0
         for b in blocks:
-            out.append(logits[start : start + len(b)])
+            out.append((logits[start : start + len(b)], info))
             start += len(b)
         return out
 
+    async def infer_with_info(self, rows: np.ndarray) -> Any:
+        """The logits for ``rows`` (at most one batch) and its batch's (id, rows, seconds)."""
+        return await self.infer_batch(rows)
+
     async def infer(self, rows: np.ndarray) -> np.ndarray:
-        """The teacher's logits for ``rows`` (any number: split to fit the batch size)."""
-        parts = await asyncio.gather(*(self.infer_batch(c) for c in _chunks(rows, self.max_batch)))
+        """The model's logits for ``rows`` (any number: split to fit the batch size)."""
+        parts = [p for p, _ in await asyncio.gather(
+            *(self.infer_batch(c) for c in _chunks(rows, self.max_batch)))]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def stats(self) -> dict[str, Any]:
-        """This replica's counts (rows given to the teacher, model calls), process and node."""
+        """This replica's counts (rows given to the model, model calls), process and node."""
         return {"rows": self.rows_seen, "calls": self.calls, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()}
 
@@ -392,22 +405,73 @@ class RayJointEngine:
         pass
 
 
+class RayModelEngine:
+    """The engine of ``ebjr serve --role student|teacher``'s HTTP layer over a model deployment."""
+
+    kind = "model"
+
+    def __init__(self, settings: ServeSettings, model: Any) -> None:
+        self.settings = settings
+        self.model = model
+        self._front = _FrontStats()
+
+    @property
+    def front(self) -> _FrontStats:
+        return self._front
+
+    def start(self) -> None:
+        pass
+
+    def check_room(self) -> None:
+        pass  # the model deployment's max_queued_requests answers 503 beyond its queue
+
+    async def _one(self, rows: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            logits, info = await self.model.infer_with_info.remote(rows)
+        except BackPressureError as exc:
+            raise Overloaded(f"the {self.settings.role} deployment is at its queue limit: "
+                             f"{exc}") from None
+        except ModelError:
+            raise
+        except (RayError, RayServeException) as exc:
+            raise ModelError(f"the {self.settings.role} deployment failed: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        self._front.record(info, time.perf_counter() - t0)
+        return logits
+
+    async def infer(self, x: np.ndarray) -> np.ndarray:
+        parts = await asyncio.gather(
+            *(self._one(c) for c in _chunks(x, self.settings.max_batch_size))
+        )
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def queue_rows(self) -> dict[str, int]:
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
 class Ingress:
     """The HTTP API of ``ebjr serve`` (one implementation), over the deployments."""
 
-    def __init__(self, settings: ServeSettings, student: Any, control: Any) -> None:
+    def __init__(self, settings: ServeSettings, model: Any, control: Any = None) -> None:
         self.settings = settings
-        self.student = student
+        self.model = model  # the student deployment (joint), or the one model's
         self.control = control
 
     def _load(self, state: Any) -> None:
         from ebjr.bundle import read_bundle
 
         state.bundle = read_bundle(self.settings.bundle)
-        state.engine = RayJointEngine(
-            self.settings, state.bundle.make_router(), self.student, self.control,
-            state.metrics,
-        )
+        if self.settings.role == "joint":
+            state.engine = RayJointEngine(
+                self.settings, state.bundle.make_router(), self.model, self.control,
+                state.metrics,
+            )
+        else:
+            state.engine = RayModelEngine(self.settings, self.model)
 
     def __serve_build_asgi_app__(self) -> Any:
         from ebjr.serve.app import create_app

@@ -13,7 +13,9 @@ or from the shell, as any Ray Serve application::
 
     serve run ebjr.ray.serve:app bundle=/models/bundle.json student_replicas=2
 
-or ``ebjr serve BUNDLE --ray``. Every option of ``ebjr serve`` that concerns
+or ``ebjr serve BUNDLE --ray``. ``role="student"`` or ``"teacher"`` serves
+that model alone (an ingress and one model deployment), as ``ebjr serve
+--role`` does. Every option of ``ebjr serve`` that concerns
 the model (batch sizes and waits, fallback, load-aware threshold, admin
 token, limits) is accepted by name (:class:`AppArgs`); each deployment takes
 Ray Serve's deployment options (``num_replicas``, ``autoscaling_config``,
@@ -41,7 +43,7 @@ from ray import serve
 from ray.serve import Application
 
 from ebjr.exceptions import InputError
-from ebjr.ray.deployments import Control, Ingress, StudentReplica, TeacherReplica
+from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
 from ebjr.serve.settings import ServeSettings
 
 __all__ = ["DEPLOYMENT_OPTIONS", "AppArgs", "app", "build_app", "deployment_options", "run"]
@@ -65,7 +67,7 @@ DEPLOYMENT_OPTIONS = (
 )
 
 #: settings a Ray application does not take (they belong to the single-process server)
-_NOT_FOR_RAY = {"role", "host", "port", "remote_teacher", "teacher_timeout_s", "teacher_retries",
+_NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_timeout_s", "teacher_retries",
                 "teacher_input_name", "teacher_output_name", "header_timeout_s", "log_level"}
 _SETTINGS = {f.name for f in fields(ServeSettings)} - _NOT_FOR_RAY - {"bundle"}
 
@@ -80,6 +82,7 @@ class AppArgs(BaseModel):
     student_replicas: int | str | None = None
     teacher_replicas: int | str | None = None
     ingress_replicas: int | str | None = None
+    role: str = "joint"
     model_name: str | None = None
     admin_token: str | None = None
     max_batch_size: int = 64
@@ -160,8 +163,16 @@ def deployment_options(
             "max_ongoing_requests": max(256, 4 * per_chunk),
             "max_queued_requests": max(1, math.ceil(settings.max_queue_rows / per_chunk)),
         },
-        "teacher": {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 256},
+        # routed rows beyond the teacher's queue get the fallback, as in ebjr serve
+        "teacher": {
+            "ray_actor_options": {"num_cpus": 1},
+            "max_ongoing_requests": 256,
+            "max_queued_requests": max(1, math.ceil(
+                settings.teacher_max_queue_rows / settings.teacher_max_batch_size)),
+        },
     }
+    if settings.role != "joint":  # one model alone: its queue is the server's
+        out[settings.role] = {**out["student"]}
     for role, section in (sections or {}).items():
         if role not in ROLES:
             raise InputError(f"unknown deployment {role!r}; expected one of {list(ROLES)}")
@@ -221,24 +232,30 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     path = Path(bundle_path).expanduser().resolve()
     settings = ServeSettings(bundle=str(path), **options)
     bundle = read_bundle(path)
-    missing = [r for r in ("student", "teacher") if r not in bundle.models]
+    roles = ("student", "teacher") if settings.role == "joint" else (settings.role,)
+    missing = [r for r in roles if r not in bundle.models]
     if missing:
         raise InputError(
             f"{str(path)!r} has no {' and '.join(missing)} model reference: a Ray Serve "
             "application serves a bundle saved with its models (ebjr.save)"
         )
     opts = deployment_options(settings, sections, replicas)
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
+    if settings.role != "joint":  # one model alone, as ebjr serve --role
+        model = serve.deployment(ModelReplica, name=settings.role,
+                                 **opts[settings.role]).bind(settings, settings.role)
+        return ingress.bind(settings, model)
     control = serve.deployment(
         Control, name="control", num_replicas=1,
         ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
     ).bind(settings, bundle.threshold)
-    teacher = serve.deployment(TeacherReplica, name="teacher", **opts["teacher"]).bind(settings)
+    teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
+        settings, "teacher"
+    )
     student = serve.deployment(StudentReplica, name="student", **opts["student"]).bind(
         settings, teacher, control
     )
-    return serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"]).bind(
-        settings, student, control
-    )
+    return ingress.bind(settings, student, control)
 
 
 def app(args: AppArgs) -> Application:
