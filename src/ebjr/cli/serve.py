@@ -208,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
     from ebjr.exceptions import InputError
 
-    if args.role != "joint" or args.remote_teacher:
-        raise InputError("--ray serves the joint model with its own teacher deployment; "
-                         "drop --role/--remote-teacher (or serve without --ray)")
+    if args.remote_teacher:
+        raise InputError("--ray runs the teacher as a deployment of the application; drop "
+                         "--remote-teacher (or serve without --ray)")
     try:
         from ebjr.ray.serve import run as run_on_ray
     except ImportError as exc:
@@ -219,7 +219,7 @@ def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
         raise missing_dependency(exc.name or "ray", "ray", "ebjr serve --ray") from exc
     options = {
         name: getattr(settings, name)
-        for name in ("model_name", "admin_token", "max_batch_size", "max_wait_ms",
+        for name in ("role", "model_name", "admin_token", "max_batch_size", "max_wait_ms",
                      "teacher_max_batch_size", "teacher_max_wait_ms", "max_queue_rows",
                      "teacher_max_queue_rows", "max_request_rows", "max_body_bytes",
                      "request_timeout_s", "body_timeout_s", "fallback", "load_mode",

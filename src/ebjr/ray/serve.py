@@ -64,6 +64,7 @@ DEPLOYMENT_OPTIONS = (
     "health_check_period_s",
     "health_check_timeout_s",
     "graceful_shutdown_timeout_s",
+    "logging_config",
 )
 
 #: settings a Ray application does not take (they belong to the single-process server)
@@ -173,6 +174,10 @@ def deployment_options(
     }
     if settings.role != "joint":  # one model alone: its queue is the server's
         out[settings.role] = {**out["student"]}
+    # no access-log line per call (calls between deployments are many; a line costs
+    # about a millisecond of CPU); a section's logging_config turns them back on
+    for role in out:
+        out[role]["logging_config"] = {"enable_access_log": False}
     for role, section in (sections or {}).items():
         if role not in ROLES:
             raise InputError(f"unknown deployment {role!r}; expected one of {list(ROLES)}")
@@ -248,6 +253,7 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     control = serve.deployment(
         Control, name="control", num_replicas=1,
         ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
+        logging_config={"enable_access_log": False},
     ).bind(settings, bundle.threshold)
     teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
         settings, "teacher"
@@ -290,7 +296,8 @@ def run(
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: done.set())
-        done.wait()
+        while not done.wait(0.5):  # a short wait, so signals are handled promptly
+            pass
         log.warning("shutting down %r", app_name)
         serve.delete(app_name)
         if address is None:

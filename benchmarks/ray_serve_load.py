@@ -1,0 +1,265 @@
+"""Load test of the Ray Serve application: teacher-only Ray Serve, joint Ray Serve and
+the single-process ``ebjr serve``, in one run.
+
+The workload is ``benchmarks/serve_load.py``'s: the paper's CIFAR-10 pair
+(DenseNet-BC 52-6 student, 64-12 teacher, ``../shared/models/ebjr-densenet``)
+on the second half of the real CIFAR-10 test images, one raw-pixel image per
+request over the Open Inference Protocol v2, thresholds calibrated on the
+first half ("accuracy drop <= 0.5 point"), ``--concurrency`` closed-loop
+keep-alive clients, the same batching everywhere, torch at 1 thread per model
+process.
+
+Services, all on one local Ray cluster of ``--cpus`` CPUs (the machine's):
+
+- teacher only on Ray Serve: ``role="teacher"``, one teacher replica per CPU;
+- joint on Ray Serve (``ebjr.ray.serve.build_app``): ``--student-replicas``
+  and ``--teacher-replicas`` (default 1 and 1: both CPUs), for each router;
+- joint ``ebjr serve`` (one process), for comparison.
+
+Speed-up = joint throughput / teacher-only throughput on Ray Serve, in the
+same run. Ideal = ``t_teacher / (t_student + share * t_teacher)`` from the
+models' own compute time per image at the serving batch size (1 thread,
+medians of repeats) and the measured teacher share. Reported: throughput,
+p50/p99, teacher share, accuracy, and measured / ideal (target >= 0.8).
+
+    python benchmarks/ray_serve_load.py        # about 6 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _common
+import serve_load
+
+HERE = Path(__file__).resolve().parent
+
+
+def encode(images: np.ndarray, rows: int) -> list[tuple[bytes, bytes]]:
+    """Requests of ``rows`` images each (raw UINT8 pixels, JSON), for /v2/models/cifar10/infer."""
+    out = []
+    for a in range(0, len(images) - rows + 1, rows):
+        x = images[a : a + rows]
+        body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
+                                       "datatype": "UINT8", "data": x.reshape(-1).tolist()}]},
+                          separators=(",", ":")).encode()
+        head = (f"POST /v2/models/cifar10/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        out.append((head.encode(), body))
+    return out
+
+
+def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int) -> dict:
+    """Throughput in images/s, latency per request, teacher share and accuracy over images."""
+    ok = [(lat, json.loads(body), i) for i, (status, lat, body) in enumerate(results)
+          if status == 200]
+    lat = np.array([r[0] for r in ok])
+    right = routed = images = 0
+    for _, payload, i in ok:
+        outs = {o["name"]: o["data"] for o in payload["outputs"]}
+        want = labels[i * rows : (i + 1) * rows]
+        if "predictions" in outs:
+            pred = np.asarray(outs["predictions"])
+            routed += sum(a != "student" for a in outs["answered_by"])
+        else:
+            pred = np.asarray(outs["logits"]).reshape(rows, -1).argmax(1)
+            routed += rows
+        right += int((pred == want).sum())
+        images += rows
+    return {
+        "requests": len(results),
+        "throughput_ips": images / elapsed,
+        "throughput_rps": len(ok) / elapsed,
+        "p50_ms": 1e3 * float(np.median(lat)) if len(lat) else None,
+        "p99_ms": 1e3 * float(np.quantile(lat, 0.99)) if len(lat) else None,
+        "teacher_share": routed / max(1, images),
+        "accuracy": right / images if len(ok) == len(results) else None,
+        "lost": sum(1 for s, _, _ in results if s is None),
+    }
+
+
+def timed(port: int, requests, labels, rows: int, concurrency: int, repeats: int) -> dict:
+    """Warm up, then the median of ``repeats`` closed loops (by images per second)."""
+    asyncio.run(serve_load.closed_loop(port, requests[: 2 * concurrency], concurrency))
+    runs = []
+    for _ in range(repeats):
+        results, elapsed = asyncio.run(serve_load.closed_loop(port, requests, concurrency))
+        runs.append(summarise(results, elapsed, labels, rows))
+    med = sorted(runs, key=lambda r: r["throughput_ips"])[len(runs) // 2]
+    return {**med, "throughput_runs": [r["throughput_ips"] for r in runs]}
+
+
+def measure_ray(app, port: int, workloads: dict, labels, repeats: int) -> dict:
+    """Deploy ``app`` on the running Ray cluster; time each workload (rows per request)."""
+    from ray import serve
+
+    serve.run(app, name="bench", route_prefix="/")
+    try:
+        return {rows: timed(port, reqs, labels, rows, conc, repeats)
+                for rows, (reqs, conc) in workloads.items()}
+    finally:
+        serve.delete("bench")
+        time.sleep(1.0)  # let the replicas' processes go before the next service starts
+
+
+def measure_process(bundle: Path, flags: list[str], workloads: dict, labels, repeats: int) -> dict:
+    server = serve_load.Server(bundle, *flags)
+    try:
+        server.wait_ready()
+        return {rows: timed(server.port, reqs, labels, rows, conc, repeats)
+                for rows, (reqs, conc) in workloads.items()}
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _common.parser(__doc__)
+    p.add_argument("--requests", type=int, default=1500, help="requests per timed run")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per service")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--routers", nargs="+", default=["energy", "softmax"])
+    p.add_argument("--max-drop", type=float, default=0.005)
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="the Ray cluster's CPUs")
+    p.add_argument("--student-replicas", type=int, default=1)
+    p.add_argument("--teacher-replicas", type=int, default=1)
+    p.add_argument("--rows-per-request", type=int, nargs="+", default=[1, 16],
+                   help="images per request, one workload each (1 is serve_load.py's)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.requests, args.concurrency, args.repeats, args.routers = 40, 4, 1, ["energy"]
+        args.rows_per_request = [1, 4]
+    _common.need(_common.MODELS, "the paper's checkpoints")
+
+    import ray
+    from ray import serve
+
+    from ebjr.ray.serve import build_app
+
+    z = np.load(_common.DATA / "cifar10-test-images.npz")
+    half = len(z["labels"]) // 2
+    images, labels = z["images"][half:], z["labels"][half:]
+    # the same images in flight for every workload: concurrency x rows = args.concurrency
+    workloads = {k: (encode(images[: args.requests], k), max(1, args.concurrency // k))
+                 for k in args.rows_per_request}
+    batching = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
+                "teacher_max_batch_size": args.max_batch_size,
+                "teacher_max_wait_ms": args.max_wait_ms, "torch_threads": 1,
+                "model_name": "cifar10"}
+    one_cpu = {"ray_actor_options": {"num_cpus": 1}}
+    print(f"per-image compute time of each model alone (batch {args.max_batch_size}, 1 thread)",
+          file=sys.stderr)
+    times = serve_load.compute_times(args.max_batch_size, repeats=2 if args.smoke else 7,
+                                     threads=1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles = serve_load.build_bundles(Path(tmp), args.routers, args.max_drop)
+        first = bundles[args.routers[0]]
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="warning")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    logging_config={"log_level": "WARNING", "enable_access_log": False})
+        try:
+            print(f"teacher only on Ray Serve, {args.cpus} replicas...", file=sys.stderr)
+            app = build_app(first, role="teacher", teacher_replicas=args.cpus, teacher=one_cpu,
+                            max_request_rows=max(args.rows_per_request), **batching)
+            base = measure_ray(app, port, workloads, labels, args.repeats)
+            for k, r in base.items():
+                rows.append({"service": "teacher only, Ray Serve", "rows_per_request": k,
+                             "replicas": f"{args.cpus} teacher", **r})
+            for router, bundle in bundles.items():
+                print(f"joint on Ray Serve, {router} router...", file=sys.stderr)
+                app = build_app(bundle, student_replicas=args.student_replicas,
+                                teacher_replicas=args.teacher_replicas, student=one_cpu,
+                                teacher=one_cpu, max_request_rows=max(args.rows_per_request),
+                                **batching)
+                for k, r in measure_ray(app, port, workloads, labels, args.repeats).items():
+                    rows.append(_joint_row(f"joint, {router}, Ray Serve", k,
+                                           f"{args.student_replicas} student + "
+                                           f"{args.teacher_replicas} teacher",
+                                           r, base[k], times))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        flags = ["--torch-threads", "1", "--max-batch-size", str(args.max_batch_size),
+                 "--max-wait-ms", str(args.max_wait_ms), "--teacher-max-batch-size",
+                 str(args.max_batch_size), "--teacher-max-wait-ms", str(args.max_wait_ms),
+                 "--max-request-rows", str(max(args.rows_per_request))]
+        for router, bundle in bundles.items():
+            print(f"joint ebjr serve (one process), {router} router...", file=sys.stderr)
+            for k, r in measure_process(bundle, flags, workloads, labels, args.repeats).items():
+                rows.append(_joint_row(f"joint, {router}, ebjr serve", k, "1 process", r,
+                                       base[k], times))
+    report = {
+        "command": "python benchmarks/ray_serve_load.py " + " ".join(argv or sys.argv[1:]),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "ray": ray.__version__},
+        "settings": vars(args),
+        "compute_per_image_s": times,
+        "services": rows,
+    }
+    out = _common.results_dir(args.smoke)
+    (out / "ray_serve_load.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = to_markdown(report)
+    (out / "ray_serve_load.md").write_text(md)
+    print(md)
+    return 0
+
+
+def _joint_row(service: str, k: int, replicas: str, r: dict, teacher: dict,
+               times: dict) -> dict:
+    """A joint service's row: speed-up over the teacher-only Ray app at the same workload."""
+    ideal = times["teacher"] / (times["student"] + r["teacher_share"] * times["teacher"])
+    speedup = r["throughput_ips"] / teacher["throughput_ips"]
+    return {"service": service, "rows_per_request": k, "replicas": replicas, **r,
+            "speedup": speedup, "ideal_speedup": ideal, "efficiency": speedup / ideal}
+
+
+def to_markdown(r: dict) -> str:
+    t, s = r["compute_per_image_s"], r["settings"]
+    lines = [
+        f"`{r['command'].strip()}`: {s['requests']} CIFAR-10 images per run, sent "
+        f"{' or '.join(map(str, s['rows_per_request']))} per request by closed-loop clients "
+        f"({s['concurrency']} images in flight), batching {s['max_batch_size']} rows / "
+        f"{s['max_wait_ms']} ms, torch 1 thread per model process, a local Ray cluster of "
+        f"{s['cpus']} CPUs, medians of {s['repeats']} runs. Models alone at batch "
+        f"{s['max_batch_size']}, 1 thread: student {1e3 * t['student']:.2f} ms, teacher "
+        f"{1e3 * t['teacher']:.2f} ms per image.",
+        "",
+        "| service | images / request | replicas | throughput | p50 | p99 | teacher share | "
+        "accuracy | speed-up | ideal | measured / ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(r["services"], key=lambda x: x["rows_per_request"]):
+        acc = "–" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f} %"
+        sp = row.get("speedup")
+        lines.append(
+            f"| {row['service']} | {row['rows_per_request']} | {row['replicas']} | "
+            f"{row['throughput_ips']:.0f} img/s | "
+            f"{row['p50_ms']:.0f} ms | {row['p99_ms']:.0f} ms | "
+            f"{100 * row['teacher_share']:.1f} % | {acc} | "
+            + (f"**{sp:.2f}x** | {row['ideal_speedup']:.2f}x | {row['efficiency']:.2f} |"
+               if sp else "– | – | – |")
+        )
+    lines += ["", "Speed-up: images per second over the teacher-only Ray Serve application "
+              "at the same workload, in the same run. Ideal: the models' compute alone at the "
+              "measured teacher share. Latencies are per request.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
