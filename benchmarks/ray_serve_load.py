@@ -88,15 +88,54 @@ def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int) -> d
     }
 
 
-def timed(port: int, requests, labels, rows: int, concurrency: int, repeats: int) -> dict:
-    """Warm up, then the median of ``repeats`` closed loops (by images per second)."""
+def _ray_processes() -> dict:
+    """Ray's worker processes on this machine by role (proxy, ingress, student, ...)."""
+    import psutil
+
+    out: dict = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::ProxyActor"):
+            out.setdefault("proxy", []).append(proc)
+        elif cmd.startswith("ray::ServeReplica:bench:"):
+            role = cmd.removeprefix("ray::ServeReplica:bench:").split()[0].split(".")[0]
+            out.setdefault(role, []).append(proc)
+    out.setdefault("load generator", []).append(psutil.Process())
+    return out
+
+
+def _cpu(procs: dict) -> dict:
+    total = {}
+    for role, ps in procs.items():
+        t = 0.0
+        for p in ps:
+            try:
+                c = p.cpu_times()
+                t += c.user + c.system
+            except Exception:  # a process that ended counts what it had
+                pass
+        total[role] = t
+    return total
+
+
+def timed(port: int, requests, labels, rows: int, concurrency: int, repeats: int,
+          ray_cpu: bool = False) -> dict:
+    """Warm up, then the median of ``repeats`` closed loops (by images per second); with
+    ``ray_cpu``, the CPU milliseconds per request of each Ray process role over the runs."""
     asyncio.run(serve_load.closed_loop(port, requests[: 2 * concurrency], concurrency))
+    procs = _ray_processes() if ray_cpu else {}
+    before = _cpu(procs)
     runs = []
     for _ in range(repeats):
         results, elapsed = asyncio.run(serve_load.closed_loop(port, requests, concurrency))
         runs.append(summarise(results, elapsed, labels, rows))
     med = sorted(runs, key=lambda r: r["throughput_ips"])[len(runs) // 2]
-    return {**med, "throughput_runs": [r["throughput_ips"] for r in runs]}
+    out = {**med, "throughput_runs": [r["throughput_ips"] for r in runs]}
+    if ray_cpu:
+        n = repeats * len(requests)
+        after = _cpu(procs)
+        out["cpu_ms_per_request"] = {k: 1e3 * (after[k] - before[k]) / n for k in before}
+    return out
 
 
 def measure_ray(app, port: int, workloads: dict, labels, repeats: int) -> dict:
@@ -105,7 +144,7 @@ def measure_ray(app, port: int, workloads: dict, labels, repeats: int) -> dict:
 
     serve.run(app, name="bench", route_prefix="/")
     try:
-        return {rows: timed(port, reqs, labels, rows, conc, repeats)
+        return {rows: timed(port, reqs, labels, rows, conc, repeats, ray_cpu=True)
                 for rows, (reqs, conc) in workloads.items()}
     finally:
         serve.delete("bench")
@@ -257,7 +296,19 @@ def to_markdown(r: dict) -> str:
         )
     lines += ["", "Speed-up: images per second over the teacher-only Ray Serve application "
               "at the same workload, in the same run. Ideal: the models' compute alone at the "
-              "measured teacher share. Latencies are per request.", ""]
+              "measured teacher share. Latencies are per request.", "",
+              "CPU per request of each process of the Ray Serve applications (ms, user + "
+              "system, over the timed runs):", ""]
+    roles = ["proxy", "ingress", "student", "control", "teacher", "load generator"]
+    lines += ["| service | images / request | " + " | ".join(roles) + " | total |",
+              "|---|---|" + "---|" * (len(roles) + 1)]
+    for row in sorted(r["services"], key=lambda x: x["rows_per_request"]):
+        cpu = row.get("cpu_ms_per_request")
+        if cpu:
+            cells = [f"{cpu[k]:.1f}" if k in cpu else "–" for k in roles]
+            lines.append(f"| {row['service']} | {row['rows_per_request']} | "
+                         + " | ".join(cells) + f" | {sum(cpu.values()):.1f} |")
+    lines.append("")
     return "\n".join(lines)
 
 
