@@ -13,7 +13,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
-from ebjr.ray.serve import AppArgs, DEPLOYMENT_OPTIONS, app  # noqa: E402
+from ebjr.ray.serve import DEPLOYMENT_OPTIONS, AppArgs, app  # noqa: E402
 from serve_support import make_serve_bundle  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kuberay" / "rayservice.yaml"

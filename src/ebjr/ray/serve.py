@@ -161,7 +161,8 @@ def deployment_options(
         # of ebjr serve (rows) becomes one in chunks; beyond it, 503
         "student": {
             "ray_actor_options": {"num_cpus": 1},
-            "max_ongoing_requests": max(256, 4 * per_chunk),
+            # @serve.batch runs up to 8 batches at once (routed ones wait for the teacher)
+            "max_ongoing_requests": max(256, 8 * per_chunk),
             "max_queued_requests": max(1, math.ceil(settings.max_queue_rows / per_chunk)),
         },
         # routed rows beyond the teacher's queue get the fallback, as in ebjr serve
@@ -288,14 +289,14 @@ def run(
     application = build_app(bundle_path, **options)  # bad options fail before Ray starts
     app_name = name or options.get("model_name") or Path(bundle_path).stem
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    done = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():  # after ray.init, which sets its own
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(application, name=app_name, route_prefix="/", blocking=False)
         log.warning("serving %r on Ray at http://%s:%d (Ctrl-C stops)", app_name, host, port)
-        done = stop or threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: done.set())
         while not done.wait(0.5):  # a short wait, so signals are handled promptly
             pass
         log.warning("shutting down %r", app_name)
