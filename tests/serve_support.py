@@ -70,6 +70,44 @@ def faulty_student() -> Any:
     return Faulty()
 
 
+def slow_teacher() -> Any:
+    """The digits teacher, 40 ms slower per call: a teacher that is busy under load
+    (so that killing its process meets calls in flight)."""
+    import torch
+
+    from ebjr.zoo import digits
+
+    class Slow(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = digits.make_teacher()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.04)
+            return self.inner(x)
+
+    return Slow()
+
+
+def make_slow_teacher_bundle(folder: Path) -> Path:
+    """:func:`make_serve_bundle`'s models and threshold, with :func:`slow_teacher`'s delay
+    (factory ``serve_support:slow_teacher``)."""
+    import torch
+
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import persist, read_bundle
+
+    fast = Path(make_serve_bundle(folder))
+    joint = persist.load(fast)
+    slow = slow_teacher()
+    slow.inner.load_state_dict(joint.teacher.module.state_dict())  # type: ignore[union-attr]
+    slow.eval()
+    teacher = TorchAdapter(slow, factory="serve_support:slow_teacher")
+    joint.teacher = teacher
+    torch.manual_seed(0)
+    return persist.save(joint, folder / "slow.json", read_bundle(fast))
+
+
 def make_faulty_bundle(folder: Path) -> Path:
     """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:*``)."""
     import torch

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -32,6 +33,7 @@ from serve_support import (  # noqa: E402
     free_port,
     infer_body,
     make_serve_bundle,
+    make_slow_teacher_bundle,
     outputs,
     random_rows,
 )
@@ -45,9 +47,19 @@ def bundle(tmp_path_factory):
     return str(make_serve_bundle(tmp_path_factory.mktemp("ray_serve")))
 
 
+TESTS = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def url(bundle):
+    # the replicas import the slow teacher's factory from tests/serve_support.py
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if old is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = old
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
@@ -84,8 +96,8 @@ def _check(got, want):
     assert answered == want["answered_by"].tolist()
 
 
-def _teacher_stats():
-    return serve.get_deployment_handle("teacher", app_name="small").stats.remote().result()
+def _teacher_stats(app="small"):
+    return serve.get_deployment_handle("teacher", app_name=app).stats.remote().result()
 
 
 def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline):
@@ -202,20 +214,58 @@ def test_one_model_alone_as_ebjr_serve_role_does(url, bundle):
         serve.delete("teacher-alone")
 
 
-def test_killing_the_teacher_under_load_loses_no_request(url, offline):
+@pytest.fixture(scope="module")
+def slow_url(url, tmp_path_factory):
+    """A second application on the cluster: the same models, a teacher 40 ms slower per
+    call (so that a kill meets calls in flight)."""
+    bundle = make_slow_teacher_bundle(tmp_path_factory.mktemp("slow"))
+    quarter = {"ray_actor_options": {"num_cpus": 0.25}}  # beside "small"'s 1.5 of 2 CPUs
+    serve.run(build_app(bundle, student=quarter, teacher=quarter, max_wait_ms=5.0,
+                        allow_factories=["serve_support:*"]),
+              name="slow", route_prefix="/slow")
+    yield f"{url}/slow"
+    serve.delete("slow")
+
+
+def _wait_for_a_new_teacher(old_pid):
+    deadline = time.monotonic() + 60  # Serve replaces the replica
+    while time.monotonic() < deadline:
+        try:
+            pid = _teacher_stats("slow")["pid"]
+            if pid != old_pid:
+                return pid
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("Serve did not replace the killed teacher replica within 60 s")
+
+
+def test_killing_the_teacher_under_load_loses_no_request(slow_url, offline):
     """SIGKILL the teacher replica's process mid-load: every request is answered (200);
-    rows the teacher answered equal the offline teacher's, the others the student's."""
-    pid = _teacher_stats()["pid"]
+    rows the teacher answered equal the offline teacher's, the others the student's;
+    the routed rows whose teacher call died with the process fell back to the student."""
+    pid = _teacher_stats("slow")["pid"]
+    done = []
 
-    async def load_and_kill():
-        task = asyncio.create_task(_load(url, 240, rows=8, concurrency=24, seed=1000))
-        await asyncio.sleep(1.0)
-        os.kill(pid, signal.SIGKILL)
-        return await task
+    async def go():
+        sem = asyncio.Semaphore(24)
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i):
+                x = random_rows(8, seed=1000 + i)
+                async with sem:
+                    r = await client.post(f"{slow_url}/v2/models/slow/infer",
+                                          json=infer_body(x))
+                done.append(i)
+                return x, r.status_code, r.json()
 
-    results = asyncio.run(load_and_kill())
+            tasks = [asyncio.create_task(one(i)) for i in range(240)]
+            while len(done) < 30:  # the load is flowing: kill the teacher mid-stream
+                await asyncio.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+            return await asyncio.gather(*tasks)
+
     fallback = 0
-    for x, status, payload in results:
+    for x, status, payload in asyncio.run(go()):
         assert status == 200, payload
         got = outputs(payload)
         student = offline(x, threshold=-np.inf)["predictions"]  # nothing routed
@@ -229,16 +279,9 @@ def test_killing_the_teacher_under_load_loses_no_request(url, offline):
         np.testing.assert_array_equal(who != "student", routed)  # routing itself unchanged
         fallback += int((who == "student_fallback").sum())
         assert payload["parameters"]["degraded"] == bool((who == "student_fallback").any())
-    assert fallback > 0, "some routed rows should have met the dead teacher"
-    deadline = time.monotonic() + 60  # Serve replaces the replica; the teacher answers again
-    while time.monotonic() < deadline:
-        try:
-            if _teacher_stats()["pid"] != pid:
-                break
-        except Exception:
-            pass
-        time.sleep(0.5)
-    x = random_rows(64, seed=5)
-    r = httpx.post(f"{url}/v2/models/small/infer", json=infer_body(x), timeout=60)
+    assert fallback > 0, "the teacher calls in flight at the kill should have fallen back"
+    _wait_for_a_new_teacher(pid)
+    x = random_rows(64, seed=5)  # the replaced teacher answers again
+    r = httpx.post(f"{slow_url}/v2/models/slow/infer", json=infer_body(x), timeout=60)
     assert r.status_code == 200
     _check(outputs(r.json()), offline(x))
