@@ -96,3 +96,31 @@ def test_serve_run_arguments_are_parsed_from_strings(bundle):
     assert isinstance(app(args), Application)
     with pytest.raises(ValueError, match="colour"):
         AppArgs.model_validate({"bundle": bundle, "colour": "red"})
+
+
+def test_serve_run_calls_the_builder_with_strings(bundle):
+    """What ``serve run ebjr.ray.serve:app key=value`` does: Ray's own builder call, with
+    the command line's strings."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    built = call_user_app_builder_with_args_if_necessary(
+        app, {"bundle": bundle, "student_replicas": "2", "max_batch_size": "16",
+              "fallback": "error", "input_shape": "8,8"})
+    assert isinstance(built, Application)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        call_user_app_builder_with_args_if_necessary(
+            app, {"bundle": bundle, "max_batch_size": "many"})
+
+
+def test_app_args_follow_the_serve_settings():
+    from dataclasses import fields
+
+    from ebjr.serve.settings import ServeSettings
+
+    taken = set(AppArgs.model_fields)
+    for f in fields(ServeSettings):
+        if f.name in ("host", "port", "remote_teacher", "header_timeout_s", "log_level"):
+            assert f.name not in taken  # the single-process server's
+        elif f.name in taken and f.name != "bundle":
+            assert AppArgs.model_fields[f.name].default == (
+                f.default_factory() if callable(f.default_factory) else f.default)

@@ -34,11 +34,11 @@ import logging
 import math
 import signal
 import threading
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator
 from ray import serve
 from ray.serve import Application
 
@@ -73,8 +73,10 @@ _NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_timeout_s", "teacher_
 _SETTINGS = {f.name for f in fields(ServeSettings)} - _NOT_FOR_RAY - {"bundle"}
 
 
-class AppArgs(BaseModel):
-    """The arguments of ``serve run ebjr.ray.serve:app key=value ...`` (strings are parsed)."""
+class _AppArgsBase(BaseModel):
+    """The arguments of ``serve run ebjr.ray.serve:app key=value ...`` (strings are parsed):
+    the bundle, the deployment options, and every model setting of :class:`ServeSettings`
+    that a Ray application takes (its fields and defaults, read from the dataclass)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -83,33 +85,28 @@ class AppArgs(BaseModel):
     student_replicas: int | str | None = None
     teacher_replicas: int | str | None = None
     ingress_replicas: int | str | None = None
-    role: str = "joint"
-    model_name: str | None = None
-    admin_token: str | None = None
-    max_batch_size: int = 64
-    max_wait_ms: float = 2.0
-    teacher_max_batch_size: int = 64
-    teacher_max_wait_ms: float = 2.0
-    max_queue_rows: int = 4096
-    teacher_max_queue_rows: int = 4096
-    max_request_rows: int = 1024
-    max_body_bytes: int = 16 * 1024 * 1024
-    request_timeout_s: float = 30.0
-    body_timeout_s: float = 30.0
-    fallback: str = "student"
-    load_mode: str | None = None
-    load_budget: float | None = None
-    load_min_threshold: float | None = None
-    input_shape: tuple[int, ...] | None = None
-    torch_threads: int | None = None
-    allow_factories: list[str] = []
 
-    @field_validator("input_shape", "allow_factories", mode="before")
+    @field_validator("input_shape", "allow_factories", mode="before", check_fields=False)
     @classmethod
     def _split(cls, v: Any) -> Any:  # "3,32,32" on a command line
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
+
+
+def _settings_fields() -> dict[str, Any]:
+    hints = get_type_hints(ServeSettings)
+    out: dict[str, Any] = {}
+    for f in fields(ServeSettings):
+        if f.name in _SETTINGS:
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            out[f.name] = (hints[f.name], default)
+    return out
+
+
+AppArgs: type[_AppArgsBase] = create_model(  # type: ignore[call-overload]
+    "AppArgs", __base__=_AppArgsBase, __module__=__name__, **_settings_fields()
+)
 
 
 def _replicas(value: Any, role: str) -> dict[str, Any]:
@@ -265,8 +262,11 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     return ingress.bind(settings, student, control)
 
 
-def app(args: AppArgs) -> Application:
-    """The builder that ``serve run ebjr.ray.serve:app bundle=... key=value`` calls."""
+def app(args: Any) -> Application:
+    """The builder that ``serve run ebjr.ray.serve:app bundle=... key=value`` calls, with
+    the arguments as a dict (of strings, from a command line) or as :data:`AppArgs`."""
+    if not isinstance(args, _AppArgsBase):
+        args = AppArgs.model_validate(args)
     values = args.model_dump(exclude_defaults=True)
     bundle = values.pop("bundle", args.bundle)
     return build_app(bundle, **values)
