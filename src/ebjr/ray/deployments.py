@@ -69,10 +69,15 @@ def _batching(method: Any, rows: int, wait_ms: float) -> None:
 
 
 def _set_threads(settings: ServeSettings) -> None:
-    if settings.torch_threads is not None:
-        import torch
+    """Torch's intra-op threads in a replica: ``torch_threads``, or the CPUs Ray reserved
+    for it (at least one), so that replicas on one node do not oversubscribe its cores."""
+    import torch
 
-        torch.set_num_threads(settings.torch_threads)
+    n = settings.torch_threads
+    if n is None:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        n = max(1, round(cpus))
+    torch.set_num_threads(n)
 
 
 def _model_failure(name: str, rows: np.ndarray, exc: BaseException) -> ModelError:
