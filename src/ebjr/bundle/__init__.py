@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from ebjr._utils.json import dumps, json_safe
 from ebjr._utils.lazy import lazy_getattr
-from ebjr.bundle.schema import FORMAT, SCHEMA_VERSION, RoutingBundle, read_bundle, write_bundle
+from ebjr.bundle.schema import (
+    FORMAT,
+    SCHEMA_VERSION,
+    RoutingBundle,
+    curve_point_at,
+    read_bundle,
+    write_bundle,
+)
 
 _LAZY = {
     "save": "ebjr.bundle.persist",
@@ -23,6 +30,7 @@ __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
     "RoutingBundle",
+    "curve_point_at",
     "dumps",
     "json_safe",
     "read_bundle",

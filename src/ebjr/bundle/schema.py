@@ -22,7 +22,8 @@ from ebjr._utils.json import dumps
 from ebjr.exceptions import BundleError
 from ebjr.routing import Router, router_from_spec
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "RoutingBundle", "read_bundle", "write_bundle"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "RoutingBundle", "curve_point_at", "read_bundle",
+           "write_bundle"]
 
 FORMAT = "ebjr.bundle"
 SCHEMA_VERSION = 1
@@ -134,3 +135,25 @@ def read_bundle(path: str | Path) -> RoutingBundle:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{str(p)!r} is not valid JSON: {exc}") from exc
     return RoutingBundle.from_dict(d, source=repr(str(p)))
+
+
+def curve_point_at(curve: dict | None, threshold: float) -> dict | None:
+    """The stored curve's point that ``threshold`` realises (the next stored one at or
+    above): its threshold, teacher fraction, accuracy, agreement and cost; ``None``
+    without a curve."""
+    if not curve:
+        return None
+    import numpy as np
+
+    from ebjr._utils.json import json_safe
+
+    thr = np.asarray(curve["threshold"], dtype=np.float64)
+    i = min(int(np.searchsorted(thr, threshold, side="left")), len(thr) - 1)
+    acc = curve.get("accuracy")
+    return {
+        "threshold": json_safe(float(threshold)),
+        "teacher_fraction": curve["teacher_fraction"][i],
+        "accuracy": None if acc is None else acc[i],
+        "agreement": curve["agreement"][i],
+        "cost": curve["cost"][i],
+    }

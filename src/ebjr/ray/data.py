@@ -126,16 +126,6 @@ def _column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
     return x
 
 
-def _teacher_share(bundle: Any) -> float | None:
-    """The calibrated teacher share at the bundle's threshold, from its stored curve."""
-    curve = bundle.extra.get("curve")
-    if not curve:
-        return None
-    thr = np.asarray(curve["threshold"], dtype=np.float64)
-    i = min(int(np.searchsorted(thr, bundle.threshold, side="left")), len(thr) - 1)
-    return float(curve["teacher_fraction"][i])
-
-
 def joint_map_batches(
     ds: ray.data.Dataset,
     bundle: str | Path,
@@ -182,7 +172,7 @@ def joint_map_batches(
         The dataset with ``prediction``, ``probabilities``, ``score`` and
         ``answered_by`` added.
     """
-    from ebjr.bundle import read_bundle
+    from ebjr.bundle import curve_point_at, read_bundle
 
     if batch_size < 1 or teacher_batch_size < 1:
         raise InputError(
@@ -198,7 +188,8 @@ def joint_map_batches(
             "a bundle saved with its models (ebjr.save)"
         )
     allow = list(allow_factories or [])
-    share = _teacher_share(record)
+    point = curve_point_at(record.extra.get("curve"), record.threshold)
+    share = None if point is None else float(point["teacher_fraction"])
     stream_batch = (
         batch_size if not share else max(batch_size, math.ceil(teacher_batch_size / share))
     )

@@ -327,21 +327,15 @@ class _FrontStats:
             entry[1] += ns
 
 
-class RayJointEngine:
-    """The engine of ``ebjr serve``'s HTTP layer (:class:`ebjr.serve.engine.Engine`),
-    over the student deployment and the shared control."""
+class _RayEngine:
+    """What both Ray engines share: the front statistics, and calls to a deployment with
+    Ray's failures mapped to ebjr's errors (a full queue -> Overloaded, 429; a dead or
+    broken replica -> ModelError, 502), a request split in chunks of a batch at most."""
 
-    kind = "joint"
+    kind = ""
 
-    def __init__(
-        self, settings: ServeSettings, router: Any, student: Any, control: Any,
-        metrics: ServeMetrics,
-    ) -> None:
+    def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.router = router
-        self.student = student
-        self.control = control
-        self.metrics = metrics
         self._front = _FrontStats()
 
     @property
@@ -352,29 +346,55 @@ class RayJointEngine:
         pass
 
     def check_room(self) -> None:
-        pass  # admission control is the student deployment's max_queued_requests (-> 503)
+        pass  # admission control is the deployment's max_queued_requests (-> 429)
 
-    async def _one(self, rows: np.ndarray) -> JointAnswer:
+    async def _call(self, method: Any, rows: np.ndarray, what: str) -> Any:
+        """``method.remote(rows)``; its answer ends with the batch's info (recorded)."""
         t0 = time.perf_counter()
         try:
-            status, payload, extra, info = await self.student.infer.remote(rows)
+            answer = await method.remote(rows)
         except BackPressureError as exc:
-            raise Overloaded(f"the student deployment is at its queue limit: {exc}") from None
+            raise Overloaded(f"the {what} deployment is at its queue limit: {exc}") from None
         except ModelError:
             raise
         except (RayError, RayServeException) as exc:  # e.g. its replica died under the request
             raise ModelError(
-                f"the student deployment failed: {type(exc).__name__}: {str(exc)[:300]}"
+                f"the {what} deployment failed: {type(exc).__name__}: {str(exc)[:300]}"
             ) from None
-        self._front.record(info, time.perf_counter() - t0)
+        self._front.record(answer[-1], time.perf_counter() - t0)
+        return answer
+
+    async def _chunked(self, x: np.ndarray, one: Any) -> list[Any]:
+        return await asyncio.gather(*(one(c) for c in _chunks(x, self.settings.max_batch_size)))
+
+    async def close(self) -> None:
+        pass
+
+
+class RayJointEngine(_RayEngine):
+    """The engine of ``ebjr serve``'s HTTP layer (:class:`ebjr.serve.engine.Engine`),
+    over the student deployment and the shared control."""
+
+    kind = "joint"
+
+    def __init__(
+        self, settings: ServeSettings, router: Any, student: Any, control: Any,
+        metrics: ServeMetrics,
+    ) -> None:
+        super().__init__(settings)
+        self.router = router
+        self.student = student
+        self.control = control
+        self.metrics = metrics
+
+    async def _one(self, rows: np.ndarray) -> JointAnswer:
+        status, payload, extra, _ = await self._call(self.student.infer, rows, "student")
         if status == "error":  # routed rows, a failed teacher, fallback policy 'error'
             raise TeacherUnavailable(payload, extra)
         return payload
 
     async def infer(self, x: np.ndarray) -> JointAnswer:
-        parts = await asyncio.gather(
-            *(self._one(c) for c in _chunks(x, self.settings.max_batch_size))
-        )
+        parts = await self._chunked(x, self._one)
         if len(parts) == 1:
             answer = parts[0]
         else:
@@ -406,56 +426,26 @@ class RayJointEngine:
     async def counts(self) -> dict[str, int]:
         return await self.control.counts.remote()
 
-    async def close(self) -> None:
-        pass
 
-
-class RayModelEngine:
+class RayModelEngine(_RayEngine):
     """The engine of ``ebjr serve --role student|teacher``'s HTTP layer over a model deployment."""
 
     kind = "model"
 
     def __init__(self, settings: ServeSettings, model: Any) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.model = model
-        self._front = _FrontStats()
-
-    @property
-    def front(self) -> _FrontStats:
-        return self._front
-
-    def start(self) -> None:
-        pass
-
-    def check_room(self) -> None:
-        pass  # the model deployment's max_queued_requests answers 503 beyond its queue
 
     async def _one(self, rows: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        try:
-            logits, info = await self.model.infer_with_info.remote(rows)
-        except BackPressureError as exc:
-            raise Overloaded(f"the {self.settings.role} deployment is at its queue limit: "
-                             f"{exc}") from None
-        except ModelError:
-            raise
-        except (RayError, RayServeException) as exc:
-            raise ModelError(f"the {self.settings.role} deployment failed: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
-        self._front.record(info, time.perf_counter() - t0)
+        logits, _ = await self._call(self.model.infer_with_info, rows, self.settings.role)
         return logits
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
-        parts = await asyncio.gather(
-            *(self._one(c) for c in _chunks(x, self.settings.max_batch_size))
-        )
+        parts = await self._chunked(x, self._one)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def queue_rows(self) -> dict[str, int]:
         return {}
-
-    async def close(self) -> None:
-        pass
 
 
 class Ingress:

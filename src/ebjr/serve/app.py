@@ -50,7 +50,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from ebjr.bundle import json_safe
+from ebjr.bundle import curve_point_at, json_safe
 from ebjr.exceptions import EBJRError, InputError, ModelError, Overloaded, TeacherUnavailable
 from ebjr.serve.engine import Engine, JointAnswer, JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
@@ -823,7 +823,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
             "curve": c,
             "costs": state.bundle.costs,
             "calibrated_threshold": json_safe(state.bundle.threshold),
-            "operating_point": _point_at(c, await e.threshold()),
+            "operating_point": curve_point_at(c, await e.threshold()),
         }
 
     @app.get("/v2/models/{name}/routing_stats", responses=_ERRORS)
@@ -833,7 +833,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
             "counts": await e.counts(),
             "recent_teacher_share": state.metrics.recent_teacher_share(),
             "queue_rows": await e.queue_rows(),
-            "operating_point": _point_at(state.bundle.extra.get("curve"), await e.threshold()),
+            "operating_point": curve_point_at(state.bundle.extra.get("curve"), await e.threshold()),
             **(await threshold_state(e)),
         }
 
@@ -888,22 +888,6 @@ def _bearer_matches(authorization: str | None, token: str) -> bool:
 def _finite_array(a: np.ndarray) -> np.ndarray:
     big = np.finfo(np.float64).max
     return np.nan_to_num(np.asarray(a, dtype=np.float64), posinf=big, neginf=-big)
-
-
-def _point_at(curve: dict | None, threshold: float) -> dict | None:
-    """The stored curve's point that ``threshold`` realises (the next stored one at or above)."""
-    if not curve:
-        return None
-    thr = np.asarray(curve["threshold"], dtype=np.float64)
-    i = min(int(np.searchsorted(thr, threshold, side="left")), len(thr) - 1)
-    acc = curve.get("accuracy")
-    return {
-        "threshold": json_safe(float(threshold)),
-        "teacher_fraction": curve["teacher_fraction"][i],
-        "accuracy": None if acc is None else acc[i],
-        "agreement": curve["agreement"][i],
-        "cost": curve["cost"][i],
-    }
 
 
 def _threshold_for_share(bundle: Any, share: float) -> float:
