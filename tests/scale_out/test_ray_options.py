@@ -113,14 +113,11 @@ def test_serve_run_calls_the_builder_with_strings(bundle):
 
 
 def test_app_args_follow_the_serve_settings():
-    from dataclasses import fields
-
     from ebjr.serve.settings import ServeSettings
 
     taken = set(AppArgs.model_fields)
-    for f in fields(ServeSettings):
-        if f.name in ("host", "port", "remote_teacher", "header_timeout_s", "log_level"):
-            assert f.name not in taken  # the single-process server's
-        elif f.name in taken and f.name != "bundle":
-            assert AppArgs.model_fields[f.name].default == (
-                f.default_factory() if callable(f.default_factory) else f.default)
+    for name, f in ServeSettings.model_fields.items():
+        if name in ("host", "port", "remote_teacher", "header_timeout_s", "log_level"):
+            assert name not in taken  # the single-process server's
+        elif name in taken and name != "bundle":
+            assert AppArgs.model_fields[name].default == f.get_default(call_default_factory=True)

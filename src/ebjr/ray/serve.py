@@ -34,9 +34,8 @@ import logging
 import math
 import signal
 import threading
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model, field_validator
 from ray import serve
@@ -46,7 +45,15 @@ from ebjr.exceptions import InputError
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["DEPLOYMENT_OPTIONS", "AppArgs", "app", "build_app", "deployment_options", "run"]
+__all__ = [
+    "DEPLOYMENT_OPTIONS",
+    "AppArgs",
+    "app",
+    "build_app",
+    "deployment_options",
+    "run",
+    "settings_for_ray",
+]
 
 log = logging.getLogger("ebjr.ray")
 
@@ -70,13 +77,13 @@ DEPLOYMENT_OPTIONS = (
 #: settings a Ray application does not take (they belong to the single-process server)
 _NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_timeout_s", "teacher_retries",
                 "teacher_input_name", "teacher_output_name", "header_timeout_s", "log_level"}
-_SETTINGS = {f.name for f in fields(ServeSettings)} - _NOT_FOR_RAY - {"bundle"}
+_SETTINGS = set(ServeSettings.model_fields) - _NOT_FOR_RAY - {"bundle"}
 
 
 class _AppArgsBase(BaseModel):
     """The arguments of ``serve run ebjr.ray.serve:app key=value ...`` (strings are parsed):
     the bundle, the deployment options, and every model setting of :class:`ServeSettings`
-    that a Ray application takes (its fields and defaults, read from the dataclass)."""
+    that a Ray application takes (its fields and defaults, read from the settings model)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,13 +102,16 @@ class _AppArgsBase(BaseModel):
 
 
 def _settings_fields() -> dict[str, Any]:
-    hints = get_type_hints(ServeSettings)
-    out: dict[str, Any] = {}
-    for f in fields(ServeSettings):
-        if f.name in _SETTINGS:
-            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-            out[f.name] = (hints[f.name], default)
-    return out
+    return {
+        name: (f.annotation, f.get_default(call_default_factory=True))
+        for name, f in ServeSettings.model_fields.items()
+        if name in _SETTINGS
+    }
+
+
+def settings_for_ray(settings: ServeSettings) -> dict[str, Any]:
+    """The settings that a Ray application takes, by name (``ebjr serve --ray``)."""
+    return {name: getattr(settings, name) for name in sorted(_SETTINGS)}
 
 
 AppArgs: type[_AppArgsBase] = create_model(  # type: ignore[call-overload]

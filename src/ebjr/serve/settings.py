@@ -1,163 +1,205 @@
-"""Everything ``ebjr serve`` can be told, in one checked dataclass."""
+"""Everything ``ebjr serve`` can be told, in one checked settings model (pydantic-settings).
+
+Each setting is a field here and nowhere else: its type, default and help
+text make the ``ebjr serve`` flag (:func:`add_settings_arguments`), the
+``EBJR_<NAME>`` environment variable (e.g. ``EBJR_ADMIN_TOKEN``,
+``EBJR_MAX_BATCH_SIZE=32``) and the arguments of the Ray Serve application
+(:mod:`ebjr.ray.serve`). Values given by name beat flags beat the
+environment beat the defaults; a bad value is an :class:`~ebjr.exceptions.InputError`
+that names the setting.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import argparse
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource, SettingsConfigDict
 
 from ebjr.exceptions import InputError
 
-__all__ = ["FALLBACK_POLICIES", "LOAD_MODES", "ROLES", "ServeSettings"]
+__all__ = [
+    "FALLBACK_POLICIES",
+    "LOAD_MODES",
+    "ROLES",
+    "ServeSettings",
+    "add_settings_arguments",
+    "settings_from_arguments",
+]
 
 FALLBACK_POLICIES = ("student", "error")
 LOAD_MODES = ("share", "queue")
 ROLES = ("joint", "student", "teacher")
 
+#: the shorter flag each setting also answers to (the names ``ebjr serve`` always had)
+FLAG_ALIASES = {
+    "request-timeout-s": "request-timeout",
+    "header-timeout-s": "header-timeout",
+    "body-timeout-s": "body-timeout",
+    "teacher-timeout-s": "teacher-timeout",
+    "allow-factories": "allow-factory",
+}
 
-@dataclass
-class ServeSettings:
-    """Settings of the inference service (see ``ebjr serve --help`` for each one).
+class ServeSettings(BaseSettings):
+    """Settings of the inference service; see each field's description (``ebjr serve --help``).
 
-    Attributes:
-        bundle: the bundle written by ``ebjr.save`` (or the quickstart).
-        role: ``joint`` serves the joint model; ``student`` or ``teacher``
-            serves that model alone, as a plain Open Inference Protocol
-            model (e.g. the remote teacher of another joint server).
-        model_name: the name under ``/v2/models/``; defaults to the bundle's
-            file stem (``joint``) or the role.
-        admin_token: bearer token that threshold writes require; ``None``
-            (the default, or ``EBJR_ADMIN_TOKEN`` unset) refuses all writes.
-        max_batch_size, max_wait_ms: dynamic batching of the student stage:
-            a batch starts when it has ``max_batch_size`` rows or its first
-            request has waited ``max_wait_ms``.
-        teacher_max_batch_size, teacher_max_wait_ms: the same for the routed
-            rows, which coalesce again across student batches.
-        max_queue_rows: rows that may wait for the student; beyond, requests
-            get 429 with Retry-After.
-        teacher_max_queue_rows: routed rows that may wait for the teacher;
-            beyond, the fallback policy applies.
-        max_request_rows, max_body_bytes: per-request limits (413 beyond).
-        request_timeout_s: longest a request may wait for its answer (503).
-        header_timeout_s: longest a request's line and headers may take to
-            arrive, from its first byte (or the connection's opening) (408).
-        body_timeout_s: longest a request's body may take to arrive (408).
-        remote_teacher: Open Inference Protocol v2 model URL of the teacher,
-            e.g. ``http://host:8001/v2/models/teacher``; the bundle's teacher
-            is then not loaded.
-        teacher_timeout_s, teacher_retries: per attempt, and retries after
-            the first attempt, for the remote teacher.
-        teacher_input_name, teacher_output_name: tensor names the remote
-            teacher expects and returns (``None``: its first output).
-        fallback: ``student`` answers routed rows with the student (flagged
-            ``degraded``) when the teacher fails; ``error`` answers 503.
-        load_mode: opt-in load-aware threshold: ``share`` keeps the teacher
-            share of recent traffic at or under ``load_budget``; ``queue``
-            keeps the teacher's queue at or under ``load_budget`` rows.
-        load_min_threshold: the lowest threshold the load control may use.
-        input_shape: per-row input shape, checked before batching (defaults
-            to the bundle's ``input`` record, if any).
-        torch_threads: torch's intra-op threads (``None``: torch's default,
-            one per core). The joint engine runs the student and the teacher
-            on two threads of their own, beside the HTTP event loop; on a
-            small CPU one thread per model avoids oversubscription (see
-            docs/serve.md for the measurements).
+    The joint engine runs the student and the teacher on two threads of their
+    own, beside the HTTP event loop; on a small CPU ``torch_threads=1`` avoids
+    oversubscription (docs/serve.md has the measurements).
     """
 
-    bundle: str | Path
-    role: str = "joint"
-    model_name: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    admin_token: str | None = None
-    max_batch_size: int = 64
-    max_wait_ms: float = 2.0
-    teacher_max_batch_size: int = 64
-    teacher_max_wait_ms: float = 2.0
-    max_queue_rows: int = 4096
-    teacher_max_queue_rows: int = 4096
-    max_request_rows: int = 1024
-    max_body_bytes: int = 16 * 1024 * 1024
-    request_timeout_s: float = 30.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    remote_teacher: str | None = None
-    teacher_timeout_s: float = 5.0
-    teacher_retries: int = 1
-    teacher_input_name: str = "input"
-    teacher_output_name: str | None = None
-    fallback: str = "student"
-    load_mode: str | None = None
-    load_budget: float | None = None
-    load_min_threshold: float | None = None
-    input_shape: tuple[int, ...] | None = None
-    torch_threads: int | None = None
-    allow_factories: list[str] = field(default_factory=list)
-    log_level: str = "info"
+    model_config = SettingsConfigDict(
+        env_prefix="EBJR_",
+        env_ignore_empty=True,
+        extra="forbid",
+        validate_default=True,
+        cli_kebab_case=True,
+        cli_hide_none_type=True,
+        cli_parse_none_str="none",
+    )
 
-    def __post_init__(self) -> None:
-        if self.admin_token is None:
-            self.admin_token = os.environ.get("EBJR_ADMIN_TOKEN") or None
-        if self.role not in ROLES:
-            raise InputError(f"role must be one of {ROLES}, got {self.role!r}")
-        if self.fallback not in FALLBACK_POLICIES:
-            raise InputError(f"fallback must be one of {FALLBACK_POLICIES}, got {self.fallback!r}")
-        for name in (
-            "max_batch_size",
-            "teacher_max_batch_size",
-            "max_queue_rows",
-            "teacher_max_queue_rows",
-            "max_request_rows",
-            "max_body_bytes",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
+    bundle: CliPositionalArg[str | Path] = Field(
+        description="bundle JSON written by ebjr.save (or the quickstart)")
+    role: Literal["joint", "student", "teacher"] = Field(
+        "joint", description="serve the joint model, or the student or teacher alone as a plain "
+        "Open Inference Protocol model (e.g. the remote teacher of another joint server)")
+    model_name: str | None = Field(
+        None, description="name under /v2/models/; none: the bundle's stem, or the role")
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port")
+    admin_token: str | None = Field(
+        None, repr=False, description="bearer token that threshold writes require (also "
+        "$EBJR_ADMIN_TOKEN); none: writes are refused")
+    max_batch_size: int = Field(
+        64, gt=0, description="student batch rows: a batch starts when it has this many rows...")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="... or its first request has waited this long (ms)")
+    teacher_max_batch_size: int = Field(
+        64, gt=0, description="teacher batch rows (routed rows coalesce again across batches)")
+    teacher_max_wait_ms: float = Field(
+        2.0, ge=0, description="longest routed rows wait for a teacher batch (ms)")
+    max_queue_rows: int = Field(
+        4096, gt=0, description="rows that may wait for the student; beyond: 429 + Retry-After")
+    teacher_max_queue_rows: int = Field(
+        4096, gt=0, description="routed rows that may wait for the teacher; beyond: the fallback")
+    max_request_rows: int = Field(1024, gt=0, description="rows per request (413 beyond)")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="request body limit in bytes (413 beyond)")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="longest a request may wait for its answer before 503 (s)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="longest a request's line and headers may take to arrive, from "
+        "its first byte, before 408 (s)")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="longest a request's body may take to arrive before 408 (s)")
+    remote_teacher: str | None = Field(
+        None, description="the teacher's v2 model URL, e.g. http://host:8001/v2/models/teacher "
+        "(the bundle's teacher is then not loaded)")
+    teacher_timeout_s: float = Field(
+        5.0, gt=0, description="remote teacher: timeout per attempt (s)")
+    teacher_retries: int = Field(1, ge=0, description="remote teacher: retries after the first")
+    teacher_input_name: str = Field("input", description="remote teacher: input tensor name")
+    teacher_output_name: str | None = Field(
+        None, description="remote teacher: output tensor name; none: its first output")
+    fallback: Literal["student", "error"] = Field(
+        "student", description="when the teacher fails: answer with the student, flagged "
+        "degraded, or 503")
+    load_mode: Literal["share", "queue"] | None = Field(
+        None, description="opt-in load-aware threshold: keep the teacher share of recent "
+        "traffic (share) or the teacher queue (queue) within load_budget")
+    load_budget: float | None = Field(
+        None, description="teacher share in [0, 1] (mode share) or queued teacher rows >= 1 "
+        "(mode queue)")
+    load_min_threshold: float | None = Field(
+        None, description="lowest threshold the load-aware control may use")
+    input_shape: tuple[int, ...] | None = Field(
+        None, description="per-row input shape, checked before batching, e.g. 3,32,32; "
+        "none: the bundle's input record")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads; none: torch's, one per core (1 "
+        "suits a joint server on a small CPU)")
+    allow_factories: list[str] = Field(
+        default_factory=list, description="trust model factories matching this pattern, e.g. "
+        "'mypkg.models:*' (repeat the flag for more)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="server log level")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InputError(_explain(exc)) from None
+
+    @field_validator("port", "max_batch_size", "teacher_max_batch_size", "max_queue_rows",
+                     "teacher_max_queue_rows", "max_request_rows", "max_body_bytes",
+                     "teacher_retries", "torch_threads", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: Any) -> Any:  # True is an int to Python, never a row count
+        if isinstance(v, bool):
+            raise ValueError(f"expected an integer, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeSettings:
         if self.max_request_rows > self.max_queue_rows:
-            raise InputError(
+            raise ValueError(
                 f"max_request_rows ({self.max_request_rows}) cannot exceed max_queue_rows "
                 f"({self.max_queue_rows}): such a request could never be queued"
             )
-        for name in ("max_wait_ms", "teacher_max_wait_ms"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("request_timeout_s", "teacher_timeout_s", "header_timeout_s",
-                     "body_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if isinstance(self.teacher_retries, bool) or self.teacher_retries < 0:
-            raise InputError(f"teacher_retries must be >= 0, got {self.teacher_retries!r}")
         if self.load_mode is not None:
             if self.role != "joint":
-                raise InputError("the load-aware threshold needs role 'joint'")
-            if self.load_mode not in LOAD_MODES:
-                raise InputError(f"load_mode must be one of {LOAD_MODES}, got {self.load_mode!r}")
+                raise ValueError("the load-aware threshold needs role 'joint'")
             b = self.load_budget
             if b is None:
-                raise InputError(f"load_mode {self.load_mode!r} needs load_budget")
+                raise ValueError(f"load_mode {self.load_mode!r} needs load_budget")
             if self.load_mode == "share" and not 0.0 <= b <= 1.0:
-                raise InputError(f"load_budget for mode 'share' is a share in [0, 1], got {b!r}")
+                raise ValueError(f"load_budget for mode 'share' is a share in [0, 1], got {b!r}")
             if self.load_mode == "queue" and not b >= 1:
-                raise InputError(f"load_budget for mode 'queue' is rows >= 1, got {b!r}")
+                raise ValueError(f"load_budget for mode 'queue' is rows >= 1, got {b!r}")
         if self.remote_teacher is not None:
             if self.role != "joint":
-                raise InputError("remote_teacher needs role 'joint'")
+                raise ValueError("remote_teacher needs role 'joint'")
             if not self.remote_teacher.startswith(("http://", "https://")):
-                raise InputError(
+                raise ValueError(
                     "remote_teacher must be an http(s) URL of a v2 model, e.g. "
                     f"http://host:8001/v2/models/teacher; got {self.remote_teacher!r}"
                 )
-        if self.torch_threads is not None and (
-            isinstance(self.torch_threads, bool) or self.torch_threads < 1
-        ):
-            raise InputError(
-                f"torch_threads must be a positive integer, got {self.torch_threads!r}"
-            )
-        if self.input_shape is not None:
-            self.input_shape = tuple(int(d) for d in self.input_shape)
+        return self
 
     @property
     def name(self) -> str:
         if self.model_name:
             return self.model_name
         return Path(self.bundle).stem if self.role == "joint" else self.role
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per bad setting, naming it and what arrived."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown setting; the settings are {', '.join(ServeSettings.model_fields)}"
+        elif where and err["type"] != "value_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "bad serve settings: " + "; ".join(lines)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> CliSettingsSource[Any]:
+    """Add one flag per setting to ``parser`` (``--max-batch-size``, ...); returns the source
+    that :func:`settings_from_arguments` reads the parsed flags with."""
+    return CliSettingsSource(
+        ServeSettings, root_parser=parser, cli_shortcuts=FLAG_ALIASES,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def settings_from_arguments(
+    source: CliSettingsSource[Any], parsed: argparse.Namespace, **overrides: Any
+) -> ServeSettings:
+    """The settings of a parsed command line (flags over ``EBJR_*`` variables over defaults)."""
+    return ServeSettings(_cli_settings_source=source(parsed_args=parsed), **overrides)

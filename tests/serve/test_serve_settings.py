@@ -1,0 +1,132 @@
+"""ServeSettings (pydantic-settings): one field per setting makes its flag, its environment
+variable and its check; the command line, the environment and Python agree."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+pytest.importorskip("pydantic_settings")
+
+from ebjr.cli import main
+from ebjr.exceptions import InputError
+from ebjr.serve.settings import (
+    FLAG_ALIASES,
+    ServeSettings,
+    add_settings_arguments,
+    settings_from_arguments,
+)
+
+#: a value other than the default for every setting, as typed on a command line
+ON_THE_COMMAND_LINE = {
+    "role": ("student", "student"),
+    "model_name": ("m", "m"),
+    "host": ("0.0.0.0", "0.0.0.0"),
+    "port": ("9001", 9001),
+    "admin_token": ("secret", "secret"),
+    "max_batch_size": ("8", 8),
+    "max_wait_ms": ("0.5", 0.5),
+    "teacher_max_batch_size": ("9", 9),
+    "teacher_max_wait_ms": ("1.5", 1.5),
+    "max_queue_rows": ("2000", 2000),
+    "teacher_max_queue_rows": ("101", 101),
+    "max_request_rows": ("50", 50),
+    "max_body_bytes": ("1000", 1000),
+    "request_timeout_s": ("3", 3.0),
+    "header_timeout_s": ("4", 4.0),
+    "body_timeout_s": ("5", 5.0),
+    "remote_teacher": ("http://h:1/v2/models/t", "http://h:1/v2/models/t"),
+    "teacher_timeout_s": ("6", 6.0),
+    "teacher_retries": ("0", 0),
+    "teacher_input_name": ("pixels", "pixels"),
+    "teacher_output_name": ("logits", "logits"),
+    "fallback": ("error", "error"),
+    "load_mode": ("queue", "queue"),
+    "load_budget": ("12", 12.0),
+    "load_min_threshold": ("-3", -3.0),
+    "input_shape": ("3,32,32", (3, 32, 32)),
+    "torch_threads": ("1", 1),
+    "allow_factories": ("mypkg:*", ["mypkg:*"]),
+    "log_level": ("debug", "debug"),
+}
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    source = add_settings_arguments(parser)
+    return settings_from_arguments(source, parser.parse_args(argv))
+
+
+def test_every_setting_has_a_flag():
+    assert set(ON_THE_COMMAND_LINE) | {"bundle"} == set(ServeSettings.model_fields)
+    for name, (typed, value) in ON_THE_COMMAND_LINE.items():
+        argv = ["b.json", f"--{name.replace('_', '-')}", typed]
+        if name == "remote_teacher" or name.startswith("load_"):  # need role joint
+            argv += ["--role", "joint"]
+        if name in ("load_mode", "load_budget", "load_min_threshold"):
+            argv += ["--load-mode", "queue", "--load-budget", "12"]
+            argv += [f"--{name.replace('_', '-')}", typed]
+        s = parse(argv)
+        assert getattr(s, name) == value, name
+        assert s.bundle == "b.json"
+
+
+def test_the_old_flag_names_still_work():
+    s = parse(["b.json", "--request-timeout", "3", "--header-timeout", "4", "--body-timeout",
+               "5", "--teacher-timeout", "6", "--allow-factory", "a:*", "--allow-factory", "b:*"])
+    assert (s.request_timeout_s, s.header_timeout_s, s.body_timeout_s, s.teacher_timeout_s) == (
+        3.0, 4.0, 5.0, 6.0)
+    assert s.allow_factories == ["a:*", "b:*"]
+    assert set(FLAG_ALIASES) <= {n.replace("_", "-") for n in ServeSettings.model_fields}
+
+
+def test_flags_beat_the_environment_which_beats_the_defaults(monkeypatch):
+    monkeypatch.setenv("EBJR_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("EBJR_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("EBJR_INPUT_SHAPE", "[1, 28, 28]")
+    s = ServeSettings(bundle="b.json")
+    assert (s.max_batch_size, s.admin_token, s.input_shape) == (16, "from-env", (1, 28, 28))
+    assert parse(["b.json", "--max-batch-size", "4"]).max_batch_size == 4
+    assert parse(["b.json"]).max_batch_size == 16
+    monkeypatch.setenv("EBJR_ADMIN_TOKEN", "")  # empty: as if unset
+    assert ServeSettings(bundle="b.json").admin_token is None
+
+
+def test_the_token_is_not_in_the_repr():
+    assert "secret" not in repr(ServeSettings(bundle="b.json", admin_token="secret"))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"max_batch_size": 0}, "max_batch_size: Input should be greater than 0, got 0"),
+    ({"max_batch_size": True}, "max_batch_size: expected an integer, got True"),
+    ({"port": "http"}, "port: Input should be a valid integer"),
+    ({"role": "both"}, "role: Input should be 'joint', 'student' or 'teacher', got 'both'"),
+    ({"colour": "red"}, "colour: unknown setting; the settings are bundle, role"),
+    ({"teacher_retries": -1}, "teacher_retries: Input should be greater than or equal to 0"),
+    ({"request_timeout_s": 0}, "request_timeout_s: Input should be greater than 0"),
+    ({"load_mode": "queue", "load_budget": 0.5}, "load_budget for mode 'queue' is rows >= 1"),
+    ({"role": "teacher", "load_mode": "share", "load_budget": 0.1}, "needs role 'joint'"),
+    ({"role": "student", "remote_teacher": "http://h/v2/models/t"}, "needs role 'joint'"),
+    ({"input_shape": [3, "x"]}, "input_shape.1: Input should be a valid integer"),
+])
+def test_bad_settings_are_named(values, message):
+    with pytest.raises(InputError) as e:
+        ServeSettings(bundle="b.json", **values)
+    assert message in str(e.value)
+
+
+def test_a_bad_flag_value_exits_2_naming_the_setting(tmp_path, capsys):
+    bundle = tmp_path / "b.json"
+    bundle.write_text("{}")
+    assert main(["serve", str(bundle), "--max-batch-size", "0"]) == 2
+    assert "max_batch_size: Input should be greater than 0, got '0'" in capsys.readouterr().err
+
+
+def test_the_help_lists_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for name in ON_THE_COMMAND_LINE:
+        assert f"--{name.replace('_', '-')}" in out, name
+    assert "(default: 64)" in out and "--ray" in out
