@@ -4,9 +4,9 @@ to wait between attempts.
 A call is tried ``1 + retries`` times. Connection errors, timeouts and 5xx
 (or 429) answers are raised as :class:`Retryable` and retried after an
 exponential back-off of 0.05 s, 0.1 s, 0.2 s ... capped at 0.5 s; anything
-else ends the call at once. Both the blocking client of
-:class:`~ebjr.adapters.remote.RemoteV2Adapter` and the server's pooled async
-client (``ebjr.serve.remote``) use it.
+else ends the call at once. The one v2 client,
+:class:`~ebjr.adapters.remote.V2Client`, uses it (and with it the server's
+remote teacher and the blocking :class:`~ebjr.adapters.remote.RemoteV2Adapter`).
 """
 
 from __future__ import annotations

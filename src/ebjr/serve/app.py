@@ -255,18 +255,9 @@ def _load(state: _State) -> None:
 
         torch.set_num_threads(s.torch_threads)
     if s.role == "joint":
-        teacher = None
-        if s.remote_teacher:
-            from ebjr.adapters.remote import RemoteV2Adapter
-
-            teacher = RemoteV2Adapter(
-                s.remote_teacher,
-                input_name=s.teacher_input_name,
-                output_name=s.teacher_output_name,
-                timeout=s.teacher_timeout_s,
-                retries=s.teacher_retries,
-            )
-        joint = persist.load(s.bundle, allow_factories=s.allow_factories, teacher=teacher)
+        # with a remote teacher the engine calls it (RemoteTeacher); the model only routes
+        joint = persist.load(s.bundle, allow_factories=s.allow_factories,
+                             student_side=s.remote_teacher is not None)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(joint, s, state.metrics, remote)

@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 
-from ebjr._utils.retry import Retryable, async_attempts
-from ebjr.exceptions import InputError
-from ebjr.serve.engine import TeacherUnavailable
+from ebjr.adapters.remote import V2Client
+from ebjr.exceptions import InputError, TeacherUnavailable
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
@@ -16,13 +15,15 @@ __all__ = ["RemoteTeacher"]
 
 
 class RemoteTeacher:
-    """The teacher behind an Open Inference Protocol v2 server, over a pooled async client.
+    """The teacher behind an Open Inference Protocol v2 server: the one v2 client
+    (:class:`~ebjr.adapters.remote.V2Client`, pooled, with the one retry policy) plus a
+    circuit breaker and the server's metrics.
 
     Each call tries ``1 + retries`` times (connection errors, timeouts and 5xx
-    answers are retried after a short back-off); then it raises
-    :class:`TeacherUnavailable`. After ``trip_after`` failed calls in a row the
-    circuit opens: calls fail at once for ``cooldown_s`` seconds, then one is
-    let through to probe the teacher again.
+    answers are retried after a short back-off, each retried failure counted in
+    ``ebjr_teacher_errors``); then it raises :class:`TeacherUnavailable`. After
+    ``trip_after`` failed calls in a row the circuit opens: calls fail at once
+    for ``cooldown_s`` seconds, then one is let through to probe the teacher.
     """
 
     def __init__(
@@ -34,30 +35,26 @@ class RemoteTeacher:
         cooldown_s: float = 2.0,
         max_in_flight: int = 4,
     ) -> None:
-        import httpx
-
         if settings.remote_teacher is None:
             raise InputError("a remote teacher needs settings.remote_teacher, the model's URL")
-        self.url = settings.remote_teacher.rstrip("/")
-        self.settings = settings
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.trip_after = trip_after
         self.cooldown_s = cooldown_s
         self._failures = 0
         self._open_until = 0.0
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.teacher_timeout_s),
-            limits=httpx.Limits(
-                max_connections=2 * max_in_flight, max_keepalive_connections=max_in_flight
-            ),
+        self.client = V2Client(
+            settings.remote_teacher,
+            input_name=settings.teacher_input_name,
+            output_name=settings.teacher_output_name,
+            timeout=settings.teacher_timeout_s,
+            retries=settings.teacher_retries,
+            max_connections=2 * max_in_flight,
+            on_retry=lambda exc: metrics.teacher_errors.labels(exc.kind).inc(),
         )
+        self.url = self.client.url
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
-        import httpx
-
-        from ebjr.adapters.remote import v2_logits, v2_request
-
         now = time.monotonic()
         if now < self._open_until:
             raise TeacherUnavailable(
@@ -66,38 +63,19 @@ class RemoteTeacher:
                 "circuit_open",
                 self._open_until - now,
             )
-        body = v2_request(rows, self.settings.teacher_input_name)
-
-        def counted(exc: Retryable) -> None:  # every failed attempt that is retried
-            self.metrics.teacher_errors.labels(exc.kind).inc()
-
         try:
-            async for attempt in async_attempts(self.settings.teacher_retries, counted):
-                with attempt:
-                    try:
-                        r = await self._client.post(f"{self.url}/infer", json=body)
-                    except httpx.TimeoutException as exc:
-                        raise Retryable("timeout", str(exc) or "timed out") from exc
-                    except httpx.TransportError as exc:
-                        raise Retryable("connection", str(exc) or type(exc).__name__) from exc
-                    if r.status_code >= 500 or r.status_code == 429:
-                        raise Retryable("http_5xx", f"HTTP {r.status_code}: {r.text[:200]}")
-                    if r.status_code != 200:
-                        raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
-                    logits = v2_logits(r.json(), len(rows), self.settings.teacher_output_name)
-                    self._failures = 0
-                    return logits
-            kind, detail = "connection", "no attempt was made"  # unreachable: reraise
-        except Retryable as exc:
-            kind, detail = exc.kind, exc.detail
-        except ValueError as exc:  # an answer that is not the logits asked for: not retried
+            logits = await self.client.infer(rows)
+        except TeacherUnavailable as exc:
+            kind, detail = exc.kind, str(exc)
+        except InputError as exc:  # refused, or an answer that is not the logits: not retried
             kind, detail = "bad_response", str(exc)
+        else:
+            self._failures = 0
+            return logits
         self._failures += 1
         if self._failures >= self.trip_after:
             self._open_until = time.monotonic() + self.cooldown_s
-        raise TeacherUnavailable(
-            f"the remote teacher at {self.url} failed ({kind}): {detail}", kind
-        )
+        raise TeacherUnavailable(f"the remote teacher failed ({kind}): {detail}", kind)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()
