@@ -137,6 +137,15 @@ def test_joint_detector_sends_only_low_scoring_images_to_the_teacher():
     assert seen == [images[mask].tolist()]
     for i in range(10):
         assert out[i] is (t_dets[i] if mask[i] else s_dets[i])
+    assert out == joint_detections(s_dets, t_dets, mask)
+    # the live knob: -inf keeps every image with a box on the student (empty ones still go)
+    assert joint.set_threshold(-math.inf) == t
+    seen.clear()
+    out, mask = joint.predict(images)
+    assert mask.tolist() == [len(d) == 0 for d in s_dets]
+    assert seen == ([images[mask].tolist()] if mask.any() else [])
+    with pytest.raises(InputError, match="scores logits, not detections"):
+        JointDetector(lambda b: b, teacher, 0.0, router="softmax")
 
 
 def test_digit_canvases_are_seeded_disjoint_and_drawn_in_their_boxes():

@@ -61,7 +61,7 @@ def test_energy_score_is_minus_free_energy_in_paper_units():
 
 
 def test_unknown_router_lists_names():
-    with pytest.raises(UnknownRouterError, match="registered routers are: auto, energy"):
+    with pytest.raises(UnknownRouterError, match="registered routers are: auto, detection_energy"):
         get_router("enrgy")
     with pytest.raises(KeyError):  # subclasses KeyError for existing except clauses
         get_router("nope")

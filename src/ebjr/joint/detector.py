@@ -1,15 +1,24 @@
-"""The live joint detector: the student detector on every image, the teacher on routed ones."""
+"""The live joint detector: the student detector on every image, the teacher on routed ones.
+
+A thin shell over :mod:`ebjr.joint.functional`, as :class:`~ebjr.joint.model.JointModel`
+is: the router (one of the registry's detection routers) scores the student's
+detections, :func:`~ebjr.joint.functional.route_rows` splits the batch,
+:func:`~ebjr.joint.functional.take_rows` gives the teacher its images and
+:func:`~ebjr.joint.functional.scatter_rows` merges its answers.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ebjr.exceptions import InputError
-from ebjr.routing import check_threshold, teacher_mask
-from ebjr.routing.detection import DETECTION_ROUTERS, detection_scores
+from ebjr.joint.functional import route_rows, scatter_rows, take_rows
+from ebjr.routing import Router, check_threshold
+from ebjr.routing.detection import detection_router
 from ebjr.scores.detection import Detections
 
 __all__ = ["JointDetector", "joint_detections"]
@@ -23,7 +32,8 @@ def joint_detections(
     if not (len(student) == len(teacher) == mask.shape[0]):
         raise InputError(f"need one entry per image: {len(student)} student, {len(teacher)} "
                          f"teacher, {mask.shape[0]} mask")
-    return [t if m else s for s, t, m in zip(student, teacher, mask, strict=True)]
+    routed = np.flatnonzero(mask)
+    return scatter_rows(np, list(student), routed, [teacher[int(i)] for i in routed])
 
 
 class JointDetector:
@@ -31,31 +41,43 @@ class JointDetector:
 
     Args:
         student, teacher: callables ``images -> list[Detections]``.
-        threshold: the student answers an image iff its score ``>= threshold``.
-        router: one of :data:`DETECTION_ROUTERS` (default ``energy``, eq. 14).
-        empty: the rule for images where the student kept no box.
+        threshold: the student answers an image iff its score ``>= threshold``;
+            a live knob (:meth:`set_threshold`), read once per batch.
+        router: a detection router: a short name of
+            :data:`~ebjr.routing.detection.DETECTION_ROUTERS` (default ``energy``,
+            eq. 14), a registered name (``detection_energy``) or an instance.
+        empty: the rule for images where the student kept no box (for a
+            router given by name).
     """
 
     def __init__(self, student: Callable[[Any], Sequence[Detections]],
                  teacher: Callable[[Any], Sequence[Detections]], threshold: float,
-                 router: str = "energy", *, empty: str | float = "teacher") -> None:
-        if router not in DETECTION_ROUTERS:
-            raise InputError(f"unknown detection router {router!r}")
+                 router: str | Router = "energy", *, empty: str | float = "teacher") -> None:
+        params = {} if isinstance(router, Router) else {"empty": empty}
+        self.router = detection_router(router, **params)
         self.student, self.teacher = student, teacher
-        self.threshold = check_threshold(threshold)
-        self.router, self.empty = router, empty
+        self._threshold = check_threshold(threshold)
+        self._lock = threading.Lock()
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def set_threshold(self, threshold: float) -> float:
+        """Change the threshold for every batch that starts from now on; returns the old one."""
+        t = check_threshold(threshold)
+        with self._lock:
+            old, self._threshold = self._threshold, t
+        return old
 
     def predict(self, images: Any) -> tuple[list[Detections], np.ndarray]:
         """The joint detections and the mask of images the teacher answered."""
+        threshold = self._threshold  # one read: the whole batch uses this value
         s = list(self.student(images))
-        scores = detection_scores(s, self.router, empty=self.empty)
-        mask = np.asarray(teacher_mask(scores, self.threshold), dtype=bool)
-        out = list(s)
-        idx = np.flatnonzero(mask)
-        if idx.size:
-            t = list(self.teacher(images[idx]))
-            if len(t) != idx.size:
-                raise InputError(f"the teacher returned {len(t)} results for {idx.size} images")
-            for j, det in zip(idx, t, strict=True):
-                out[j] = det
-        return out, mask
+        mask, routed = route_rows(np, self.router.score(s), threshold)
+        if not routed.size:
+            return s, np.asarray(mask, dtype=bool)
+        t = list(self.teacher(take_rows(images, routed)))
+        if len(t) != routed.size:
+            raise InputError(f"the teacher returned {len(t)} results for {routed.size} images")
+        return scatter_rows(np, s, routed, t), np.asarray(mask, dtype=bool)

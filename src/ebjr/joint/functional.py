@@ -3,9 +3,10 @@
 The student stage ends in a :class:`RoutedBatch` (the student's logits, the
 scores, the mask and the routed row indices); the teacher answers the routed
 rows, taken with :func:`take_rows`; :func:`merge_rows` writes its answers into
-the student's. :class:`~ebjr.joint.model.JointModel` and the server's engine
-both run on these, on numpy arrays or torch tensors without leaving their
-device.
+the student's. :class:`~ebjr.joint.model.JointModel` (and through it the
+server's engines) and :class:`~ebjr.joint.detector.JointDetector` run on these,
+on numpy arrays or torch tensors without leaving their device, or on lists of
+per-image answers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import Array, namespace, to_numpy
+from ebjr.exceptions import InputError
 
 __all__ = [
     "RoutedBatch",
@@ -23,6 +25,7 @@ __all__ = [
     "device_of",
     "into_namespace",
     "merge_rows",
+    "route_rows",
     "scatter_rows",
     "take_rows",
 ]
@@ -92,8 +95,26 @@ def into_namespace(x: Array, xp: Any, like: Array) -> Array:
     return xp.asarray(host, device=device_of(like))
 
 
-def scatter_rows(xp: Any, base: Array, index: Array, values: Array) -> Array:
-    """A copy of ``base`` with rows ``index`` replaced by ``values``."""
+def route_rows(xp: Any, scores: Array, threshold: float) -> tuple[Array, Array]:
+    """The routing of one batch: the mask of rows for the teacher (``score < threshold`` or
+    ``-inf``) and their indices, in the scores' namespace."""
+    from ebjr.routing import teacher_mask
+
+    to_teacher = teacher_mask(scores, threshold)
+    return to_teacher, xp.nonzero(to_teacher)[0]
+
+
+def scatter_rows(xp: Any, base: Any, index: Any, values: Any) -> Any:
+    """A copy of ``base`` with rows ``index`` replaced by ``values`` (arrays, or lists of
+    per-row answers such as one ``Detections`` per image)."""
+    if isinstance(base, list):
+        out_list = list(base)
+        idx = to_numpy(index)
+        if len(values) != idx.shape[0]:
+            raise InputError(f"{len(values)} answers for {idx.shape[0]} routed rows")
+        for i, v in zip(idx, values, strict=True):
+            out_list[int(i)] = v
+        return out_list
     out = xp.asarray(base, copy=True)
     if values.dtype != out.dtype:
         values = xp.astype(values, out.dtype)

@@ -31,9 +31,10 @@ from ebjr.joint.functional import (
     device_of,
     into_namespace,
     merge_rows,
+    route_rows,
     take_rows,
 )
-from ebjr.routing import Router, check_threshold, get_router, teacher_mask
+from ebjr.routing import Router, check_threshold, get_router
 from ebjr.scores import softmax
 
 __all__ = ["JointModel", "JointPrediction"]
@@ -112,6 +113,9 @@ class JointModel:
         self.student: Adapter = as_adapter(student)
         self.teacher: Adapter | None = None if teacher is None else as_adapter(teacher)
         self.router: Router = get_router(router)
+        if self.router.scores_kind != "logits":
+            raise InputError(f"the {self.router.name!r} router scores {self.router.scores_kind}; "
+                             "a JointModel routes on logits (JointDetector routes detections)")
         if getattr(self.router, "requires_fit", False) and not getattr(
             self.router, "is_fitted", False
         ):
@@ -202,8 +206,7 @@ class JointModel:
                 s_logits, log_probs=self.student.returns_log_probs
             )
         scores = self.router.score(s_logits, validate=False)
-        to_teacher = teacher_mask(scores, threshold)
-        routed = xp.nonzero(to_teacher)[0]
+        to_teacher, routed = route_rows(xp, scores, threshold)
         t2 = time.perf_counter()
         return RoutedBatch(
             batch,

@@ -62,6 +62,9 @@ class Router:
     """
 
     name: ClassVar[str] = ""
+    #: what :meth:`score` takes: ``"logits"`` (an ``(n, C)`` matrix), or ``"detections"``
+    #: (one :class:`~ebjr.scores.detection.Detections` per image, :mod:`ebjr.routing.detection`)
+    scores_kind: ClassVar[str] = "logits"
     #: True when the score is meaningless on log-probabilities (the energy).
     needs_raw_logits: ClassVar[bool] = False
 
@@ -150,6 +153,7 @@ class Router:
 
 
 _REGISTRY: dict[str, type[Router] | str] = {}
+_KINDS: dict[str, str] = {}  # name -> what the router scores, known before a lazy import
 _R = TypeVar("_R", bound=type[Router])
 
 
@@ -161,24 +165,32 @@ def register_router(cls: _R) -> _R:
     if existing is not None and existing is not cls and not isinstance(existing, str):
         raise ValueError(f"a router named {cls.name!r} is already registered ({existing!r})")
     _REGISTRY[cls.name] = cls
+    _KINDS[cls.name] = cls.scores_kind
     return cls
 
 
-def register_lazy(name: str, target: str) -> None:
-    """Register a router whose module is imported only when it is first asked for."""
+def register_lazy(name: str, target: str, kind: str = "logits") -> None:
+    """Register a router whose module is imported only when it is first asked for;
+    ``kind`` is what it scores (its ``scores_kind``)."""
     _REGISTRY.setdefault(name, target)
+    _KINDS.setdefault(name, kind)
 
 
-def list_routers(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered routers matching a shell-style ``pattern``."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+def list_routers(pattern: str = "*", *, kind: str | None = "logits") -> list[str]:
+    """Sorted names of the registered routers matching a shell-style ``pattern`` that
+    score ``kind`` (``"logits"``, the default; ``"detections"``; ``None``: all)."""
+    return sorted(
+        n for n in _REGISTRY
+        if fnmatch.fnmatchcase(n, pattern) and (kind is None or _KINDS.get(n) == kind)
+    )
 
 
 def _resolve(name: str) -> type[Router]:
     entry = _REGISTRY.get(name)
     if entry is None:
         raise UnknownRouterError(
-            f"unknown router {name!r}; the registered routers are: {', '.join(list_routers())}"
+            f"unknown router {name!r}; the registered routers are: "
+            f"{', '.join(list_routers(kind=None))}"
         )
     if isinstance(entry, str):
         cls = _REGISTRY[name] = load_attr(entry)

@@ -175,3 +175,8 @@ class SpecializedRouter(Router):
 
 # a plug-in of the calibration layer: imported the first time "auto" is asked for
 register_lazy("auto", "ebjr.calibration.auto:AutoRouter")
+for _name, _cls in (("energy", "DetectionEnergyRouter"), ("energy_cls", "DetectionEnergyClsRouter"),
+                    ("mean_confidence", "MeanConfidenceRouter"),
+                    ("min_confidence", "MinConfidenceRouter"),
+                    ("mean_softmax", "MeanSoftmaxRouter")):
+    register_lazy(f"detection_{_name}", f"ebjr.routing.detection:{_cls}", kind="detections")
