@@ -9,7 +9,6 @@ detections, :func:`~ebjr.joint.functional.route_rows` splits the batch,
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +16,8 @@ import numpy as np
 
 from ebjr.exceptions import InputError
 from ebjr.joint.functional import route_rows, scatter_rows, take_rows
-from ebjr.routing import Router, check_threshold
+from ebjr.joint.knob import LiveThreshold
+from ebjr.routing import Router
 from ebjr.routing.detection import detection_router
 from ebjr.scores.detection import Detections
 
@@ -36,7 +36,7 @@ def joint_detections(
     return scatter_rows(np, list(student), routed, [teacher[int(i)] for i in routed])
 
 
-class JointDetector:
+class JointDetector(LiveThreshold):
     """Student detector on every image; images scored below the threshold go to the teacher.
 
     Args:
@@ -56,19 +56,7 @@ class JointDetector:
         params = {} if isinstance(router, Router) else {"empty": empty}
         self.router = detection_router(router, **params)
         self.student, self.teacher = student, teacher
-        self._threshold = check_threshold(threshold)
-        self._lock = threading.Lock()
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
-
-    def set_threshold(self, threshold: float) -> float:
-        """Change the threshold for every batch that starts from now on; returns the old one."""
-        t = check_threshold(threshold)
-        with self._lock:
-            old, self._threshold = self._threshold, t
-        return old
+        LiveThreshold.__init__(self, threshold)
 
     def predict(self, images: Any) -> tuple[list[Detections], np.ndarray]:
         """The joint detections and the mask of images the teacher answered."""

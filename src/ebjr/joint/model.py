@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,13 +32,11 @@ from ebjr.joint.functional import (
     route_rows,
     take_rows,
 )
+from ebjr.joint.knob import LiveThreshold
 from ebjr.routing import Router, check_threshold, get_router
 from ebjr.scores import softmax
 
 __all__ = ["JointModel", "JointPrediction"]
-
-log = logging.getLogger("ebjr.joint")
-
 
 @dataclass(frozen=True)
 class JointPrediction:
@@ -70,7 +66,7 @@ class JointPrediction:
         return np.where(to_numpy(self.to_teacher), "teacher", "student")
 
 
-class JointModel:
+class JointModel(LiveThreshold):
     """Student first; rows whose score is below the threshold go to the teacher.
 
     Args:
@@ -120,7 +116,7 @@ class JointModel:
             self.router, "is_fitted", False
         ):
             raise InputError("an 'auto' router must be fitted before it is used in a JointModel")
-        self._threshold = check_threshold(threshold)
+        LiveThreshold.__init__(self, threshold)
         self.class_map = None if class_map is None else np.asarray(class_map, dtype=np.int64)
         if self.class_map is not None and self.class_map.ndim != 1:
             raise InputError(f"class_map must be 1-d, got shape {self.class_map.shape}")
@@ -134,7 +130,6 @@ class JointModel:
         self.validate = validate
         self.profile = profile
         self._raw_logits_checked = False
-        self._lock = threading.Lock()
         self._counts = {
             "batches": 0,
             "rows": 0,
@@ -143,19 +138,6 @@ class JointModel:
             "teacher_calls": 0,
             "fallback_rows": 0,
         }
-
-    # ------------------------------------------------------------ the live knob
-    @property
-    def threshold(self) -> float:
-        return self._threshold
-
-    def set_threshold(self, threshold: float) -> float:
-        """Change the threshold for every batch that starts from now on; returns the old one."""
-        t = check_threshold(threshold)
-        with self._lock:
-            old, self._threshold = self._threshold, t
-        log.info("threshold changed from %r to %r", old, t)
-        return old
 
     def counts(self) -> dict[str, int]:
         """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
