@@ -23,6 +23,7 @@ import numpy as np
 from ebjr._utils.arrays import Array, namespace, to_numpy
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
+from ebjr.joint.counts import RoutingCounts
 from ebjr.joint.functional import (
     RoutedBatch,
     concat_rows,
@@ -130,26 +131,18 @@ class JointModel(LiveThreshold):
         self.validate = validate
         self.profile = profile
         self._raw_logits_checked = False
-        self._counts = {
-            "batches": 0,
-            "rows": 0,
-            "student_rows": 0,
-            "teacher_rows": 0,
-            "teacher_calls": 0,
-            "fallback_rows": 0,
-        }
+        self._counts = RoutingCounts()
 
     def counts(self) -> dict[str, int]:
         """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
         ``teacher_calls``, ``fallback_rows`` (routed rows the student answered because
         the teacher could not)."""
         with self._lock:
-            return dict(self._counts)
+            return self._counts.as_dict()
 
     def reset_counts(self) -> None:
         with self._lock:
-            for k in self._counts:
-                self._counts[k] = 0
+            self._counts.reset()
 
     # ------------------------------------------------------------ prediction
     def _to_teacher_space(self, xp: Any, pred: Array, probs: Array, c_teacher: int) -> tuple:
@@ -244,15 +237,7 @@ class JointModel(LiveThreshold):
         if self.profile:
             timings = {**p.timings, "teacher": teacher_s, "merge": time.perf_counter() - t3}
         with self._lock:
-            c = self._counts
-            c["batches"] += 1
-            c["rows"] += p.n
-            if t_logits is None and p.k:
-                c["fallback_rows"] += p.k
-                c["student_rows"] += p.n
-            else:
-                c["teacher_rows"] += p.k
-                c["student_rows"] += p.n - p.k
+            self._counts.answered(p.n, p.k, fell_back=t_logits is None)
         return JointPrediction(pred, probs, p.to_teacher, p.scores, p.threshold, timings)
 
     def predict(self, batch: Any) -> JointPrediction:
@@ -338,7 +323,7 @@ class JointModel(LiveThreshold):
             )
             out = self.teacher(chunk) if self.validate else self.teacher.forward(chunk)
             with self._lock:
-                self._counts["teacher_calls"] += 1
+                self._counts.teacher_calls += 1
             parts.append(into_namespace(out, xp, like))
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 

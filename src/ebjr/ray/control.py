@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ebjr.joint.counts import RoutingCounts
 from ebjr.routing.base import check_threshold
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 
@@ -50,14 +51,7 @@ class RoutingControl:
         )
         self.teacher_queued = 0  # rows routed by any student replica, not yet answered
         self._metrics = metrics
-        self._counts = {
-            "batches": 0,
-            "rows": 0,
-            "student_rows": 0,
-            "teacher_rows": 0,
-            "teacher_calls": 0,
-            "fallback_rows": 0,
-        }
+        self._counts = RoutingCounts()
         self._record()
 
     def _record(self) -> None:
@@ -87,15 +81,9 @@ class RoutingControl:
     def finished(self, rows: int, to_teacher: int, fell_back: bool) -> None:
         """The batch is answered: its routed rows left the teacher queue."""
         self.teacher_queued = max(0, self.teacher_queued - int(to_teacher))
-        c = self._counts
-        c["batches"] += 1
-        c["rows"] += int(rows)
-        c["student_rows"] += int(rows) - (0 if fell_back else int(to_teacher))
-        if fell_back:
-            c["fallback_rows"] += int(to_teacher)
-        elif to_teacher:
-            c["teacher_rows"] += int(to_teacher)
-            c["teacher_calls"] += 1
+        self._counts.answered(rows, to_teacher, fell_back=fell_back)
+        if to_teacher and not fell_back:
+            self._counts.teacher_calls += 1
         self._record()
 
     # ------------------------------------------------------------ the HTTP layer
@@ -117,7 +105,7 @@ class RoutingControl:
         }
 
     def counts(self) -> dict[str, int]:
-        return dict(self._counts)
+        return self._counts.as_dict()
 
     def queue_rows(self) -> dict[str, int]:
         return {"teacher": self.teacher_queued}
