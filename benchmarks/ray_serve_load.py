@@ -59,35 +59,6 @@ def encode(images: np.ndarray, rows: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int) -> dict:
-    """Throughput in images/s, latency per request, teacher share and accuracy over images."""
-    ok = [(lat, json.loads(body), i) for i, (status, lat, body) in enumerate(results)
-          if status == 200]
-    lat = np.array([r[0] for r in ok])
-    right = routed = images = 0
-    for _, payload, i in ok:
-        outs = {o["name"]: o["data"] for o in payload["outputs"]}
-        want = labels[i * rows : (i + 1) * rows]
-        if "predictions" in outs:
-            pred = np.asarray(outs["predictions"])
-            routed += sum(a != "student" for a in outs["answered_by"])
-        else:
-            pred = np.asarray(outs["logits"]).reshape(rows, -1).argmax(1)
-            routed += rows
-        right += int((pred == want).sum())
-        images += rows
-    return {
-        "requests": len(results),
-        "throughput_ips": images / elapsed,
-        "throughput_rps": len(ok) / elapsed,
-        "p50_ms": 1e3 * float(np.median(lat)) if len(lat) else None,
-        "p99_ms": 1e3 * float(np.quantile(lat, 0.99)) if len(lat) else None,
-        "teacher_share": routed / max(1, images),
-        "accuracy": right / images if len(ok) == len(results) else None,
-        "lost": sum(1 for s, _, _ in results if s is None),
-    }
-
-
 def _ray_processes() -> dict:
     """Ray's worker processes on this machine by role (proxy, ingress, student, ...)."""
     import psutil
@@ -128,7 +99,7 @@ def timed(port: int, requests, labels, rows: int, concurrency: int, repeats: int
     runs = []
     for _ in range(repeats):
         results, elapsed = asyncio.run(serve_load.closed_loop(port, requests, concurrency))
-        runs.append(summarise(results, elapsed, labels, rows))
+        runs.append(serve_load.summarise(results, elapsed, labels, rows))
     med = sorted(runs, key=lambda r: r["throughput_ips"])[len(runs) // 2]
     out = {**med, "throughput_runs": [r["throughput_ips"] for r in runs]}
     if ray_cpu:

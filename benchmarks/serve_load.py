@@ -245,28 +245,32 @@ class Server:
             self.proc.kill()
 
 
-def summarise(results: list, elapsed: float, labels: np.ndarray) -> dict:
-    ok = [(lat, json.loads(body)) for status, lat, body in results if status == 200]
+def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int = 1) -> dict:
+    """Throughput (requests/s and images/s), latency per request, teacher share and
+    accuracy over images (request ``i`` carries images ``i * rows`` to ``(i + 1) * rows``)."""
+    ok = [(lat, json.loads(body), i) for i, (status, lat, body) in enumerate(results)
+          if status == 200]
     lat = np.array([r[0] for r in ok])
-    preds, routed = [], 0
-    for _, payload in ok:
-        outs = {o["name"]: o for o in payload["outputs"]}
+    right = routed = images = 0
+    for _, payload, i in ok:
+        outs = {o["name"]: o["data"] for o in payload["outputs"]}
+        want = labels[i * rows : (i + 1) * rows]
         if "predictions" in outs:
-            preds.append(outs["predictions"]["data"][0])
-            routed += outs["answered_by"]["data"][0] != "student"
-        else:
-            preds.append(int(np.argmax(outs["logits"]["data"])))
-            routed += 1
-    acc = (
-        float(np.mean(np.array(preds) == labels[: len(preds)])) if len(ok) == len(results) else None
-    )
+            pred = np.asarray(outs["predictions"])
+            routed += sum(a != "student" for a in outs["answered_by"])
+        else:  # a model served alone: every image is the teacher's
+            pred = np.asarray(outs["logits"]).reshape(rows, -1).argmax(1)
+            routed += rows
+        right += int((pred == want).sum())
+        images += rows
     return {
         "requests": len(results),
         "throughput_rps": len(ok) / elapsed,
+        "throughput_ips": images / elapsed,
         "p50_ms": 1e3 * float(np.median(lat)) if len(lat) else None,
         "p99_ms": 1e3 * float(np.quantile(lat, 0.99)) if len(lat) else None,
-        "teacher_share": routed / max(1, len(ok)),
-        "accuracy": acc,
+        "teacher_share": routed / max(1, images),
+        "accuracy": right / images if images and len(ok) == len(results) else None,
         "served": len(ok),
         "shed": sum(1 for s, _, _ in results if s in (429, 503)),
         "lost": sum(1 for s, _, _ in results if s is None),
