@@ -257,3 +257,38 @@ def test_outputs_are_checked_once_and_the_log_probability_test_runs_once(monkeyp
         JointModel(known, lambda x: x, "energy", 0.0).predict(rng.normal(size=(1, 3)))
     # routers that do not need raw logits take them
     JointModel(known, lambda x: x, "softmax", 0.5).predict(rng.normal(size=(4, 3)))
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+@pytest.mark.parametrize("teacher_dtype", ["same", "float64"])
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_merged_answers_equal_each_models_own_softmax_and_argmax(namespace, teacher_dtype, share):
+    """Both merges (logits first when the label space and dtype agree, probabilities
+    otherwise) give, row by row, the answering model's own argmax and softmax."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 5)).astype(np.float32) * 3
+    w_s, w_t = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+
+    def model(w, dtype):
+        def f(batch):
+            out = np.asarray(batch, np.float64) @ w
+            out = out.astype(dtype)
+            return torch.from_numpy(out) if namespace == "torch" else out
+        return f
+
+    t_dtype = np.float32 if teacher_dtype == "same" else np.float64
+    s_logits = np.asarray(x, np.float64) @ w_s
+    scores = get_router("softmax").score(s_logits.astype(np.float32))
+    threshold = np.inf if share == 1.0 else float(np.quantile(scores, share)) if share else -np.inf
+    joint = JointModel(model(w_s, np.float32), model(w_t, t_dtype), "softmax", threshold)
+    out = joint.predict(torch.from_numpy(x) if namespace == "torch" else x)
+    mask = np.asarray(out.to_teacher)
+    assert mask.mean() == pytest.approx(share, abs=0.03)
+    want_logits = np.where(mask[:, None], (np.asarray(x, np.float64) @ w_t).astype(t_dtype),
+                           s_logits.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(out.predictions), want_logits.argmax(1))
+    np.testing.assert_allclose(np.asarray(out.probabilities),
+                               softmax(want_logits.astype(np.float64), axis=1), atol=2e-6)
+    assert np.asarray(out.probabilities).dtype == np.float32

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import scipy.special
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ebjr import routing as routers
 from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
@@ -106,3 +108,26 @@ def test_register_rejects_duplicates():
 
 def test_list_routers_wildcard():
     assert list_routers("*max*") == ["maxlogit", "softmax"]
+
+
+@given(
+    values=st.lists(st.one_of(st.floats(allow_nan=False, width=32), st.just(-np.inf)),
+                    min_size=1, max_size=30),
+    threshold=st.one_of(st.floats(allow_nan=False), st.sampled_from([np.inf, -np.inf, -1e300, 1e300, 3.5e38, -3.5e38])),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    as_torch=st.booleans(),
+)
+def test_teacher_mask_is_below_the_threshold_or_minus_infinity(values, threshold, dtype, as_torch):
+    """The one-comparison mask equals its definition, on both namespaces and float widths."""
+    from ebjr.routing import teacher_mask
+
+    s = np.asarray(values, dtype=dtype)
+    s = s[np.isfinite(s) | (s == -np.inf)]  # scores are finite or -inf
+    if s.size == 0:
+        return
+    a = torch.from_numpy(s) if as_torch else s
+    with np.errstate(over="ignore"):  # a float32 compare with 1e300 overflows in the cast
+        want = (a < threshold) | (a == -np.inf)  # the definition, in the namespace's compare
+    np.testing.assert_array_equal(np.asarray(teacher_mask(a, threshold)), np.asarray(want))
+    ints = teacher_mask(np.array([3, 1, 2]), 2)  # a custom router's integer scores
+    np.testing.assert_array_equal(ints, [False, True, False])

@@ -31,6 +31,7 @@ from ebjr.joint.functional import (
     into_namespace,
     merge_rows,
     route_rows,
+    scatter_rows,
     take_rows,
 )
 from ebjr.joint.knob import LiveThreshold
@@ -218,21 +219,27 @@ class JointModel(LiveThreshold):
                 f"the student has {s_logits.shape[1]} classes and the teacher "
                 f"{t_logits.shape[1]}; pass class_map to map the student's into the teacher's"
             )
-        if t_logits is not None:
-            c_teacher = int(t_logits.shape[1])
-        elif self.class_map is not None:
-            c_teacher = int(self.class_map.max()) + 1
+        if t_logits is not None and self.class_map is None and t_logits.dtype == s_logits.dtype:
+            # one label space and one dtype: merge the logits, then one softmax and one argmax
+            answer = t_logits if p.k == p.n else scatter_rows(xp, s_logits, p.routed, t_logits)
+            pred, probs = xp.argmax(answer, axis=1), softmax(answer, validate=False)
         else:
-            c_teacher = int(s_logits.shape[1])
-        s_probs = softmax(s_logits, validate=False)
-        pred, probs = self._to_teacher_space(xp, xp.argmax(s_logits, axis=1), s_probs, c_teacher)
-        if t_logits is not None:
-            if probs.shape[1] != t_logits.shape[1]:
-                raise InputError(
-                    f"class_map maps the student into {probs.shape[1]} classes but the teacher "
-                    f"has {t_logits.shape[1]}"
-                )
-            pred, probs = merge_rows(xp, pred, probs, p.routed, t_logits)
+            if t_logits is not None:
+                c_teacher = int(t_logits.shape[1])
+            elif self.class_map is not None:
+                c_teacher = int(self.class_map.max()) + 1
+            else:
+                c_teacher = int(s_logits.shape[1])
+            s_probs = softmax(s_logits, validate=False)
+            pred, probs = self._to_teacher_space(
+                xp, xp.argmax(s_logits, axis=1), s_probs, c_teacher)
+            if t_logits is not None:
+                if probs.shape[1] != t_logits.shape[1]:
+                    raise InputError(
+                        f"class_map maps the student into {probs.shape[1]} classes but the "
+                        f"teacher has {t_logits.shape[1]}"
+                    )
+                pred, probs = merge_rows(xp, pred, probs, p.routed, t_logits)
         timings = {}
         if self.profile:
             timings = {**p.timings, "teacher": teacher_s, "merge": time.perf_counter() - t3}

@@ -15,7 +15,7 @@ import fnmatch
 import math
 from typing import Any, ClassVar, TypeVar
 
-from ebjr._utils.arrays import Array, check_logits
+from ebjr._utils.arrays import Array, check_logits, namespace
 from ebjr._utils.lazy import load_attr
 from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
 from ebjr.scores import classification as scores
@@ -50,8 +50,17 @@ def check_threshold(threshold: Any) -> float:
 
 
 def teacher_mask(scores: Array, threshold: float) -> Array:
-    """``True`` where a row goes to the teacher: ``score < threshold`` or ``score == -inf``."""
-    return (scores < threshold) | (scores == -math.inf)
+    """``True`` where a row goes to the teacher: ``score < threshold`` or ``score == -inf``.
+
+    One comparison: below the lowest finite value of the scores' dtype only
+    ``-inf`` lies, so a threshold under it is raised to it (and one above the
+    largest is ``+inf``: no threshold overflows the scores' dtype).
+    """
+    xp = namespace(scores)
+    if not xp.isdtype(scores.dtype, "real floating"):  # e.g. a custom router's integer scores
+        return (scores < threshold) | (scores == -math.inf)
+    top, t = float(xp.finfo(scores.dtype).max), float(threshold)
+    return scores < (-top if t < -top else math.inf if t > top else t)
 
 
 class Router:

@@ -73,7 +73,11 @@ class EnergyRouter(Router):
         return {"temperature": float(self.temperature)}
 
     def _score(self, logits: Array) -> Array:
-        return -scores.free_energy(logits, self.temperature, validate=False)
+        # -F = T * logsumexp(logits / T), written without the two negations (the hot path)
+        t = float(self.temperature)
+        if t == 1.0:
+            return scores.logsumexp(logits, validate=False)
+        return t * scores.logsumexp(logits / t, validate=False)
 
 
 SoftmaxRouter = _simple(
