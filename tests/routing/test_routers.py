@@ -113,7 +113,8 @@ def test_list_routers_wildcard():
 @given(
     values=st.lists(st.one_of(st.floats(allow_nan=False, width=32), st.just(-np.inf)),
                     min_size=1, max_size=30),
-    threshold=st.one_of(st.floats(allow_nan=False), st.sampled_from([np.inf, -np.inf, -1e300, 1e300, 3.5e38, -3.5e38])),
+    threshold=st.one_of(st.floats(allow_nan=False),
+                        st.sampled_from([np.inf, -np.inf, -1e300, 1e300, 3.5e38, -3.5e38])),
     dtype=st.sampled_from([np.float32, np.float64]),
     as_torch=st.booleans(),
 )
