@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_torch_array
 
 from ebjr._utils.arrays import Array, namespace, to_numpy
 from ebjr.exceptions import InputError
@@ -115,6 +116,8 @@ def scatter_rows(xp: Any, base: Any, index: Any, values: Any) -> Any:
         for i, v in zip(idx, values, strict=True):
             out_list[int(i)] = v
         return out_list
+    if is_torch_array(base) and is_torch_array(values) and values.dtype == base.dtype:
+        return base.index_put((index,), values)  # copy and write in one call (hot path)
     out = xp.asarray(base, copy=True)
     if values.dtype != out.dtype:
         values = xp.astype(values, out.dtype)
