@@ -282,7 +282,8 @@ def read_inputs(
         return ds, "", n
     if kind == "parquet":
         name = str(source.column or "data")
-        ds = ray.data.read_parquet(str(p), columns=[name]).map_batches(
+        # select_columns right after the read: Ray pushes the projection into the reader
+        ds = ray.data.read_parquet(str(p)).select_columns([name]).map_batches(
             functools.partial(_parquet_rows, column=name, dtype=source.dtype.name),
             batch_format="numpy",
         )
