@@ -40,6 +40,7 @@ from ebjr.scores import softmax
 
 __all__ = ["JointModel", "JointPrediction"]
 
+
 @dataclass(frozen=True)
 class JointPrediction:
     """The joint model's answer for one batch.
