@@ -130,3 +130,15 @@ def test_the_help_lists_every_flag_with_its_default(capsys):
     for name in ON_THE_COMMAND_LINE:
         assert f"--{name.replace('_', '-')}" in out, name
     assert "(default: 64)" in out and "--ray" in out
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("pydantic_settings")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delitem(sys.modules, "ebjr.serve.settings", raising=False)
+    monkeypatch.setitem(sys.modules, "pydantic_settings", None)  # import fails
+    assert main(["serve", "b.json", "--port", "9000"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'ebjr[serve]'" in err and "pydantic_settings" in err
