@@ -19,6 +19,7 @@ from array_api_compat import is_torch_array
 
 from ebjr._utils.arrays import Array, namespace, to_numpy
 from ebjr.exceptions import InputError
+from ebjr.routing.base import teacher_mask
 
 __all__ = [
     "RoutedBatch",
@@ -99,8 +100,6 @@ def into_namespace(x: Array, xp: Any, like: Array) -> Array:
 def route_rows(xp: Any, scores: Array, threshold: float) -> tuple[Array, Array]:
     """The routing of one batch: the mask of rows for the teacher (``score < threshold`` or
     ``-inf``) and their indices, in the scores' namespace."""
-    from ebjr.routing import teacher_mask
-
     to_teacher = teacher_mask(scores, threshold)
     return to_teacher, xp.nonzero(to_teacher)[0]
 

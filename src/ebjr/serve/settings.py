@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource, SettingsConfigDict
 
 from ebjr.exceptions import InputError
@@ -41,6 +41,17 @@ FLAG_ALIASES = {
     "teacher-timeout-s": "teacher-timeout",
     "allow-factories": "allow-factory",
 }
+
+
+def _not_a_bool(v: Any) -> Any:  # True is an int to Python, never a row count or a port
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return v
+
+
+#: an integer setting: what pydantic accepts as ``int``, except booleans
+Integer = Annotated[int, BeforeValidator(_not_a_bool)]
+
 
 class ServeSettings(BaseSettings):
     """Settings of the inference service; see each field's description (``ebjr serve --help``).
@@ -68,24 +79,24 @@ class ServeSettings(BaseSettings):
     model_name: str | None = Field(
         None, description="name under /v2/models/; none: the bundle's stem, or the role")
     host: str = Field("127.0.0.1", description="address to bind")
-    port: int = Field(8000, ge=0, le=65535, description="port")
+    port: Integer = Field(8000, ge=0, le=65535, description="port")
     admin_token: str | None = Field(
         None, repr=False, description="bearer token that threshold writes require (also "
         "$EBJR_ADMIN_TOKEN); none: writes are refused")
-    max_batch_size: int = Field(
+    max_batch_size: Integer = Field(
         64, gt=0, description="student batch rows: a batch starts when it has this many rows...")
     max_wait_ms: float = Field(
         2.0, ge=0, description="... or its first request has waited this long (ms)")
-    teacher_max_batch_size: int = Field(
+    teacher_max_batch_size: Integer = Field(
         64, gt=0, description="teacher batch rows (routed rows coalesce again across batches)")
     teacher_max_wait_ms: float = Field(
         2.0, ge=0, description="longest routed rows wait for a teacher batch (ms)")
-    max_queue_rows: int = Field(
+    max_queue_rows: Integer = Field(
         4096, gt=0, description="rows that may wait for the student; beyond: 429 + Retry-After")
-    teacher_max_queue_rows: int = Field(
+    teacher_max_queue_rows: Integer = Field(
         4096, gt=0, description="routed rows that may wait for the teacher; beyond: the fallback")
-    max_request_rows: int = Field(1024, gt=0, description="rows per request (413 beyond)")
-    max_body_bytes: int = Field(
+    max_request_rows: Integer = Field(1024, gt=0, description="rows per request (413 beyond)")
+    max_body_bytes: Integer = Field(
         16 * 1024 * 1024, gt=0, description="request body limit in bytes (413 beyond)")
     request_timeout_s: float = Field(
         30.0, gt=0, description="longest a request may wait for its answer before 503 (s)")
@@ -99,7 +110,7 @@ class ServeSettings(BaseSettings):
         "(the bundle's teacher is then not loaded)")
     teacher_timeout_s: float = Field(
         5.0, gt=0, description="remote teacher: timeout per attempt (s)")
-    teacher_retries: int = Field(1, ge=0, description="remote teacher: retries after the first")
+    teacher_retries: Integer = Field(1, ge=0, description="remote teacher: retries after the first")
     teacher_input_name: str = Field("input", description="remote teacher: input tensor name")
     teacher_output_name: str | None = Field(
         None, description="remote teacher: output tensor name; none: its first output")
@@ -117,7 +128,7 @@ class ServeSettings(BaseSettings):
     input_shape: tuple[int, ...] | None = Field(
         None, description="per-row input shape, checked before batching, e.g. 3,32,32; "
         "none: the bundle's input record")
-    torch_threads: int | None = Field(
+    torch_threads: Integer | None = Field(
         None, gt=0, description="torch intra-op threads; none: torch's, one per core (1 "
         "suits a joint server on a small CPU)")
     allow_factories: list[str] = Field(
@@ -131,15 +142,6 @@ class ServeSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise InputError(_explain(exc)) from None
-
-    @field_validator("port", "max_batch_size", "teacher_max_batch_size", "max_queue_rows",
-                     "teacher_max_queue_rows", "max_request_rows", "max_body_bytes",
-                     "teacher_retries", "torch_threads", mode="before")
-    @classmethod
-    def _not_a_bool(cls, v: Any) -> Any:  # True is an int to Python, never a row count
-        if isinstance(v, bool):
-            raise ValueError(f"expected an integer, got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeSettings:
