@@ -81,7 +81,7 @@ def build_bundles(folder: Path, routers: list[str], max_drop: float) -> dict[str
             teacher_cost=2.88e8,
             cost_unit="FLOPs",
         )
-        res.bundle.extra["input"] = {
+        res.bundle.input = {
             "shape": [32, 32, 3],
             "datatype": "UINT8",
             "description": "CIFAR RGB pixels, 0-255",

@@ -43,7 +43,7 @@ def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
         s, t, t.argmax(1), MaxTeacherFraction(threshold_share), router="energy",
         student_cost=7.1e3, teacher_cost=9.7e5, cost_unit="FLOPs",
     )
-    result.bundle.extra["input"] = {"shape": list(ROW_SHAPE), "datatype": "FP32"}
+    result.bundle.input = {"shape": list(ROW_SHAPE), "datatype": "FP32"}
     joint = JointModel(student, teacher, result.router, result.selection.threshold)
     return persist.save(joint, folder / "small.json", result.bundle)
 
@@ -109,7 +109,7 @@ def make_slow_teacher_bundle(folder: Path) -> Path:
 
 
 def make_faulty_bundle(folder: Path) -> Path:
-    """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:*``)."""
+    """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:faulty_student``)."""
     import torch
 
     from ebjr.adapters.torch_module import TorchAdapter
@@ -123,7 +123,7 @@ def make_faulty_bundle(folder: Path) -> Path:
     bundle = RoutingBundle(router={"name": "energy", "params": {}}, threshold=2.3,
                            costs={"student": 1.0, "teacher": 10.0, "unit": ""},
                            target={"kind": "manual"}, calibration={},
-                           extra={"input": {"shape": list(ROW_SHAPE), "datatype": "FP32"}})
+                           input={"shape": list(ROW_SHAPE), "datatype": "FP32"})
     joint = JointModel(student, teacher, "energy", 2.3)
     return persist.save(joint, folder / "faulty.json", bundle)
 

@@ -40,6 +40,7 @@ from ebjr.scores import (
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.adapters.base import as_adapter
+    from ebjr.adapters.builders import list_builders, model_builder
     from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
     from ebjr.bundle.outputs import load_outputs
     from ebjr.bundle.persist import load, save
@@ -100,6 +101,8 @@ _LAZY = {
     "JointModel": "ebjr.joint.model",
     "JointPrediction": "ebjr.joint.model",
     "save": "ebjr.bundle.persist",
+    "model_builder": "ebjr.adapters.builders",
+    "list_builders": "ebjr.adapters.builders",
     "load": "ebjr.bundle.persist",
     "as_adapter": "ebjr.adapters.base",
     "count_flops": "ebjr.joint.cost",

@@ -81,7 +81,7 @@ def test_ebjr_plan_json_plot_and_measure(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert png.stat().st_size > 10_000
     assert out["teacher_only_replicas"] == math.ceil(800 * 0.01 / 0.7)
-    curve = read_bundle(bundle).extra["curve"]
+    curve = read_bundle(bundle).curve
     for p in out["points"]:
         assert p["teacher_fraction"] in curve["teacher_fraction"]
         assert p["teacher_replicas"] == math.ceil(800 * p["teacher_fraction"] * 0.01 / 0.7 - 1e-9)

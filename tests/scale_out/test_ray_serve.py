@@ -221,7 +221,7 @@ def slow_url(url, tmp_path_factory):
     bundle = make_slow_teacher_bundle(tmp_path_factory.mktemp("slow"))
     quarter = {"ray_actor_options": {"num_cpus": 0.25}}  # beside "small"'s 1.5 of 2 CPUs
     serve.run(build_app(bundle, student=quarter, teacher=quarter, max_wait_ms=5.0,
-                        allow_factories=["serve_support:*"]),
+                        allow_factories=["serve_support:slow_teacher"]),
               name="slow", route_prefix="/slow")
     yield f"{url}/slow"
     serve.delete("slow")

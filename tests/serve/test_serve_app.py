@@ -290,7 +290,7 @@ def test_a_model_fault_is_a_502_naming_the_model(tmp_path, value, message):
     """Large FP32 inputs are valid FP32, but this student's logits overflow to NaN; or the
     student raises: the model's fault, not the caller's."""
     path = make_faulty_bundle(tmp_path)
-    settings = ServeSettings(bundle=path, allow_factories=["serve_support:*"])
+    settings = ServeSettings(bundle=path, allow_factories=["serve_support:faulty_student"])
     with TestClient(create_app(settings)) as c:
         r = c.post("/v2/models/faulty/infer", json={"inputs": [{
             "name": "input", "shape": [1, 8, 8], "datatype": "FP32", "data": [value] * 64}]})

@@ -47,7 +47,8 @@ ON_THE_COMMAND_LINE = {
     "load_min_threshold": ("-3", -3.0),
     "input_shape": ("3,32,32", (3, 32, 32)),
     "torch_threads": ("1", 1),
-    "allow_factories": ("mypkg:*", ["mypkg:*"]),
+    "allow_factories": ("mypkg:net", ["mypkg:net"]),
+    "allow_torchscript": (None, True),  # a flag without a value
     "log_level": ("debug", "debug"),
 }
 
@@ -61,7 +62,7 @@ def parse(argv):
 def test_every_setting_has_a_flag():
     assert set(ON_THE_COMMAND_LINE) | {"bundle"} == set(ServeSettings.model_fields)
     for name, (typed, value) in ON_THE_COMMAND_LINE.items():
-        argv = ["b.json", f"--{name.replace('_', '-')}", typed]
+        argv = ["b.json", f"--{name.replace('_', '-')}", *([] if typed is None else [typed])]
         if name == "remote_teacher" or name.startswith("load_"):  # need role joint
             argv += ["--role", "joint"]
         if name in ("load_mode", "load_budget", "load_min_threshold"):
@@ -74,10 +75,10 @@ def test_every_setting_has_a_flag():
 
 def test_the_old_flag_names_still_work():
     s = parse(["b.json", "--request-timeout", "3", "--header-timeout", "4", "--body-timeout",
-               "5", "--teacher-timeout", "6", "--allow-factory", "a:*", "--allow-factory", "b:*"])
+               "5", "--teacher-timeout", "6", "--allow-factory", "a:f", "--allow-factory", "b:g"])
     assert (s.request_timeout_s, s.header_timeout_s, s.body_timeout_s, s.teacher_timeout_s) == (
         3.0, 4.0, 5.0, 6.0)
-    assert s.allow_factories == ["a:*", "b:*"]
+    assert s.allow_factories == ["a:f", "b:g"]
     assert set(FLAG_ALIASES) <= {n.replace("_", "-") for n in ServeSettings.model_fields}
 
 

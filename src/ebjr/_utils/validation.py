@@ -10,7 +10,7 @@ import numpy as np
 from ebjr._utils.arrays import Array, check_logits, to_numpy
 from ebjr.exceptions import InputError
 
-__all__ = ["check_cost", "check_labels", "check_pair", "check_probability"]
+__all__ = ["check_cost", "check_int", "check_labels", "check_pair", "check_probability"]
 
 
 def check_pair(student_logits: Array, teacher_logits: Array) -> tuple[Array, Array]:
@@ -77,3 +77,12 @@ def check_probability(value: Any, name: str, *, open_low: bool = False) -> float
         lo = "(0" if open_low else "[0"
         raise InputError(f"{name} must lie in {lo}, 1], got {value!r}")
     return v
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    """A whole number in ``[low, high]`` (booleans refused: ``True`` is no size)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+    if not low <= int(value) <= high:
+        raise InputError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return int(value)

@@ -39,8 +39,16 @@ class ModelFiles(Protocol):
         """The model file that ``ref`` names, checked against its SHA-256."""
         ...
 
+    def external(self, name: str, sha256: str) -> Path:
+        """A further file beside the model (e.g. ONNX external weights), checked likewise."""
+        ...
+
     def factory(self, spec: Any) -> Callable[..., Any]:
-        """The factory ``spec`` names, if the caller trusts it."""
+        """The model builder ``spec`` names, if it is registered or the caller trusts it."""
+        ...
+
+    def check_torchscript(self) -> None:
+        """Raise :class:`BundleError` unless the caller allows TorchScript (a program)."""
         ...
 
 
@@ -160,8 +168,19 @@ _REFERENCES: dict[str, type[Adapter] | str] = {
 }
 
 
-def register_reference(kind: str, cls: type[Adapter]) -> None:
-    """Let bundles name ``kind``: ``cls.from_reference`` re-loads such a reference."""
+def register_reference(kind: str, cls: type[Adapter], schema: Any = None) -> None:
+    """Let bundles name ``kind``: ``cls.from_reference`` re-loads such a reference.
+
+    Args:
+        schema: the reference's fields, a subclass of
+            :class:`ebjr.adapters.references.Reference` (default: ``kind`` and nothing
+            else), checked before anything is built.
+    """
+    from ebjr.adapters.references import SCHEMAS, Reference
+
+    if kind in _REFERENCES:
+        raise InputError(f"the model kind {kind!r} is registered already")
+    SCHEMAS[kind] = schema or Reference
     _REFERENCES[kind] = cls
 
 

@@ -12,7 +12,7 @@ from ebjr._utils.arrays import Array, to_numpy
 from ebjr.adapters.base import Adapter, ModelFiles
 from ebjr.exceptions import BundleError, InputError, missing_dependency
 
-__all__ = ["OnnxAdapter"]
+__all__ = ["OnnxAdapter", "external_data_files"]
 
 
 class OnnxAdapter(Adapter):
@@ -102,7 +102,18 @@ class OnnxAdapter(Adapter):
 
     @classmethod
     def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> OnnxAdapter:
-        return cls(str(files.file(ref)))
+        path = files.file(ref)
+        listed = ref.get("external_data") or {}
+        for location in external_data_files(path):
+            if location not in listed:
+                raise BundleError(
+                    f"the {files.role}'s ONNX model {str(path)!r} reads weights from "
+                    f"{location!r}, which the bundle does not list with its SHA-256 "
+                    "(models.{role}.external_data); save the model again with ebjr.save, "
+                    "which stores it as one file".replace("{role}", files.role)
+                )
+            files.external(location, listed[location])
+        return cls(str(path))
 
     def __repr__(self) -> str:
         return f"OnnxAdapter({self.path or 'session'})"
@@ -125,3 +136,38 @@ def _copy_onnx(src: Path, dest: Path) -> None:
             f"the ONNX model {str(src)!r} is too large for one file ({exc}); save it with a "
             "factory or TorchScript instead"
         ) from exc
+
+
+def external_data_files(path: Path) -> list[str]:
+    """The files an ONNX model reads its weights from besides itself (read without them).
+
+    Raises:
+        BundleError: a location that is not a plain file name beside the model.
+    """
+    try:
+        import onnx
+        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    except ImportError as exc:
+        raise missing_dependency("onnx", "onnx", "Checking an ONNX model of a bundle") from exc
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's own decode errors
+        raise BundleError(f"{str(path)!r} is not an ONNX model: {exc}") from exc
+    found: list[str] = []
+    graphs = [model.graph, *(f for f in model.functions)]
+    while graphs:
+        g = graphs.pop()
+        tensors = list(getattr(g, "initializer", []))
+        for node in g.node:
+            for attr in node.attribute:
+                tensors += [attr.t, *attr.tensors] if attr.HasField("t") else list(attr.tensors)
+                graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        for t in tensors:
+            if uses_external_data(t):
+                location = ExternalDataInfo(t).location
+                if Path(location).name != location or location in ("", ".", ".."):
+                    raise BundleError(f"the ONNX model {str(path)!r} reads weights from "
+                                      f"{location!r}, outside its folder")
+                if location not in found:
+                    found.append(location)
+    return found

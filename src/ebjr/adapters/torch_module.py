@@ -133,17 +133,26 @@ class TorchAdapter(Adapter):
         torch = _torch()
         f = files.file(ref)
         if ref["kind"] == "torchscript":
+            files.check_torchscript()
             return cls(torch.jit.load(str(f), map_location="cpu"), device=files.device)
-        build = files.factory(ref.get("factory"))
-        kwargs = ref.get("kwargs") or {}
-        module = build(**kwargs)
-        try:
+        from ebjr.adapters.builders import call_builder
+
+        build = files.factory(ref["factory"])  # a registered or explicitly allowed builder
+        try:  # the weights are read (as data only) before any builder runs
             state = torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
             raise BundleError(
                 f"the {files.role}'s weights file {str(f)!r} is not a plain state dict of tensors "
                 f"(ebjr never unpickles other objects): {str(exc).splitlines()[0]}"
             ) from exc
+        if not isinstance(state, dict):
+            raise BundleError(f"the {files.role}'s weights file {str(f)!r} holds a "
+                              f"{type(state).__name__}, not a state dict")
+        kwargs = ref.get("kwargs") or {}
+        module = call_builder(build, kwargs, ref["factory"], files.role)
+        if not isinstance(module, torch.nn.Module):
+            raise BundleError(f"the {files.role}'s factory {ref['factory']!r} returned a "
+                              f"{type(module).__name__}, not a torch module")
         try:
             module.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, AttributeError) as exc:

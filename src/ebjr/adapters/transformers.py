@@ -67,7 +67,13 @@ class TransformersAdapter(Adapter):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, task: str = "sequence-classification", **kwargs: Any
+        cls,
+        name_or_path: str,
+        task: str = "sequence-classification",
+        *,
+        trust_remote_code: bool = False,
+        use_safetensors: bool | None = None,
+        **kwargs: Any,
     ) -> TransformersAdapter:
         """Load a model and its preprocessor from the hub or a local directory.
 
@@ -75,15 +81,20 @@ class TransformersAdapter(Adapter):
             name_or_path: a hub id (``"textattack/bert-base-uncased-SST-2"``)
                 or a local directory saved with ``save_pretrained``.
             task: ``"sequence-classification"`` or ``"image-classification"``.
+            trust_remote_code: run model code from the hub (off; a bundle never does).
+            use_safetensors: ``True`` refuses pickled weights (what a bundle asks).
             **kwargs: passed to :class:`TransformersAdapter`.
         """
+        load = {"trust_remote_code": trust_remote_code, "use_safetensors": use_safetensors}
         tf = _transformers()
         if task == "sequence-classification":
-            model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path)
-            pre = tf.AutoTokenizer.from_pretrained(name_or_path)
+            model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path, **load)
+            pre = tf.AutoTokenizer.from_pretrained(name_or_path,
+                                                   trust_remote_code=trust_remote_code)
         elif task == "image-classification":
-            model = tf.AutoModelForImageClassification.from_pretrained(name_or_path)
-            pre = tf.AutoImageProcessor.from_pretrained(name_or_path)
+            model = tf.AutoModelForImageClassification.from_pretrained(name_or_path, **load)
+            pre = tf.AutoImageProcessor.from_pretrained(name_or_path,
+                                                        trust_remote_code=trust_remote_code)
         else:
             raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         return cls(model, pre, **kwargs)
@@ -131,7 +142,9 @@ class TransformersAdapter(Adapter):
 
     @classmethod
     def from_reference(cls, ref: dict[str, Any], files: ModelFiles) -> TransformersAdapter:
-        return cls.from_pretrained(ref["name_or_path"], device=files.device)
+        # a bundle never runs code: no model code from the hub, no pickled weights
+        return cls.from_pretrained(ref["name_or_path"], device=files.device,
+                                   trust_remote_code=False, use_safetensors=True)
 
     def __repr__(self) -> str:
         return f"TransformersAdapter({type(self.model).__name__})"

@@ -1,6 +1,6 @@
 """Inputs from files, shaped by a bundle's input record, for batch prediction.
 
-A bundle may record its input (``bundle.extra["input"]``: ``shape`` per row
+A bundle may record its input (``bundle.input``: ``shape`` per row
 and ``datatype``, as ``ebjr serve`` reads it). Batch prediction reads:
 
 - ``.npy``: an array whose first axis is the rows (memory-mapped);
@@ -46,7 +46,7 @@ _NUMPY_TYPES = {
 
 def input_record(bundle: Any) -> tuple[tuple[int, ...] | None, np.dtype]:
     """The bundle's per-row input shape (``None`` if unrecorded) and numpy dtype (FP32 default)."""
-    spec = bundle.extra.get("input") or {}
+    spec = bundle.input or {}
     shape = spec.get("shape")
     dtype = np.dtype(_NUMPY_TYPES.get(spec.get("datatype", "FP32"), np.float32))
     return (tuple(int(d) for d in shape) if isinstance(shape, list) else None), dtype
@@ -57,7 +57,7 @@ def _image_layout(shape: tuple[int, ...] | None) -> tuple[str, int, int, bool]:
     if shape is None:
         raise InputError(
             "images need the bundle's input record (its 'input' shape and datatype) to be "
-            "turned into rows; save the bundle with bundle.extra['input'] = {'shape': [...], "
+            "turned into rows; save the bundle with bundle.input = {'shape': [...], "
             "'datatype': ...}, or convert the images to a .npy file yourself"
         )
     if len(shape) == 2:

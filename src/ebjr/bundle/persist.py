@@ -4,15 +4,23 @@
 one file per model; ``ebjr.load("out/model.json")`` rebuilds the
 :class:`~ebjr.joint.JointModel`. Model references by kind:
 
-- ``factory``: a torch module rebuilt by calling ``"package.module:function"``
-  with JSON keyword arguments, then loading a state dict with
-  ``torch.load(..., weights_only=True)`` and ``strict=True``. Importing code
-  named by a file is a trust decision, so only factories under ``ebjr.`` load
-  by default; allow others with ``allow_factories=["mypkg.models:*"]``.
-- ``torchscript``: a ``torch.jit`` archive (``torch.jit.load``).
-- ``onnx``: an ONNX file run by ONNX Runtime.
-- ``transformers``: a hub id or local directory (``from_pretrained``).
+- ``factory``: a torch module rebuilt by a *model builder*
+  (``"package.module:function"``) called with plain keyword arguments, then a
+  state dict read with ``torch.load(..., weights_only=True)`` and loaded with
+  ``strict=True``. Only registered builders run (``@ebjr.model_builder``:
+  ebjr's zoo, or your code once imported), or names the caller gives exactly
+  (``allow_factories=["mypkg.models:make_net"]``); never a pattern.
+- ``torchscript``: a ``torch.jit`` archive. TorchScript is a program (PyTorch
+  has no safe mode for ``torch.jit.load``), so it loads only with
+  ``allow_torchscript=True``.
+- ``onnx``: an ONNX file run by ONNX Runtime; weights stored outside the file
+  load only when the bundle lists each file with its SHA-256.
+- ``transformers``: a hub id or local directory (``from_pretrained`` with
+  safetensors only and no remote code).
 - ``remote_v2``: an Open Inference Protocol v2 model URL.
+
+Loading checks the whole document (:func:`ebjr.bundle.read_bundle`), then every
+model's trust and files (:func:`check`), and only then builds anything.
 
 Each kind is its adapter's business (``Adapter.write_files`` and
 ``Adapter.from_reference``, found through the adapters' registry); this module
@@ -24,19 +32,18 @@ with a :class:`~ebjr.exceptions.BundleError` that says which.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ebjr._utils.factory import check_factory_spec, import_factory
 from ebjr.adapters.base import Adapter, adapter_for_reference
+from ebjr.adapters.builders import check_allowed_names, check_builder, resolve_builder
 from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
 from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
 
-__all__ = ["load", "load_model", "save"]
+__all__ = ["check", "load", "load_model", "save"]
 
 ROLES = ("student", "teacher")
 
@@ -87,19 +94,20 @@ def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None 
         calibration=base.calibration,
         class_map=None if joint.class_map is None else joint.class_map.tolist(),
         models=models,
-        extra={**base.extra, "max_teacher_batch": joint.max_teacher_batch},
+        input=base.input,
+        curve=base.curve,
+        max_teacher_batch=joint.max_teacher_batch,
+        extra=base.extra,
     )
     return write_bundle(bundle, p)
 
 
-def _check_file(folder: Path, ref: dict[str, Any], role: str) -> Path:
-    name = ref.get("file")
-    if not isinstance(name, str) or Path(name).name != name:
-        raise BundleError(f"the {role}'s file entry must be a plain file name, got {name!r}")
+def _check_file(folder: Path, name: str, expected: str, role: str) -> Path:
+    """``folder / name`` if it exists and has the SHA-256 ``expected`` (the schema has
+    checked that ``name`` is a plain file name)."""
     f = folder / name
     if not f.is_file():
         raise BundleError(f"the {role}'s model file is missing: {str(f)!r}")
-    expected = ref.get("sha256")
     actual = _sha256(f)
     if expected != actual:
         raise BundleError(
@@ -110,16 +118,6 @@ def _check_file(folder: Path, ref: dict[str, Any], role: str) -> Path:
     return f
 
 
-def _factory(spec: str, allow: list[str]) -> Any:
-    check_factory_spec(spec, BundleError)
-    if not any(fnmatch.fnmatchcase(spec, pattern) for pattern in ["ebjr.*", *allow]):
-        raise BundleError(
-            f"the bundle asks to run the factory {spec!r}, which is not trusted: pass "
-            f"allow_factories=[{spec!r}] if you trust this bundle"
-        )
-    return import_factory(spec, BundleError)
-
-
 @dataclass
 class _BundleFiles:
     """The :class:`~ebjr.adapters.base.ModelFiles` of one model of a bundle."""
@@ -128,19 +126,86 @@ class _BundleFiles:
     role: str
     device: Any
     allow: list[str]
+    allow_torchscript: bool
 
     def file(self, ref: dict[str, Any]) -> Path:
-        return _check_file(self.folder, ref, self.role)
+        return _check_file(self.folder, ref["file"], ref["sha256"], self.role)
+
+    def external(self, name: str, sha256: str) -> Path:
+        return _check_file(self.folder, name, sha256, self.role)
 
     def factory(self, spec: Any) -> Any:
-        return _factory(spec, self.allow)
+        return resolve_builder(spec, self.allow, self.role)
+
+    def check_factory(self, spec: Any) -> None:
+        check_builder(spec, self.allow, self.role)
+
+    def check_torchscript(self) -> None:
+        if not self.allow_torchscript:
+            raise BundleError(
+                f"the {self.role} is a TorchScript archive, which is a program: PyTorch cannot "
+                "load one safely. Load it only if you trust this bundle: "
+                "allow_torchscript=True (ebjr ... --allow-torchscript)"
+            )
 
 
-def _load_model(folder: Path, ref: Any, role: str, device: Any, allow: list[str]) -> Adapter:
-    if not isinstance(ref, dict) or "kind" not in ref:
-        raise BundleError(f"the bundle has no usable {role} reference: {ref!r}")
+def _files(folder: Path, role: str, device: Any, allow: list[str] | None,
+           allow_torchscript: bool) -> _BundleFiles:
+    return _BundleFiles(folder, role, device, check_allowed_names(allow or [], BundleError),
+                        allow_torchscript)
+
+
+def _check_model(files: _BundleFiles, ref: dict[str, Any]) -> None:
+    """Everything about one reference that can be checked without building it."""
+    if ref["kind"] == "factory":
+        files.check_factory(ref["factory"])
+    elif ref["kind"] == "torchscript":
+        files.check_torchscript()
+    if "file" in ref:
+        files.file(ref)
+    for name, digest in (ref.get("external_data") or {}).items():
+        files.external(name, digest)
+
+
+def _roles(bundle: RoutingBundle, p: Path, roles: tuple[str, ...]) -> None:
+    missing = [r for r in roles if r not in bundle.models]
+    if missing:
+        raise BundleError(
+            f"{str(p)!r} is a routing bundle without model references ({', '.join(missing)} "
+            "missing): it was written by 'ebjr calibrate' for precomputed outputs; build a "
+            "JointModel from your models and that threshold instead"
+        )
+
+
+def check(
+    path: str | Path,
+    roles: tuple[str, ...] = ROLES,
+    *,
+    allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
+) -> RoutingBundle:
+    """Check the bundle at ``path`` and the models of ``roles`` without building any.
+
+    The document against its schema, each model's builder against the trusted
+    ones, TorchScript against ``allow_torchscript``, and every file against its
+    SHA-256. What :func:`load` does first; ``ebjr serve`` calls it before it starts.
+
+    Raises:
+        BundleError: the first problem found, naming the role and the field.
+    """
+    p = Path(path)
+    bundle = read_bundle(p)
+    _roles(bundle, p, roles)
+    for role in roles:
+        _check_model(_files(p.parent, role, None, allow_factories, allow_torchscript),
+                     bundle.models[role])
+    return bundle
+
+
+def _load_model(folder: Path, ref: dict[str, Any], files: _BundleFiles) -> Adapter:
+    _check_model(files, ref)
     cls = adapter_for_reference(ref["kind"])
-    return cls.from_reference(ref, _BundleFiles(folder, role, device, allow))
+    return cls.from_reference(ref, files)
 
 
 def load_model(
@@ -149,16 +214,21 @@ def load_model(
     *,
     device: Any = None,
     allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
 ) -> tuple[Adapter, RoutingBundle]:
-    """Load one model (``"student"`` or ``"teacher"``) of the bundle at ``path``, and the bundle."""
+    """Load one model (``"student"`` or ``"teacher"``) of the bundle at ``path``, and the bundle.
+
+    Args:
+        allow_factories: exact builder names to trust besides the registered ones.
+        allow_torchscript: load a TorchScript archive (a program) if the bundle has one.
+    """
     if role not in ROLES:
         raise BundleError(f"role must be one of {ROLES}, got {role!r}")
     p = Path(path)
-    bundle = read_bundle(p)
-    if role not in bundle.models:
-        raise BundleError(f"{str(p)!r} has no {role} model reference")
-    adapter = _load_model(p.parent, bundle.models[role], role, device, list(allow_factories or []))
-    return adapter, bundle
+    bundle = check(p, (role,), allow_factories=allow_factories,
+                   allow_torchscript=allow_torchscript)
+    files = _files(p.parent, role, device, allow_factories, allow_torchscript)
+    return _load_model(p.parent, bundle.models[role], files), bundle
 
 
 def load(
@@ -166,12 +236,16 @@ def load(
     *,
     device: Any = None,
     allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
     teacher: Any = None,
     student_side: bool = False,
 ) -> JointModel:
     """Rebuild the :class:`~ebjr.joint.JointModel` saved at ``path``.
 
     Args:
+        allow_factories: exact model-builder names (``"mypkg.models:make_net"``) to
+            trust besides the registered ones (``ebjr.list_builders()``); no patterns.
+        allow_torchscript: load TorchScript archives (programs) if the bundle has them.
         teacher: use this model as the teacher instead of the bundle's (e.g.
             a :class:`~ebjr.adapters.remote.RemoteV2Adapter` for an edge/cloud
             split); the bundle's teacher is then not loaded.
@@ -180,31 +254,25 @@ def load(
 
     Raises:
         BundleError: a malformed bundle, a missing or altered model file, an
-            untrusted factory, or weights that do not fit the architecture.
+            untrusted builder or TorchScript, or weights that do not fit the
+            architecture; checked for every model before any is built.
     """
     p = Path(path)
-    bundle = read_bundle(p)
-    missing = [
-        r for r in ROLES
-        if r not in bundle.models and not (r == "teacher" and (teacher or student_side))
-    ]
-    if missing:
-        raise BundleError(
-            f"{str(p)!r} is a routing bundle without model references ({', '.join(missing)} "
-            "missing): it was written by 'ebjr calibrate' for precomputed outputs; build a "
-            "JointModel from your models and that threshold instead"
-        )
-    allow = list(allow_factories or [])
-    student = _load_model(p.parent, bundle.models["student"], "student", device, allow)
-    if teacher is None and not student_side:
-        teacher = _load_model(p.parent, bundle.models["teacher"], "teacher", device, allow)
+    roles = ("student",) if teacher is not None or student_side else ROLES
+    bundle = check(p, roles, allow_factories=allow_factories,
+                   allow_torchscript=allow_torchscript)
+    adapters = {
+        role: _load_model(p.parent, bundle.models[role],
+                          _files(p.parent, role, device, allow_factories, allow_torchscript))
+        for role in roles
+    }
     joint = JointModel(
-        student,
-        teacher,
+        adapters["student"],
+        adapters.get("teacher", teacher),
         bundle.make_router(),
         bundle.threshold,
         bundle.class_map,
-        max_teacher_batch=bundle.extra.get("max_teacher_batch"),
+        max_teacher_batch=bundle.max_teacher_batch,
     )
     joint.bundle = bundle  # type: ignore[attr-defined]
     return joint

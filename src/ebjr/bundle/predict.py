@@ -82,6 +82,7 @@ def predict_file(
     column: str | None = None,
     batch_size: int = 256,
     allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the joint model of ``bundle_path`` over ``input_path`` into ``output`` (parquet).
@@ -94,7 +95,8 @@ def predict_file(
 
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    joint = persist.load(bundle_path, allow_factories=allow_factories)
+    joint = persist.load(bundle_path, allow_factories=allow_factories,
+                         allow_torchscript=allow_torchscript)
     source = open_inputs(input_path, joint.bundle, column)  # type: ignore[attr-defined]
     writer = PredictionWriter(output, "path" if source.kind == "images" else "row")
     total = math.ceil(len(source) / batch_size)

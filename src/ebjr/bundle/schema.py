@@ -1,10 +1,17 @@
-"""The calibrated routing bundle: one versioned JSON file.
+"""The calibrated routing bundle: one strict-JSON document with a versioned schema.
 
 A bundle records everything needed to route new inputs exactly as
 calibrated: the router and its parameters, the threshold, the model costs and
-their unit, the target, what was achieved on the calibration data (in-sample)
-and how many inputs that was measured on. :mod:`ebjr.serve` and
-:func:`ebjr.load` read it back; later versions add model references.
+their unit, the target, what was achieved on the calibration data (in-sample),
+the trade-off curve, the input record (per-row shape and datatype) and the
+model references. :mod:`ebjr.serve` and :func:`ebjr.load` read it back.
+
+Reading a bundle never runs anything: the whole document is checked against
+:class:`BundleDocument` (strict JSON, bounded nesting and numbers, every
+field typed, every model reference checked against its kind's schema) before
+any model is built, and every failure is a :class:`~ebjr.exceptions.BundleError`
+that names the field. Version-1 documents (``input``, ``curve`` and
+``max_teacher_batch`` under ``extra``) are migrated on read.
 
 JSON has no infinity: a threshold of ``+inf`` (everything to the teacher) is
 written as the largest finite double, which routes identically for any finite
@@ -13,20 +20,130 @@ score, and read back as that number.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ebjr._utils.json import dumps
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from ebjr._utils.json import dumps, loads_strict
+from ebjr.adapters.references import describe_errors, validate_reference
 from ebjr.exceptions import BundleError
 from ebjr.routing import Router, router_from_spec
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "RoutingBundle", "curve_point_at", "read_bundle",
-           "write_bundle"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "BundleDocument", "RoutingBundle", "curve_point_at",
+           "read_bundle", "write_bundle"]
 
 FORMAT = "ebjr.bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: the largest bundle file read (a curve of 201 points is a few tens of kB)
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+#: the Open Inference Protocol's numeric datatypes an input may declare
+INPUT_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                   "INT64", "FP16", "FP32", "FP64")
+
+Number = StrictFloat  # strict: an int is accepted, a bool or a string is not
+Text = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RouterSpec(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    params: dict[str, JsonValue] = {}
+
+
+class Costs(_Strict):
+    student: Annotated[Number, Field(ge=0)] | None = None
+    teacher: Annotated[Number, Field(ge=0)] | None = None
+    unit: Text | None = None
+
+
+class InputRecord(_Strict):
+    """One row of the model's input: its shape and Open Inference Protocol datatype."""
+
+    shape: Annotated[list[Annotated[StrictInt, Field(ge=1, le=1 << 20)]],
+                     Field(min_length=1, max_length=8)]
+    datatype: Literal[INPUT_DATATYPES] = "FP32"  # type: ignore[valid-type]
+    description: Text | None = None
+
+
+class CurveRecord(_Strict):
+    """The stored trade-off curve: one entry per point, thresholds ascending."""
+
+    threshold: Annotated[list[Number], Field(min_length=1, max_length=100_000)]
+    teacher_fraction: list[Number]
+    accuracy: list[Number | None] | None = None
+    agreement: list[Number | None]
+    cost: list[Number]
+    n: Annotated[StrictInt, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> CurveRecord:
+        k = len(self.threshold)
+        for name in ("teacher_fraction", "accuracy", "agreement", "cost"):
+            values = getattr(self, name)
+            if values is not None and len(values) != k:
+                raise ValueError(f"{name} has {len(values)} points, threshold {k}")
+        if any(b < a for a, b in zip(self.threshold, self.threshold[1:], strict=False)):
+            raise ValueError("thresholds must be in ascending order")
+        return self
+
+
+class BundleDocument(_Strict):
+    """The whole bundle document, version 2 (its JSON Schema: ``model_json_schema()``)."""
+
+    format: Literal["ebjr.bundle"]
+    schema_version: Literal[2]
+    created_by: Text | None = None
+    router: RouterSpec
+    threshold: Number
+    costs: Costs
+    target: dict[str, JsonValue]
+    calibration: dict[str, JsonValue]
+    class_map: Annotated[list[Annotated[StrictInt, Field(ge=-1, le=1 << 24)]],
+                         Field(min_length=1, max_length=1 << 24)] | None = None
+    models: dict[Literal["student", "teacher"], dict[str, JsonValue]] = {}
+    input: InputRecord | None = None
+    curve: CurveRecord | None = None
+    max_teacher_batch: Annotated[StrictInt, Field(ge=1)] | None = None
+    extra: dict[str, JsonValue] = {}
+
+    @model_validator(mode="after")
+    def _class_map(self) -> BundleDocument:
+        if self.class_map is not None and max(self.class_map) < 0:
+            raise ValueError("class_map maps no student class to a teacher class")
+        return self
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 document as version 2: ``extra``'s typed records move to the top level."""
+    if d.get("schema_version") != 1:
+        return d
+    d = dict(d)
+    extra = d.get("extra")
+    extra = {} if extra is None else dict(extra) if isinstance(extra, dict) else extra
+    if isinstance(extra, dict):
+        for key in ("input", "curve", "max_teacher_batch"):
+            if key in extra:
+                d[key] = extra.pop(key)
+    d["extra"] = extra
+    d["class_map"] = d.get("class_map")
+    d["models"] = d.get("models") or {}
+    d["schema_version"] = 2
+    return d
 
 
 @dataclass
@@ -41,9 +158,14 @@ class RoutingBundle:
         calibration: what was achieved on the calibration data: ``n``,
             ``student_accuracy``, ``teacher_accuracy``, ``teacher_fraction``,
             ``accuracy``, ``cost``, ``speedup`` and target details (in-sample).
-        class_map: student label -> teacher label, or ``None`` (same space).
+        class_map: student label -> teacher label (``-1``: none), or ``None``
+            (same label space).
         models: model references (see the joint-model docs), or ``{}``.
-        extra: anything else worth keeping (e.g. ``auto``'s evidence).
+        input: the per-row input record ``{"shape": [...], "datatype": "FP32"}``, or ``None``.
+        curve: the trade-off curve's summary (``TradeoffCurve.summary()``), or ``None``.
+        max_teacher_batch: rows per teacher call, or ``None`` (all routed rows at once).
+        extra: anything else worth keeping (e.g. ``auto``'s evidence); never read to
+            build or route.
     """
 
     router: dict[str, Any]
@@ -53,6 +175,9 @@ class RoutingBundle:
     calibration: dict[str, Any]
     class_map: list[int] | None = None
     models: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any] | None = None
+    curve: dict[str, Any] | None = None
+    max_teacher_batch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def make_router(self) -> Router:
@@ -73,67 +198,69 @@ class RoutingBundle:
             "calibration": self.calibration,
             "class_map": self.class_map,
             "models": self.models,
+            "input": self.input,
+            "curve": self.curve,
+            "max_teacher_batch": self.max_teacher_batch,
             "extra": self.extra,
         }
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "bundle") -> RoutingBundle:
+        """Check ``d`` against the schema (migrating version 1) and build the bundle.
+
+        Raises:
+            BundleError: naming the field that is wrong.
+        """
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise BundleError(
                 f'{source} is not an ebjr bundle: expected a JSON object with "format": {FORMAT!r}'
             )
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION) or isinstance(version, bool):
             raise BundleError(
-                f"{source} has schema_version {version!r}; this ebjr reads version "
+                f"{source} has schema_version {version!r}; this ebjr reads versions 1 and "
                 f"{SCHEMA_VERSION} (upgrade ebjr, or recalibrate)"
             )
-        missing = [
-            k for k in ("router", "threshold", "costs", "target", "calibration") if k not in d
-        ]
-        if missing:
-            raise BundleError(f"{source} lacks required keys: {', '.join(missing)}")
-        threshold = d["threshold"]
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise BundleError(f"{source}: threshold must be a number, got {threshold!r}")
-        bundle = cls(
-            router=d["router"],
-            threshold=float(threshold),
-            costs=d["costs"],
-            target=d["target"],
-            calibration=d["calibration"],
-            class_map=d.get("class_map"),
-            models=d.get("models") or {},
-            extra=d.get("extra") or {},
-        )
+        try:
+            doc = BundleDocument.model_validate(migrate(d))
+        except ValidationError as exc:
+            raise BundleError(f"{source}: {describe_errors(exc)}") from None
+        models = {role: validate_reference(ref, role) for role, ref in doc.models.items()}
+        data = doc.model_dump(exclude={"format", "schema_version", "created_by"})
+        bundle = cls(**{**data, "models": models, "threshold": float(doc.threshold)})
         try:
             bundle.make_router()
-        except (KeyError, ValueError) as exc:
-            raise BundleError(f"{source}: bad router spec {d['router']!r}: {exc}") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BundleError(f"{source}: router: bad router spec {d['router']!r}: {exc}") from exc
         return bundle
 
 
 def write_bundle(bundle: RoutingBundle, path: str | Path) -> Path:
-    """Write ``bundle`` as strict JSON; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(dumps(bundle.to_dict(), indent=2) + "\n")
-    return p
+    """Write ``bundle`` as strict JSON (atomically: a whole file or none); returns the path.
+
+    Raises:
+        BundleError: the bundle does not fit the schema (it would not read back).
+    """
+    from ebjr._utils.files import write_atomic
+
+    text = dumps(bundle.to_dict(), indent=2) + "\n"
+    RoutingBundle.from_dict(loads_strict(text, "the bundle being written", BundleError))
+    return write_atomic(path, text.encode())
 
 
 def read_bundle(path: str | Path) -> RoutingBundle:
     """Read and validate a bundle file.
 
     Raises:
-        BundleError: missing file, invalid JSON, wrong format or version, bad router.
+        BundleError: missing file, too large, not strict JSON, wrong format or version, or a
+            field that does not fit the schema (named).
     """
     p = Path(path)
     if not p.is_file():
         raise BundleError(f"bundle file not found: {str(p)!r}")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{str(p)!r} is not valid JSON: {exc}") from exc
+    if p.stat().st_size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{str(p)!r} is larger than a bundle may be ({MAX_BUNDLE_BYTES} bytes)")
+    d = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
     return RoutingBundle.from_dict(d, source=repr(str(p)))
 
 
@@ -142,7 +269,7 @@ def curve_point_at(curve: dict | None, threshold: float) -> dict | None:
     above): its threshold, teacher fraction, accuracy, agreement and cost; ``None``
     without a curve."""
     if not curve:
-        return None
+        return None  # no curve stored
     import numpy as np
 
     from ebjr._utils.json import json_safe

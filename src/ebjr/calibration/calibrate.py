@@ -148,10 +148,7 @@ def calibrate_outputs(
         costs={"student": curve.student_cost, "teacher": curve.teacher_cost, "unit": cost_unit},
         target=selection.target,
         calibration=calibration,
-        extra={
-            **extra,
-            "curve": curve.summary(),
-            **({"sources": sources} if sources else {}),
-        },
+        curve=curve.summary(),
+        extra={**extra, **({"sources": sources} if sources else {})},
     )
     return CalibrationResult(bundle, selection, curve, r, evidence)

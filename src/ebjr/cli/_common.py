@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_pair_args", "load_pair"]
+__all__ = ["add_pair_args", "add_trust_args", "load_pair"]
+
+
+def add_trust_args(p: Any) -> None:
+    """``--allow-factory NAME`` and ``--allow-torchscript``: what a bundle may run besides
+    ebjr's registered model builders (nothing, by default)."""
+    p.add_argument("--allow-factory", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="also trust this exact model builder of the bundle (repeat for more; "
+                   "no patterns)")
+    p.add_argument("--allow-torchscript", action="store_true",
+                   help="load TorchScript archives of the bundle (they are programs)")
 
 
 def add_pair_args(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ebjr.cli._common import add_trust_args
+
 __all__ = ["add_parser", "run"]
 
 
@@ -57,6 +59,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     p.add_argument("-o", "--output", required=True, metavar="BUNDLE.json")
+    add_trust_args(p.add_argument_group("a teacher bundle: what it may run"))
     p.set_defaults(func=run)
 
 
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         max_disagreement=args.max_disagreement,
         confidence=args.confidence,
         seed=args.seed,
+        allow_factories=args.allow_factory,
+        allow_torchscript=args.allow_torchscript,
     )
     print(f"bundle: {path} (load with allow_factories={allow})")
     return 0

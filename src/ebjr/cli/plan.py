@@ -6,6 +6,8 @@ import argparse
 import math
 from typing import Any
 
+from ebjr.cli._common import add_trust_args
+
 __all__ = ["add_parser", "run"]
 
 
@@ -33,8 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--points", type=int, default=11,
                    help="operating points, evenly spaced in teacher share (11)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw replicas and accuracy")
-    p.add_argument("--allow-factory", action="append", default=[], metavar="PATTERN",
-                   help="with --measure: trust model factories matching PATTERN")
+    add_trust_args(p.add_argument_group("with --measure: what the bundle may run"))
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 
@@ -46,10 +47,10 @@ def _measured(args: argparse.Namespace, bundle: Any) -> tuple[float, float]:
     from ebjr.exceptions import InputError
     from ebjr.joint.cost import measure_latency
 
-    spec = bundle.extra.get("input") or {}
+    spec = bundle.input or {}
     if not isinstance(spec.get("shape"), list):
         raise InputError(
-            "--measure needs the bundle's input record (extra.input.shape) to build inputs; "
+            "--measure needs the bundle's input record (input.shape) to build inputs; "
             "give --student-latency and --teacher-latency instead"
         )
     if args.batch_size < 1:
@@ -60,7 +61,8 @@ def _measured(args: argparse.Namespace, bundle: Any) -> tuple[float, float]:
     x = x.astype(dtype)
     out = []
     for role in ("student", "teacher"):
-        model, _ = persist.load_model(args.bundle, role, allow_factories=args.allow_factory)
+        model, _ = persist.load_model(args.bundle, role, allow_factories=args.allow_factory,
+                                      allow_torchscript=args.allow_torchscript)
         out.append(measure_latency(model, x).per_input_s)
     return out[0], out[1]
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --student-latency and --teacher-latency, or --measure")
     else:
         t_s, t_t = args.student_latency, args.teacher_latency
-    rows = plan_capacity(bundle.extra.get("curve") or {}, qps=args.qps, student_latency=t_s,
+    rows = plan_capacity(bundle.curve or {}, qps=args.qps, student_latency=t_s,
                          teacher_latency=t_t, utilisation=args.utilisation, points=args.points,
                          include_threshold=bundle.threshold)
     mine = min(rows, key=lambda r: abs(r.threshold - bundle.threshold)

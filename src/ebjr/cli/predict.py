@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ebjr.cli._common import add_trust_args
+
 __all__ = ["add_parser", "run"]
 
 
@@ -26,8 +28,7 @@ def add_parser(sub: Any) -> None:
                    help="where to write the predictions")
     p.add_argument("--column", help="the input array (.npz) or column (.parquet; default data)")
     p.add_argument("--batch-size", type=int, default=256, help="student batch rows (256)")
-    p.add_argument("--allow-factory", action="append", default=[], metavar="PATTERN",
-                   help="trust model factories matching PATTERN (e.g. 'mypkg.models:*')")
+    add_trust_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group("on Ray (--ray)")
     ray.add_argument("--ray", action="store_true", help="run on Ray Data")
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 student_concurrency=args.student_actors,
                 teacher_concurrency=args.teacher_actors,
                 torch_threads=args.torch_threads, allow_factories=args.allow_factory,
+                allow_torchscript=args.allow_torchscript,
             )
         finally:
             ray.shutdown()
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         summary = predict_file(
             args.bundle, args.input, args.output, column=args.column,
             batch_size=args.batch_size, allow_factories=args.allow_factory,
+            allow_torchscript=args.allow_torchscript,
             progress=not args.no_progress,
         )
     if args.json:

@@ -59,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise missing_dependency(exc.name or "fastapi", "serve", "ebjr serve") from exc
     settings = settings_from_arguments(args.settings_source, args)
-    from ebjr.bundle import read_bundle
+    from ebjr.bundle import persist
 
-    read_bundle(settings.bundle)  # a bad bundle fails here, with exit code 2, not in uvicorn
+    # the document, the trust and the files of every model it loads: a bad bundle fails
+    # here with one line and exit code 2, before any server starts
+    persist.check(settings.bundle, settings.roles, allow_factories=settings.allow_factories,
+                  allow_torchscript=settings.allow_torchscript)
     if args.ray:
         return _run_on_ray(args, settings)
     serve(settings)

@@ -242,7 +242,7 @@ def run_quickstart(
             "per input.",
         ],
     )
-    result.bundle.extra["input"] = {
+    result.bundle.input = {
         "shape": [8, 8],
         "datatype": "FP32",
         "description": "an 8x8 grey image of one digit, ink = 1, background = 0",

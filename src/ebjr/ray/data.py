@@ -50,12 +50,12 @@ _OUT = ("prediction", "probabilities", "score", "answered_by")
 class _StudentStage:
     """Holds the student (and the router and threshold); routes every row."""
 
-    def __init__(self, bundle: str, column: str, allow_factories: list[str],
+    def __init__(self, bundle: str, column: str, trust: dict[str, Any],
                  threads: int | None) -> None:
         from ebjr.bundle import persist
 
         _threads(threads)
-        self.joint = persist.load(bundle, allow_factories=allow_factories, student_side=True)
+        self.joint = persist.load(bundle, student_side=True, **trust)
         self.column = column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,12 +73,12 @@ class _StudentStage:
 class _TeacherStage:
     """Holds the teacher; answers the routed rows of each batch, passes the rest through."""
 
-    def __init__(self, bundle: str, column: str, allow_factories: list[str],
+    def __init__(self, bundle: str, column: str, trust: dict[str, Any],
                  threads: int | None, keep_input: bool, on_teacher_batch: Any) -> None:
         from ebjr.bundle import persist
 
         _threads(threads)
-        self.teacher, _ = persist.load_model(bundle, "teacher", allow_factories=allow_factories)
+        self.teacher, _ = persist.load_model(bundle, "teacher", **trust)
         self.column = column
         self.keep_input = keep_input
         self.on_teacher_batch = on_teacher_batch
@@ -139,6 +139,7 @@ def joint_map_batches(
     teacher_num_cpus: float | None = None,
     torch_threads: int | None = 1,
     allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
     keep_input: bool = False,
     on_teacher_batch: Any = None,
     student_ray_args: dict[str, Any] | None = None,
@@ -162,6 +163,8 @@ def joint_map_batches(
             tasks beside every actor (``(CPUs - 1) / actors``, at least 0.1):
             what an actor really uses is ``torch_threads``.
         torch_threads: intra-op threads per actor (``None``: torch's default).
+        allow_factories, allow_torchscript: what the bundle may run besides the
+            registered model builders (see :func:`ebjr.load`).
         keep_input: keep ``column`` in the output (default: dropped).
         on_teacher_batch: called in the teacher actors with the number of rows
             of every teacher call (metering; must be serialisable).
@@ -172,7 +175,7 @@ def joint_map_batches(
         The dataset with ``prediction``, ``probabilities``, ``score`` and
         ``answered_by`` added.
     """
-    from ebjr.bundle import curve_point_at, read_bundle
+    from ebjr.bundle import curve_point_at, persist
 
     if batch_size < 1 or teacher_batch_size < 1:
         raise InputError(
@@ -180,15 +183,10 @@ def joint_map_batches(
             f"teacher_batch_size={teacher_batch_size!r}"
         )
     path = str(Path(bundle).expanduser().resolve())
-    record = read_bundle(path)
-    missing = [r for r in ("student", "teacher") if r not in record.models]
-    if missing:
-        raise InputError(
-            f"{path!r} has no {' and '.join(missing)} model reference: batch inference needs "
-            "a bundle saved with its models (ebjr.save)"
-        )
-    allow = list(allow_factories or [])
-    point = curve_point_at(record.extra.get("curve"), record.threshold)
+    trust = {"allow_factories": list(allow_factories or []),
+             "allow_torchscript": allow_torchscript}
+    record = persist.check(path, **trust)  # in the driver: a bad bundle fails before any actor
+    point = curve_point_at(record.curve, record.threshold)
     share = None if point is None else float(point["teacher_fraction"])
     stream_batch = (
         batch_size if not share else max(batch_size, math.ceil(teacher_batch_size / share))
@@ -197,7 +195,7 @@ def joint_map_batches(
     default_cpus = _default_cpus(sum(int(p.max_size or p.min_size or 1) for p in pools))
     routed = ds.map_batches(
         _StudentStage,
-        fn_constructor_args=(path, column, allow, torch_threads),
+        fn_constructor_args=(path, column, trust, torch_threads),
         batch_size=batch_size,
         batch_format="numpy",
         compute=pools[0],
@@ -206,7 +204,7 @@ def joint_map_batches(
     )
     return routed.map_batches(
         _TeacherStage,
-        fn_constructor_args=(path, column, allow, torch_threads, keep_input, on_teacher_batch),
+        fn_constructor_args=(path, column, trust, torch_threads, keep_input, on_teacher_batch),
         batch_size=stream_batch,
         batch_format="numpy",
         compute=pools[1],

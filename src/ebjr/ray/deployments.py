@@ -143,7 +143,8 @@ class ModelReplica:
         _set_threads(settings)
         self.role = role
         self.model, _ = persist.load_model(
-            settings.bundle, role, allow_factories=settings.allow_factories
+            settings.bundle, role, allow_factories=settings.allow_factories,
+            allow_torchscript=settings.allow_torchscript,
         )
         joint_teacher = settings.role == "joint"
         self.max_batch = settings.teacher_max_batch_size if joint_teacher \
@@ -207,7 +208,8 @@ class StudentReplica:
         _set_threads(settings)
         self.settings = settings
         self.joint = persist.load(
-            settings.bundle, allow_factories=settings.allow_factories, student_side=True
+            settings.bundle, allow_factories=settings.allow_factories,
+            allow_torchscript=settings.allow_torchscript, student_side=True
         )
         self.teacher = teacher
         self.control = control

@@ -257,20 +257,22 @@ def _load(state: _State) -> None:
     if s.role == "joint":
         # with a remote teacher the engine calls it (RemoteTeacher); the model only routes
         joint = persist.load(s.bundle, allow_factories=s.allow_factories,
+                             allow_torchscript=s.allow_torchscript,
                              student_side=s.remote_teacher is not None)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(joint, s, state.metrics, remote)
     else:
         adapter, state.bundle = persist.load_model(
-            s.bundle, s.role, allow_factories=s.allow_factories
+            s.bundle, s.role, allow_factories=s.allow_factories,
+            allow_torchscript=s.allow_torchscript,
         )
         state.engine = ModelEngine(adapter, s, state.metrics)
 
 
 def _read_input_record(state: _State) -> None:
     """The input's row shape and datatype from the bundle's input record, if it has one."""
-    spec = state.bundle.extra.get("input") or {}
+    spec = state.bundle.input or {}
     if state.row_shape is None and isinstance(spec.get("shape"), list):
         state.row_shape = tuple(int(d) for d in spec["shape"])
     if spec.get("datatype") in NUMERIC_DATATYPES:
@@ -809,7 +811,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
     @app.get("/v2/models/{name}/curve", responses=_ERRORS)
     async def curve(name: str) -> dict:
         e = joint_engine(name)
-        c = state.bundle.extra.get("curve")
+        c = state.bundle.curve
         return {
             "curve": c,
             "costs": state.bundle.costs,
@@ -824,7 +826,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
             "counts": await e.counts(),
             "recent_teacher_share": state.metrics.recent_teacher_share(),
             "queue_rows": await e.queue_rows(),
-            "operating_point": curve_point_at(state.bundle.extra.get("curve"), await e.threshold()),
+            "operating_point": curve_point_at(state.bundle.curve, await e.threshold()),
             **(await threshold_state(e)),
         }
 
@@ -883,7 +885,7 @@ def _finite_array(a: np.ndarray) -> np.ndarray:
 
 def _threshold_for_share(bundle: Any, share: float) -> float:
     """The largest stored threshold whose calibration teacher share is at most ``share``."""
-    curve = bundle.extra.get("curve")
+    curve = bundle.curve
     if not curve:
         raise InputError(
             "this bundle stores no trade-off curve, so a teacher share cannot be "

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, CliPositionalArg, CliSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    CliImplicitFlag,
+    CliPositionalArg,
+    CliSettingsSource,
+    SettingsConfigDict,
+)
 
 from ebjr.exceptions import InputError
 
@@ -132,8 +138,10 @@ class ServeSettings(BaseSettings):
         None, gt=0, description="torch intra-op threads; none: torch's, one per core (1 "
         "suits a joint server on a small CPU)")
     allow_factories: list[str] = Field(
-        default_factory=list, description="trust model factories matching this pattern, e.g. "
-        "'mypkg.models:*' (repeat the flag for more)")
+        default_factory=list, description="also trust this exact model builder of the bundle, "
+        "e.g. mypkg.models:make_net (repeat the flag for more; no patterns)")
+    allow_torchscript: CliImplicitFlag[bool] = Field(
+        False, description="load TorchScript archives of the bundle (they are programs)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="server log level")
 
@@ -145,6 +153,9 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeSettings:
+        from ebjr.adapters.builders import check_allowed_names
+
+        check_allowed_names(self.allow_factories, ValueError)
         if self.max_request_rows > self.max_queue_rows:
             raise ValueError(
                 f"max_request_rows ({self.max_request_rows}) cannot exceed max_queue_rows "
@@ -169,6 +180,13 @@ class ServeSettings(BaseSettings):
                     f"http://host:8001/v2/models/teacher; got {self.remote_teacher!r}"
                 )
         return self
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The bundle's models this server loads."""
+        if self.role != "joint":
+            return (self.role,)
+        return ("student",) if self.remote_teacher else ("student", "teacher")
 
     @property
     def name(self) -> str:

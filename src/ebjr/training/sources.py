@@ -83,14 +83,17 @@ def make_module(spec: str, kwargs_json: str | None = None) -> Any:
     return factory(**kwargs), kwargs
 
 
-def load_teacher(ref: str, weights: str | None = None, kwargs_json: str | None = None) -> Any:
-    """A teacher adapter from a bundle, an ``.onnx`` file, or a factory (+ state dict)."""
+def load_teacher(ref: str, weights: str | None = None, kwargs_json: str | None = None,
+                 **trust: Any) -> Any:
+    """A teacher adapter from a bundle (its teacher only, loaded with ``trust``:
+    ``allow_factories``, ``allow_torchscript``), an ``.onnx`` file, or a factory the
+    user names (+ state dict)."""
     from ebjr.adapters.base import as_adapter
 
     if ref.endswith(".json"):
-        from ebjr.bundle.persist import load
+        from ebjr.bundle.persist import load_model
 
-        return load(ref, allow_factories=["*"]).teacher  # the user named this bundle
+        return load_model(ref, "teacher", **trust)[0]
     if ref.endswith(".onnx"):
         return as_adapter(ref)
     import torch
@@ -121,6 +124,8 @@ def distill_to_bundle(
     confidence: float = 0.95,
     seed: int = 0,
     echo: Callable[[str], None] = print,
+    allow_factories: list[str] | None = None,
+    allow_torchscript: bool = False,
 ) -> tuple[Path, list[str]]:
     """Unlabelled inputs -> a student distilled from the teacher -> a label-free guaranteed
     threshold -> a bundle (what ``ebjr distill`` does). Returns the bundle's path and the
@@ -128,7 +133,8 @@ def distill_to_bundle(
 
     80 % of the inputs train the student; the other 20 % (at least 20) calibrate the
     threshold with the disagreement loss, which needs no labels. Progress lines go to
-    ``echo``.
+    ``echo``. A teacher bundle loads its teacher only, trusting what ``allow_factories``
+    and ``allow_torchscript`` name besides the registered builders.
     """
     import numpy as np
     import torch
@@ -149,7 +155,9 @@ def distill_to_bundle(
     x = load_inputs(data)
     if x.shape[0] < 50:
         raise InputError(f"data needs at least 50 inputs, got {x.shape[0]}")
-    teacher = load_teacher(teacher_ref, teacher_weights, teacher_kwargs)
+    trust = {"allow_factories": list(allow_factories or []),
+             "allow_torchscript": allow_torchscript}
+    teacher = load_teacher(teacher_ref, teacher_weights, teacher_kwargs, **trust)
     torch.manual_seed(seed)  # the student's initial weights are part of the result
     student, kwargs = make_module(student_spec, student_kwargs)
     perm = np.random.default_rng(seed).permutation(x.shape[0])
@@ -184,6 +192,8 @@ def distill_to_bundle(
         calibration.selection.threshold,
     )
     allow = [student_spec] + ([teacher_ref] if ":" in teacher_ref else [])
+    allow += [a for a in trust["allow_factories"] if a not in allow]
     path = persist.save(joint, output, calibration.bundle)
-    persist.load(path, allow_factories=allow)  # the bundle reads back before we say so
+    persist.load(path, allow_factories=allow,  # the bundle reads back before we say so
+                 allow_torchscript=allow_torchscript)
     return path, allow

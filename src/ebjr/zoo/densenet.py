@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebjr._utils.validation import check_int
+from ebjr.adapters.builders import model_builder
 from ebjr.exceptions import InputError
 
 __all__ = [
@@ -114,10 +116,16 @@ class DenseNetBC(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+@model_builder
 def make_densenet(
     depth: int, growth: int, num_classes: int = 10, pixel_input: bool = False
 ) -> DenseNetBC:
     """Factory for bundles: ``"ebjr.zoo.densenet:make_densenet"``."""
+    check_int(depth, "depth", 10, 1000)
+    check_int(growth, "growth", 1, 256)
+    check_int(num_classes, "num_classes", 2, 1_000_000)
+    if (depth - 4) % 6:
+        raise InputError(f"DenseNet-BC depth must be 6n + 4, got {depth}")
     return DenseNetBC(depth, growth, num_classes, pixel_input)
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ebjr._utils.validation import check_int
+from ebjr.adapters.builders import model_builder
+
 __all__ = ["make_student", "make_teacher"]
 
 
+@model_builder
 def make_student(hidden: int = 48, n_classes: int = 10) -> nn.Module:
     """A two-layer perceptron on the 64 pixels (about 3.6k parameters)."""
+    check_int(hidden, "hidden", 1, 65536)
+    check_int(n_classes, "n_classes", 2, 1_000_000)
     return nn.Sequential(
         nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
     )
@@ -40,6 +46,9 @@ class _DigitsCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@model_builder
 def make_teacher(width: int = 16, n_classes: int = 10) -> nn.Module:
     """A small CNN: three 3x3 convolutions with batch norm, one pooling, two dense layers."""
+    check_int(width, "width", 1, 1024)
+    check_int(n_classes, "n_classes", 2, 1_000_000)
     return _DigitsCNN(width, n_classes)

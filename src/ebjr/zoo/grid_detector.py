@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebjr._utils.validation import check_int
+from ebjr.adapters.builders import model_builder
 from ebjr.evaluation.detection import Detections, dfl_coordinate_free_energy
 from ebjr.exceptions import InputError
 
@@ -65,9 +67,14 @@ class GridDetector(nn.Module):
         return out[..., :c], out[..., c:].reshape(n, s1, s2, 4, self.bins)
 
 
+@model_builder
 def make_grid_detector(width: int = 16, extra: int = 0, n_classes: int = 10,
                        bins: int = 16) -> GridDetector:
     """Factory for bundles: ``"ebjr.zoo.grid_detector:make_grid_detector"``."""
+    check_int(width, "width", 1, 1024)
+    check_int(extra, "extra", 0, 64)
+    check_int(n_classes, "n_classes", 1, 100_000)
+    check_int(bins, "bins", 2, 1024)
     return GridDetector(width, extra, n_classes, bins)
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebjr._utils.validation import check_int
+from ebjr.adapters.builders import model_builder
 from ebjr.exceptions import InputError
 
 __all__ = ["CifarResNet", "make_resnet"]
@@ -54,6 +56,9 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+@model_builder
 def make_resnet(depth: int, num_classes: int = 10) -> CifarResNet:
     """Factory for bundles: ``"ebjr.zoo.resnet_cifar:make_resnet"``."""
+    check_int(depth, "depth", 8, 2000)
+    check_int(num_classes, "num_classes", 2, 1_000_000)
     return CifarResNet(depth, num_classes)
