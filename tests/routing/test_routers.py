@@ -111,24 +111,47 @@ def test_list_routers_wildcard():
 
 
 @given(
-    values=st.lists(st.one_of(st.floats(allow_nan=False, width=32), st.just(-np.inf)),
+    values=st.lists(st.one_of(st.floats(allow_nan=False, width=32), st.just(-np.inf),
+                              st.just(np.nan)),
                     min_size=1, max_size=30),
     threshold=st.one_of(st.floats(allow_nan=False),
                         st.sampled_from([np.inf, -np.inf, -1e300, 1e300, 3.5e38, -3.5e38])),
     dtype=st.sampled_from([np.float32, np.float64]),
     as_torch=st.booleans(),
 )
-def test_teacher_mask_is_below_the_threshold_or_minus_infinity(values, threshold, dtype, as_torch):
+def test_teacher_mask_is_below_the_threshold_minus_infinity_or_nan(values, threshold, dtype, as_torch):
     """The one-comparison mask equals its definition, on both namespaces and float widths."""
     from ebjr.routing import teacher_mask
 
     s = np.asarray(values, dtype=dtype)
-    s = s[np.isfinite(s) | (s == -np.inf)]  # scores are finite or -inf
+    s = s[~np.isposinf(s)]  # scores are finite, -inf or NaN (a broken score)
     if s.size == 0:
         return
     a = torch.from_numpy(s) if as_torch else s
     with np.errstate(over="ignore"):  # a float32 compare with 1e300 overflows in the cast
-        want = (a < threshold) | (a == -np.inf)  # the definition, in the namespace's compare
+        # the definition, in the namespace's compare: NaN goes on (fail safe)
+        want = (a < threshold) | (a == -np.inf) | (a != a)
     np.testing.assert_array_equal(np.asarray(teacher_mask(a, threshold)), np.asarray(want))
     ints = teacher_mask(np.array([3, 1, 2]), 2)  # a custom router's integer scores
     np.testing.assert_array_equal(ints, [False, True, False])
+
+
+def test_a_nan_score_goes_to_the_teacher_at_any_threshold():
+    """Live routing fails safe: a router whose score is NaN sends the row on, even at a
+    threshold of -inf (where every real score stays with the student)."""
+    from ebjr.joint import JointModel
+
+    class Broken(routers.Router):
+        name = "broken_for_test"
+
+        def _score(self, logits):
+            out = logits[:, 0].copy()
+            out[::2] = np.nan
+            return out
+
+    student = lambda b: np.tile([[2.0, 1.0, 0.0]], (len(b), 1))  # noqa: E731
+    teacher = lambda b: np.tile([[0.0, 0.0, 5.0]], (len(b), 1))  # noqa: E731
+    for threshold in (-np.inf, -1e300, 0.0, np.inf):
+        out = JointModel(student, teacher, Broken(), threshold).predict(np.zeros((6, 2)))
+        assert np.asarray(out.to_teacher)[::2].all()
+        assert (np.asarray(out.predictions)[::2] == 2).all()

@@ -118,3 +118,24 @@ def test_bad_logits_raise_clear_errors(bad, match):
 def test_bad_temperature(t):
     with pytest.raises(InputError, match="temperature must be a positive"):
         scores.free_energy(np.zeros((2, 3)), t)
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 6)),
+              elements=st.floats(-1e308, 1e308, allow_nan=False)))
+def test_negative_entropy_is_finite_and_bounded_for_any_finite_logits(x):
+    """Extreme but finite logits used to give 0 * -inf = NaN (and route to the student at any
+    threshold); the entropy is now finite, in [-log C, 0], and scipy's where scipy is exact."""
+    import scipy.stats
+    import torch
+
+    from ebjr.scores.classification import negative_entropy
+
+    h = negative_entropy(x)
+    assert np.all(np.isfinite(h))
+    assert np.all(h <= 1e-12) and np.all(h >= -np.log(x.shape[1]) - 1e-9)
+    np.testing.assert_allclose(negative_entropy(torch.from_numpy(x)).numpy(), h, atol=1e-9)
+    moderate = np.clip(x, -50, 50)
+    p = np.exp(moderate - moderate.max(1, keepdims=True))
+    np.testing.assert_allclose(negative_entropy(moderate),
+                               -scipy.stats.entropy(p / p.sum(1, keepdims=True), axis=1),
+                               atol=1e-9)

@@ -50,7 +50,8 @@ def check_threshold(threshold: Any) -> float:
 
 
 def teacher_mask(scores: Array, threshold: float) -> Array:
-    """``True`` where a row goes to the teacher: ``score < threshold`` or ``score == -inf``.
+    """``True`` where a row goes to the teacher: unless ``score >= threshold``, so a NaN
+    score (and ``-inf``) goes to the teacher whatever the threshold: fail safe.
 
     One comparison: below the lowest finite value of the scores' dtype only
     ``-inf`` lies, so a threshold under it is raised to it (and one above the
@@ -60,7 +61,7 @@ def teacher_mask(scores: Array, threshold: float) -> Array:
     if not xp.isdtype(scores.dtype, "real floating"):  # e.g. a custom router's integer scores
         return (scores < threshold) | (scores == -math.inf)
     top, t = float(xp.finfo(scores.dtype).max), float(threshold)
-    return scores < (-top if t < -top else math.inf if t > top else t)
+    return ~(scores >= (-top if t < -top else math.inf if t > top else t))
 
 
 class Router:

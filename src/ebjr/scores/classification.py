@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np  # noqa: F401  (the doctests use it)
+import numpy as np
 from array_api_compat import is_torch_array
 
 from ebjr._utils.arrays import Array, check_logits, namespace
@@ -63,7 +63,8 @@ def logsumexp(x: Array, *, validate: bool = True) -> Array:
         return x.logsumexp(dim=1)
     xp = namespace(x)
     m = xp.max(x, axis=1, keepdims=True)
-    return m[:, 0] + xp.log(xp.sum(xp.exp(x - m), axis=1))
+    with np.errstate(over="ignore"):  # x - m below -max float is -inf: exp gives its 0
+        return m[:, 0] + xp.log(xp.sum(xp.exp(x - m), axis=1))
 
 
 def log_softmax(x: Array, *, validate: bool = True) -> Array:
@@ -72,7 +73,10 @@ def log_softmax(x: Array, *, validate: bool = True) -> Array:
         x = check_logits(x)
     if is_torch_array(x):
         return x.log_softmax(dim=1)
-    return x - logsumexp(x, validate=False)[:, None]
+    xp = namespace(x)
+    with np.errstate(over="ignore"):  # a finite row's far tail is -inf: probability 0
+        z = x - xp.max(x, axis=1, keepdims=True)  # never add the max back: no rounding at 1e17
+        return z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
 
 
 def softmax(x: Array, *, validate: bool = True) -> Array:
@@ -160,11 +164,14 @@ def softmax_confidence(logits: Array, *, validate: bool = True) -> Array:
 def negative_entropy(logits: Array, *, validate: bool = True) -> Array:
     """``-H(softmax(logits))`` per row (higher = more confident), shape ``(n,)``.
 
-    Lies in ``[-log C, 0]``.
+    Lies in ``[-log C, 0]``. Stable for any finite logits: a class whose
+    probability underflows to 0 adds ``0 * log 0 = 0`` (not ``0 * -inf = NaN``).
     """
     xp = namespace(logits)
     logp = log_softmax(logits, validate=validate)
-    return xp.sum(xp.exp(logp) * logp, axis=1)
+    p = xp.exp(logp)
+    zero = xp.zeros_like(p)
+    return xp.sum(xp.where(p > 0, p * xp.where(p > 0, logp, zero), zero), axis=1)
 
 
 def max_logit(logits: Array, *, validate: bool = True) -> Array:
