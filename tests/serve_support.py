@@ -109,7 +109,7 @@ def make_slow_teacher_bundle(folder: Path) -> Path:
 
 
 def make_faulty_bundle(folder: Path) -> Path:
-    """A joint bundle whose student is :func:`faulty_student` (factory ``serve_support:faulty_student``)."""
+    """A joint bundle whose student is :func:`faulty_student` (an allowed factory)."""
     import torch
 
     from ebjr.adapters.torch_module import TorchAdapter

@@ -119,7 +119,7 @@ def test_list_routers_wildcard():
     dtype=st.sampled_from([np.float32, np.float64]),
     as_torch=st.booleans(),
 )
-def test_teacher_mask_is_below_the_threshold_minus_infinity_or_nan(values, threshold, dtype, as_torch):
+def test_teacher_mask_is_below_the_threshold_minus_inf_or_nan(values, threshold, dtype, as_torch):
     """The one-comparison mask equals its definition, on both namespaces and float widths."""
     from ebjr.routing import teacher_mask
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from ebjr.exceptions import InputError
 
-__all__ = ["AtomicWriter", "check_output", "write_atomic"]
+__all__ = ["AtomicWriter", "check_output", "output_folder", "write_atomic"]
 
 
 def check_output(path: str | Path, inputs: Iterable[Any] = (), what: str = "output") -> Path:
@@ -51,6 +51,24 @@ def check_output(path: str | Path, inputs: Iterable[Any] = (), what: str = "outp
     except OSError as exc:
         raise InputError(f"cannot create the folder of the {what} {str(p)!r}: "
                          f"{exc.strerror}") from None
+    return p
+
+
+def output_folder(path: str | Path, what: str = "report folder") -> Path:
+    """``path`` as a folder to write into (created if missing).
+
+    Raises:
+        InputError: ``path`` (or a parent) exists and is not a folder, or cannot be made.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"the {what} {str(p)!r} exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot make the {what} {str(p)!r}: a parent is not a folder") from None
+    except OSError as exc:
+        raise InputError(f"cannot make the {what} {str(p)!r}: {exc.strerror}") from None
     return p
 
 

@@ -29,6 +29,7 @@ from ebjr.exceptions import InputError, missing_dependency
 __all__ = [
     "IMAGE_SUFFIXES",
     "InputSource",
+    "check_finite_rows",
     "image_files",
     "images_to_rows",
     "input_record",
@@ -176,7 +177,17 @@ class InputSource:
         return len(self._files)
 
     def batches(self, size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
-        """``(ids, rows)`` in order, ``size`` rows at a time."""
+        """``(ids, rows)`` in order, ``size`` rows at a time.
+
+        Raises:
+            InputError: a row holds NaN or infinity (named by its id): the input's fault,
+                not the model's.
+        """
+        for ids, rows in self._batches(size):
+            check_finite_rows(rows, ids, self.path)
+            yield ids, rows
+
+    def _batches(self, size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
         if self._array is not None:
             for a in range(0, len(self), size):
                 b = min(a + size, len(self))
@@ -199,6 +210,19 @@ class InputSource:
                         im.load()
                         images.append(im.copy())
                 yield [str(f) for f in files], images_to_rows(images, self.shape, self.dtype)
+
+
+def check_finite_rows(rows: np.ndarray, ids: list[Any], source: Any) -> None:
+    """Refuse NaN or infinity in input rows, naming the file and the first bad row."""
+    if rows.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"input {str(source)!r}: row {ids[first]!r} holds NaN or infinity "
+            f"({int(bad.sum())} such rows in this batch); models take finite numbers only"
+        )
 
 
 def rows_of_cells(cells: Any, dtype: Any = None) -> np.ndarray:

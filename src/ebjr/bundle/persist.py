@@ -67,7 +67,8 @@ def _save_model(adapter: Adapter, role: str, folder: Path, stem: str) -> dict[st
     return ref
 
 
-def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None = None) -> Path:
+def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None = None,
+         inputs: tuple = ()) -> Path:
     """Write ``joint`` as a bundle JSON at ``path`` with its model files beside it.
 
     Args:
@@ -75,9 +76,11 @@ def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None 
         path: the JSON file to write.
         calibration: the routing bundle the threshold came from (costs, target and
             calibration summary are copied from it); ``None`` for an uncalibrated model.
+        inputs: files the bundle must not overwrite (a command's own inputs).
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from ebjr._utils.files import check_output
+
+    p = check_output(path, inputs, "bundle")
     models = {role: _save_model(getattr(joint, role), role, p.parent, p.stem) for role in ROLES}
     base = calibration or RoutingBundle(
         router=joint.router.to_spec(),
@@ -99,7 +102,7 @@ def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None 
         max_teacher_batch=joint.max_teacher_batch,
         extra=base.extra,
     )
-    return write_bundle(bundle, p)
+    return write_bundle(bundle, p, inputs)
 
 
 def _check_file(folder: Path, name: str, expected: str, role: str) -> Path:

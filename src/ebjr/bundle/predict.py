@@ -9,6 +9,7 @@ the same file from a Ray Dataset, through the same :class:`PredictionWriter`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
+from ebjr._utils.files import AtomicWriter
 from ebjr.bundle.inputs import open_inputs
 from ebjr.exceptions import InputError, missing_dependency
 
@@ -25,7 +27,7 @@ __all__ = ["PredictionWriter", "predict_file"]
 class PredictionWriter:
     """Streams prediction batches into one parquet file (``id_name`` is ``row`` or ``path``)."""
 
-    def __init__(self, output: str | Path, id_name: str = "row") -> None:
+    def __init__(self, output: str | Path, id_name: str = "row", inputs: tuple = ()) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -35,7 +37,8 @@ class PredictionWriter:
         self.output = Path(output)
         if self.output.suffix.lower() != ".parquet":
             raise InputError(f"the output must be a .parquet file, got {str(self.output)!r}")
-        self.output.parent.mkdir(parents=True, exist_ok=True)
+        # written beside the output, renamed over it once whole (close); never an input
+        self._file = AtomicWriter(self.output, "output", inputs)
         self.id_name = id_name
         self._writer: Any = None
         self.rows = 0
@@ -58,14 +61,35 @@ class PredictionWriter:
         }
         table = pa.table(columns)
         if self._writer is None:
-            self._writer = self._pq.ParquetWriter(self.output, table.schema)
-        self._writer.write_table(table)
+            self._writer = self._pq.ParquetWriter(self._file.temp, table.schema)
+        try:
+            self._writer.write_table(table)
+        except OSError as exc:
+            raise self._file.error(exc) from None
         self.rows += len(ids)
         self.teacher_rows += int((answered == "teacher").sum())
 
-    def close(self) -> dict[str, Any]:
+    def abort(self) -> None:
+        """Drop what was written: the output stays as it was."""
         if self._writer is not None:
+            with contextlib.suppress(OSError):
+                self._writer.close()
+        self._file.discard()
+
+    def close(self) -> dict[str, Any]:
+        """Finish the file and move it into place."""
+        if self._writer is None:  # no rows: no file (as the input had nothing to predict)
+            self._file.discard()
+            return self._summary()
+        try:
             self._writer.close()
+        except OSError as exc:
+            self._file.discard()
+            raise self._file.error(exc) from None
+        self._file.commit()
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
         return {
             "output": str(self.output),
             "rows": self.rows,
@@ -98,7 +122,8 @@ def predict_file(
     joint = persist.load(bundle_path, allow_factories=allow_factories,
                          allow_torchscript=allow_torchscript)
     source = open_inputs(input_path, joint.bundle, column)  # type: ignore[attr-defined]
-    writer = PredictionWriter(output, "path" if source.kind == "images" else "row")
+    writer = PredictionWriter(output, "path" if source.kind == "images" else "row",
+                              inputs=(bundle_path, input_path))
     total = math.ceil(len(source) / batch_size)
     bar = tqdm(source.batches(batch_size), total=total, unit="batch", desc="predict",
                disable=not progress or None)
@@ -106,6 +131,7 @@ def predict_file(
         for ids, rows in bar:
             p = joint.predict(rows)
             writer.write(ids, p.predictions, p.scores, p.source, p.probabilities)
-    finally:
-        summary = writer.close()
-    return summary
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()

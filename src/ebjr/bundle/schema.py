@@ -235,8 +235,9 @@ class RoutingBundle:
         return bundle
 
 
-def write_bundle(bundle: RoutingBundle, path: str | Path) -> Path:
-    """Write ``bundle`` as strict JSON (atomically: a whole file or none); returns the path.
+def write_bundle(bundle: RoutingBundle, path: str | Path, inputs: tuple = ()) -> Path:
+    """Write ``bundle`` as strict JSON (atomically: a whole file or none, never over one of
+    ``inputs``); returns the path.
 
     Raises:
         BundleError: the bundle does not fit the schema (it would not read back).
@@ -245,7 +246,7 @@ def write_bundle(bundle: RoutingBundle, path: str | Path) -> Path:
 
     text = dumps(bundle.to_dict(), indent=2) + "\n"
     RoutingBundle.from_dict(loads_strict(text, "the bundle being written", BundleError))
-    return write_atomic(path, text.encode())
+    return write_atomic(path, text.encode(), "bundle", inputs)
 
 
 def read_bundle(path: str | Path) -> RoutingBundle:

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sources={"student": s.path, "teacher": t.path},
     )
-    path = write_bundle(result.bundle, args.output)
+    path = write_bundle(result.bundle, args.output,
+                        inputs=(args.student, args.teacher, args.labels))
     if args.report and y is not None:
         from ebjr.evaluation import evaluate
         from ebjr.evaluation.report import write_report

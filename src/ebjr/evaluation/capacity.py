@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,12 @@ def plot_capacity(rows: list[CapacityRow], path: Any, *, teacher_only: int,
         ax2.legend(loc="lower right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from ebjr._utils.files import AtomicWriter
+
+    writer = AtomicWriter(path, "plot")
+    try:
+        with writer as f:
+            fig.savefig(f, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

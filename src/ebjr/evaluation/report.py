@@ -224,8 +224,9 @@ def write_report(
     Returns:
         The path of ``index.html``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from ebjr._utils.files import output_folder
+
+    out = output_folder(out_dir)
     curve_png = plot_tradeoff(ev, out / "tradeoff.png", selection, title=title)
     thresholds = {k: p.threshold for k, p in ev.at_teacher_accuracy.items()}
     hist_png = plot_score_histograms(ev.curves, out / "score_histograms.png", thresholds)

@@ -314,7 +314,7 @@ def predict_files(
     record = read_bundle(bundle)
     ds, id_name, n = read_inputs(input_path, record, column)
     out = joint_map_batches(ds, bundle, **options)
-    writer = PredictionWriter(output, id_name or "row")
+    writer = PredictionWriter(output, id_name or "row", inputs=(bundle, input_path))
     ctx = ray.data.DataContext.get_current()
     before = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # input order, row for row
@@ -327,8 +327,10 @@ def predict_files(
             writer.write(ids, b["prediction"], b["score"], b["answered_by"], b["probabilities"])
             start += k
             bar.update(k)
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         bar.close()
         ctx.execution_options.preserve_order = before
-        summary = writer.close()
-    return summary
+    return writer.close()

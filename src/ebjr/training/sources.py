@@ -153,6 +153,9 @@ def distill_to_bundle(
     if not 0 < confidence < 1:
         raise InputError(f"confidence must lie in (0, 1), got {confidence}")
     x = load_inputs(data)
+    from ebjr.bundle.inputs import check_finite_rows
+
+    check_finite_rows(x, list(range(len(x))), data)
     if x.shape[0] < 50:
         raise InputError(f"data needs at least 50 inputs, got {x.shape[0]}")
     trust = {"allow_factories": list(allow_factories or []),
@@ -193,7 +196,7 @@ def distill_to_bundle(
     )
     allow = [student_spec] + ([teacher_ref] if ":" in teacher_ref else [])
     allow += [a for a in trust["allow_factories"] if a not in allow]
-    path = persist.save(joint, output, calibration.bundle)
+    path = persist.save(joint, output, calibration.bundle, inputs=(data, teacher_ref))
     persist.load(path, allow_factories=allow,  # the bundle reads back before we say so
                  allow_torchscript=allow_torchscript)
     return path, allow
