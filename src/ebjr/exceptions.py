@@ -59,8 +59,13 @@ class TargetUnreachableError(EBJRError, ValueError):
 class ModelError(EBJRError, RuntimeError):
     """A model failed on inputs that passed every check: it raised, or emitted NaN or infinity.
 
-    The fault is the model's, not the caller's; the server answers 502.
+    The fault is the model's, not the caller's; the server answers 502 naming only
+    ``model`` (the role), and logs the message (which may describe the model's insides).
     """
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class Overloaded(EBJRError, RuntimeError):

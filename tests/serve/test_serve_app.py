@@ -254,7 +254,7 @@ def typed_bundles(bundle, tmp_path_factory):
     out = {}
     data = json.loads(bundle.read_text())
     for dt in ("INT8", "UINT8", "FP16"):
-        data["extra"]["input"]["datatype"] = dt
+        data["input"]["datatype"] = dt
         out[dt] = json.dumps(data)
     return out, folder
 
@@ -286,19 +286,22 @@ def test_values_are_checked_against_the_datatype_range(typed_bundles, datatype, 
     ("value", "message"),
     [(3e38, "NaN or infinite values"), (-1.0, "RuntimeError: the student refuses")],
 )
-def test_a_model_fault_is_a_502_naming_the_model(tmp_path, value, message):
+def test_a_model_fault_is_a_502_naming_the_model(tmp_path, caplog, value, message):
     """Large FP32 inputs are valid FP32, but this student's logits overflow to NaN; or the
-    student raises: the model's fault, not the caller's."""
+    student raises: the model's fault, not the caller's. The client learns which model and
+    a request id; the exception (which may describe the model's insides) goes to the log."""
     path = make_faulty_bundle(tmp_path)
     settings = ServeSettings(bundle=path, allow_factories=["serve_support:faulty_student"])
     with TestClient(create_app(settings)) as c:
         r = c.post("/v2/models/faulty/infer", json={"inputs": [{
             "name": "input", "shape": [1, 8, 8], "datatype": "FP32", "data": [value] * 64}]})
         assert r.status_code == 502, r.text
-        msg = r.json()["error"]
-        assert msg.startswith("model fault, not a bad request: the student model failed on "
-                              "a batch of 1 rows of shape [8, 8]")
-        assert message in msg
+        msg, rid = r.json()["error"], r.json()["request_id"]
+        assert msg == ("model fault, not a bad request: the student failed on this batch; "
+                       "the server log has the details")
+        assert rid == r.headers["x-request-id"] and message not in msg
+        logged = [m for m in caplog.messages if rid in m]
+        assert logged and message in logged[0] and "rows of shape [8, 8]" in logged[0]
         ok = c.post("/v2/models/faulty/infer", json=infer_body(random_rows(2)))
         assert ok.status_code == 200  # and it goes on serving
 

@@ -203,7 +203,7 @@ def _status_and_body(reply: bytes) -> tuple[int, dict]:
 
 
 def test_stalled_headers_are_cut_with_408(server):
-    sock, t0 = _raw(server.port, b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\n")
+    sock, t0 = _raw(server.port, b"POST /v2/models/small/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     status, body = _status_and_body(_read_all(sock))
     assert status == 408 and "headers did not arrive within 1 s" in body["error"]
     assert time.monotonic() - t0 < 5
@@ -212,7 +212,7 @@ def test_stalled_headers_are_cut_with_408(server):
 
 
 def test_a_stalled_body_is_cut_with_408_and_the_server_goes_on(server):
-    head = (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\n"
+    head = (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Length: 5000\r\n\r\n{\"inputs\": [")
     sock, t0 = _raw(server.port, head)
     status, body = _status_and_body(_read_all(sock))
@@ -226,7 +226,7 @@ def test_a_stalled_body_is_cut_with_408_and_the_server_goes_on(server):
 def test_sigterm_with_a_stalled_upload_exits_cleanly(bundle):
     srv = ServerProcess(bundle, "--body-timeout", "60", log_level="info").start()
     try:
-        head = (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\n"
+        head = (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Length: 5000\r\n\r\n{\"inputs\": [")
         sock, _ = _raw(srv.port, head, wait=0.5)
         t0 = time.monotonic()

@@ -119,7 +119,9 @@ def test_remote_teacher_killed_mid_load(bundle, policy):
                 assert codes <= {200, 503} and 503 in codes
                 for r in late:
                     if r[0] == 503:
-                        assert "fallback policy 'error'" in r[1]["error"]
+                        assert "fallback policy is 'error'" in r[1]["error"]
+                        assert "http" not in r[1]["error"]  # no internal URL or raw answer
+                        assert r[1]["request_id"] == r[2]["x-request-id"]
                         assert int(r[2]["retry-after"]) >= 1
                     else:  # no row of this request needed the teacher
                         assert set(outputs(r[1])["answered_by"].tolist()) == {"student"}

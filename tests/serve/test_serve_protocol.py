@@ -33,7 +33,7 @@ def test_nested_data_is_accepted():
         (dict(shape=[5, 1], datatype="FP32", data=[0.0] * 5), None, 4, "at most 4"),
         (dict(shape=[1, 2], datatype="FP32", data=[math.nan, 1.0]), None, None, "NaN"),
         (dict(shape=[1, 2], datatype="FP32", data=[math.inf, 1.0]), None, None, "infinity"),
-        (dict(shape=[1, 2], datatype="FP32", data=["a", 1.0]), None, None, "must be numbers"),
+        (dict(shape=[1, 2], datatype="FP32", data=["a", "b"]), None, None, "must be numbers"),
         (dict(shape=[1, 2], datatype="FP32", data=[[1.0], [1.0, 2.0]]), None, None, "numbers"),
         (dict(shape=[1, 2], datatype="INT32", data=[1.5, 1.0]), None, None, "whole numbers"),
         (dict(shape=[-1, 2], datatype="FP32", data=[1.0, 1.0]), None, None, "non-negative"),
@@ -44,6 +44,17 @@ def test_bad_tensors_are_refused_with_a_message(tensor, row_shape, max_rows, mes
     with pytest.raises(InputError, match=None) as info:
         decode_tensor(InferTensor(name="input", **tensor), row_shape, max_rows)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("data", [[1.0, True], [True, False], ["a", 1.0], [[1.0], ["2"]],
+                                  [None, 1.0], [{"x": 1}]])
+def test_only_numbers_or_strings_are_tensor_data(data):
+    """``true`` is not 1.0 (JSON's booleans and numbers are different things): refused by the
+    schema, before any array is built."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        InferTensor(name="input", shape=[1, 2], datatype="FP32", data=data)
 
 
 def test_encode_names_datatypes():

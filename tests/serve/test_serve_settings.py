@@ -4,6 +4,7 @@ variable and its check; the command line, the environment and Python agree."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,14 @@ ON_THE_COMMAND_LINE = {
     "torch_threads": ("1", 1),
     "allow_factories": ("mypkg:net", ["mypkg:net"]),
     "allow_torchscript": (None, True),  # a flag without a value
+    "admin_token_file": (__file__, Path(__file__)),
+    "max_json_bytes": ("1000", 1000),
+    "max_json_elements": ("100", 100),
+    "max_concurrent_parses": ("3", 3),
+    "max_header_bytes": ("2048", 2048),
+    "max_connections": ("10", 10),
+    "allowed_origins": ("https://app.example.com", ["https://app.example.com"]),
+    "allowed_hosts": ("api.example.com", ["api.example.com"]),
     "log_level": ("debug", "debug"),
 }
 
@@ -65,6 +74,8 @@ def test_every_setting_has_a_flag():
         argv = ["b.json", f"--{name.replace('_', '-')}", *([] if typed is None else [typed])]
         if name == "remote_teacher" or name.startswith("load_"):  # need role joint
             argv += ["--role", "joint"]
+        if name == "admin_token_file":  # the token comes from one place only
+            argv += ["--admin-token", "none"]
         if name in ("load_mode", "load_budget", "load_min_threshold"):
             argv += ["--load-mode", "queue", "--load-budget", "12"]
             argv += [f"--{name.replace('_', '-')}", typed]

@@ -84,7 +84,7 @@ def _model_failure(name: str, rows: np.ndarray, exc: BaseException) -> ModelErro
     first = (str(exc).splitlines() or [""])[0][:300]
     return ModelError(
         f"the {name} model failed on a batch of {len(rows)} rows of shape "
-        f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}"
+        f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}", name
     )
 
 
@@ -163,7 +163,8 @@ class ModelReplica:
             raise _model_failure(self.role, rows, exc) from exc
         if not np.isfinite(logits).all():
             raise ModelError(
-                f"the {self.role} model emitted NaN or infinity on a batch of {len(rows)} rows"
+                f"the {self.role} model emitted NaN or infinity on a batch of {len(rows)} rows",
+                self.role,
             )
         return logits
 
@@ -361,7 +362,7 @@ class _RayEngine:
             raise
         except (RayError, RayServeException) as exc:  # e.g. its replica died under the request
             raise ModelError(
-                f"the {what} deployment failed: {type(exc).__name__}: {str(exc)[:300]}"
+                f"the {what} deployment failed: {type(exc).__name__}: {str(exc)[:300]}", what
             ) from None
         self._front.record(answer[-1], time.perf_counter() - t0)
         return answer

@@ -30,8 +30,10 @@ shared volume, or the same path baked into the image).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 from pathlib import Path
@@ -50,6 +52,7 @@ __all__ = [
     "AppArgs",
     "app",
     "build_app",
+    "cpus_needed",
     "deployment_options",
     "run",
     "settings_for_ray",
@@ -221,7 +224,31 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         InputError: an unknown option, or a bundle this application cannot serve.
         BundleError: the bundle cannot be read.
     """
-    from ebjr.bundle import read_bundle
+    settings, bundle, opts = _prepare(bundle_path, dict(options))
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
+    if settings.role != "joint":  # one model alone, as ebjr serve --role
+        model = serve.deployment(ModelReplica, name=settings.role,
+                                 **opts[settings.role]).bind(settings, settings.role)
+        return ingress.bind(settings, model)
+    control = serve.deployment(
+        Control, name="control", num_replicas=1,
+        ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
+        logging_config={"enable_access_log": False},
+    ).bind(settings, bundle.threshold)
+    teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
+        settings, "teacher"
+    )
+    student = serve.deployment(StudentReplica, name="student", **opts["student"]).bind(
+        settings, teacher, control
+    )
+    return ingress.bind(settings, student, control)
+
+
+def _prepare(bundle_path: str | Path, options: dict[str, Any]
+             ) -> tuple[ServeSettings, Any, dict[str, dict[str, Any]]]:
+    """The settings, the bundle and each deployment's options; the bundle and the models
+    it will load checked (document, trust, files) before anything starts."""
+    from ebjr.bundle import persist
 
     sections: dict[str, Any] = {}
     config = options.pop("config", None)
@@ -244,32 +271,26 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         )
     path = Path(bundle_path).expanduser().resolve()
     settings = ServeSettings(bundle=str(path), **options)
-    bundle = read_bundle(path)
-    roles = ("student", "teacher") if settings.role == "joint" else (settings.role,)
-    missing = [r for r in roles if r not in bundle.models]
-    if missing:
-        raise InputError(
-            f"{str(path)!r} has no {' and '.join(missing)} model reference: a Ray Serve "
-            "application serves a bundle saved with its models (ebjr.save)"
-        )
-    opts = deployment_options(settings, sections, replicas)
-    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
-    if settings.role != "joint":  # one model alone, as ebjr serve --role
-        model = serve.deployment(ModelReplica, name=settings.role,
-                                 **opts[settings.role]).bind(settings, settings.role)
-        return ingress.bind(settings, model)
-    control = serve.deployment(
-        Control, name="control", num_replicas=1,
-        ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
-        logging_config={"enable_access_log": False},
-    ).bind(settings, bundle.threshold)
-    teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
-        settings, "teacher"
-    )
-    student = serve.deployment(StudentReplica, name="student", **opts["student"]).bind(
-        settings, teacher, control
-    )
-    return ingress.bind(settings, student, control)
+    bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
+                           allow_torchscript=settings.allow_torchscript)
+    return settings, bundle, deployment_options(settings, sections, replicas)
+
+
+def cpus_needed(bundle_path: str | Path, **options: Any) -> dict[str, float]:
+    """The CPUs each deployment of the application reserves at its start (replicas x
+    ``ray_actor_options.num_cpus``; an autoscaled one, its ``min_replicas``)."""
+    settings, _, opts = _prepare(bundle_path, dict(options))
+    roles = ["ingress", "student", "teacher"] if settings.role == "joint" else [
+        "ingress", settings.role]
+    out = {}
+    for role in roles:
+        o = opts[role]
+        auto = o.get("autoscaling_config") or {}
+        n = o.get("num_replicas", 1)
+        if auto or n == "auto":
+            n = int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
+        out[role] = float(n) * float((o.get("ray_actor_options") or {}).get("num_cpus", 1))
+    return out
 
 
 def app(args: Any) -> Application:
@@ -293,25 +314,62 @@ def run(
     **options: Any,
 ) -> None:
     """``ebjr serve BUNDLE --ray``: start (or join, ``address``) a Ray cluster, run the
-    application on ``host:port`` until SIGINT/SIGTERM (or ``stop`` is set), then shut it down."""
+    application on ``host:port`` until SIGINT/SIGTERM (or ``stop`` is set), then shut it down.
+
+    A cluster started here is this machine's alone: every Ray port binds to loopback
+    (a multi-node cluster is started with ``ray start`` on a private network and joined
+    with ``address``). Before deploying, the CPUs the deployments reserve are checked
+    against the cluster's, so a deployment that could never start fails at once with a
+    message instead of waiting forever. A signal stops it at any time, deploying too.
+
+    Raises:
+        InputError: bad options, or more CPUs asked for than a local cluster has.
+    """
     import ray
 
     application = build_app(bundle_path, **options)  # bad options fail before Ray starts
+    needed = cpus_needed(bundle_path, **options)
     app_name = name or options.get("model_name") or Path(bundle_path).stem
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:  # no port of this cluster is reachable from another machine
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+                 ignore_reinit_error=True, log_to_driver=True)
+    else:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     done = stop or threading.Event()
+    deploying = True
+
+    def on_signal(*_: Any) -> None:
+        done.set()
+        if deploying:  # serve.run waits inside Ray until the replicas start: leave it
+            raise KeyboardInterrupt
+
     if threading.current_thread() is threading.main_thread():  # after ray.init, which sets its own
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: done.set())
+            signal.signal(sig, on_signal)
     try:
+        if local:
+            have = float(ray.cluster_resources().get("CPU", 0))
+            if sum(needed.values()) > have + 1e-9:
+                parts = ", ".join(f"{k} {v:g}" for k, v in needed.items() if v)
+                raise InputError(
+                    f"the application reserves {sum(needed.values()):g} CPUs ({parts}) but "
+                    f"this machine's Ray cluster has {have:g}: ask for fewer replicas, or "
+                    "give each a share of a CPU (ray_actor_options: {num_cpus: 0.5} in "
+                    "--ray-config)")
         serve.start(http_options={"host": host, "port": port})
         serve.run(application, name=app_name, route_prefix="/", blocking=False)
+        deploying = False
         log.warning("serving %r on Ray at http://%s:%d (Ctrl-C stops)", app_name, host, port)
         while not done.wait(0.5):  # a short wait, so signals are handled promptly
             pass
         log.warning("shutting down %r", app_name)
         serve.delete(app_name)
-        if address is None:
-            serve.shutdown()
+    except KeyboardInterrupt:
+        log.warning("stopped while %r was deploying", app_name)
     finally:
+        deploying = False
+        if local:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
         ray.shutdown()

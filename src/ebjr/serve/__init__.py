@@ -45,7 +45,8 @@ def serve(settings: Any) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        http=header_timeout_protocol(settings.header_timeout_s),
+        http=header_timeout_protocol(settings.header_timeout_s, settings.max_header_bytes),
+        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=max(5, int(settings.request_timeout_s) + 1),
     )
     server = Server(config)

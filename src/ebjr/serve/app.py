@@ -38,7 +38,6 @@ import logging
 import math
 import secrets
 import time
-import zlib
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -47,11 +46,13 @@ import numpy as np
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ebjr.bundle import curve_point_at, json_safe
 from ebjr.exceptions import EBJRError, InputError, ModelError, Overloaded, TeacherUnavailable
+from ebjr.serve.bodies import BodyReader, describe
+from ebjr.serve.edge import BodyGuard, BrowserGuard, RequestEdge, request_id_of
 from ebjr.serve.engine import Engine, JointAnswer, JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
 from ebjr.serve.metrics import ServeMetrics
@@ -129,93 +130,6 @@ def _with_body_schemas(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _describe(errors: list[Any]) -> str:
-    parts = []
-    for e in errors[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
-class _BodyGuard:
-    """ASGI middleware: read the whole body first, within a size limit and a time limit.
-
-    A body over ``limit`` bytes (declared or streamed) gets 413; one that
-    does not finish within ``timeout_s`` gets 408; one still arriving when the
-    server starts to shut down gets 503. Each closes the connection, so a
-    slow or stalled client never holds a worker or delays a shutdown.
-    """
-
-    def __init__(self, app: Any, limit: int, timeout_s: float, stopping: Any) -> None:
-        self.app = app
-        self.limit = limit
-        self.timeout_s = timeout_s
-        self.stopping = stopping  # () -> bool: the server is shutting down
-
-    async def _refuse(self, status: int, message: str, scope: dict, receive: Any,
-                      send: Any) -> None:
-        response = JSONResponse({"error": message}, status, headers={"Connection": "close"})
-        await response(scope, receive, send)
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        message = f"the request body exceeds this server's limit of {self.limit} bytes"
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.limit
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._refuse(413, message, scope, receive, send)
-                    return
-        # read the body up to the limit before the app sees it (a streamed body has no length)
-        chunks, seen = [], 0
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            pending = asyncio.ensure_future(receive())
-            while True:
-                left = deadline - time.monotonic()
-                await asyncio.wait({pending}, timeout=min(max(left, 0.0), 0.25))
-                if pending.done():
-                    break
-                if time.monotonic() >= deadline:
-                    pending.cancel()
-                    await self._refuse(
-                        408, f"the request body did not arrive within {self.timeout_s:g} s",
-                        scope, receive, send)
-                    return
-                if self.stopping():
-                    pending.cancel()
-                    await self._refuse(
-                        503, "the server is shutting down; the request body was not complete",
-                        scope, receive, send)
-                    return
-            msg = pending.result()
-            if msg["type"] != "http.request":  # the client went away
-                return
-            chunk = msg.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await self._refuse(413, message, scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
 
 
 class _TritonStats:
@@ -330,22 +244,25 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    def error_of(request: Request, status: int, message: str,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+        body = {"error": message, "request_id": request_id_of(request.scope)}
+        return JSONResponse(body, status_code=status, headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(400, _describe(list(exc.errors())))
+        return error_of(request, 400, describe(list(exc.errors())))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(exc.detail)},
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        return error_of(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(EBJRError)
     async def _ebjr(request: Request, exc: EBJRError) -> JSONResponse:
         answer = answer_for(exc)
-        return error(answer.status, answer.message, answer.retry_after)
+        if answer.status >= 500:  # the detail is the operator's, not the client's
+            log.error("request %s: %s", request_id_of(request.scope), exc)
+        return error_of(request, answer.status, answer.message, answer.headers)
 
     # ------------------------------------------------------------ helpers
     def engine() -> Engine:
@@ -365,34 +282,16 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
                 404, f"unknown version {version!r} of model {name!r}; it has version {VERSION!r}"
             )
 
+    bodies = BodyReader(settings.max_body_bytes, settings.max_json_bytes,
+                        settings.max_json_elements, settings.max_concurrent_parses)
+
     async def body_of(request: Request) -> bytes:
         """The raw body, decompressed when Content-Encoding says gzip or deflate."""
-        raw = await request.body()
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("", "identity"):
-            return raw
-        if encoding not in ("gzip", "deflate"):
-            raise InputError(
-                f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none"
-            )
-        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            out = d.decompress(raw, settings.max_body_bytes + 1)
-        except zlib.error as exc:
-            raise InputError(f"the {encoding} body could not be decompressed: {exc}") from None
-        if len(out) > settings.max_body_bytes or d.unconsumed_tail:
-            raise HTTPException(413, f"the decompressed body exceeds this server's limit of "
-                                     f"{settings.max_body_bytes} bytes")
-        return out
+        return bodies.decompress(await request.body(), request.headers.get("content-encoding"))
 
-    def parse(raw: bytes, model: type[BaseModel]) -> Any:
-        """``raw`` as ``model``, whatever the Content-Type said; 400 with the reasons if not."""
-        if not raw.strip():
-            raise InputError("invalid request: the body is empty; expected a JSON object")
-        try:
-            return model.model_validate_json(raw)
-        except ValidationError as exc:
-            raise InputError(_describe(exc.errors())) from None
+    async def parse(raw: bytes, model: type[BaseModel]) -> Any:
+        """``raw`` as ``model``, whatever the Content-Type said, off the loop when large."""
+        return await bodies.parse(raw, model)
 
     def joint_engine(name: str) -> Any:
         check_model(name)
@@ -426,14 +325,11 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
                 f"no answer within {settings.request_timeout_s} s; retry later",
                 {"Retry-After": "1"},
             ) from None
-        except ModelError as exc:
-            log.error("%s", exc)
+        except ModelError:
             if state.row_shape is None:
-                raise ModelError(
-                    f"{exc} (this server does not know the model's input shape: start it "
-                    "with --input-shape, or save the bundle with an input record, to have "
-                    "wrongly shaped inputs refused with 400)"
-                ) from None
+                log.warning("this server does not know the model's input shape: start it with "
+                            "--input-shape, or save the bundle with an input record, to have "
+                            "wrongly shaped inputs refused with 400")
             raise
         finally:
             if not ok:
@@ -457,29 +353,36 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         return result, elapsed
 
     _with_body_schemas(app)
-    # the body guard sits inside the counting middleware: its 408/413/503 are counted too
-    app.add_middleware(_BodyGuard, limit=settings.max_body_bytes,
-                       timeout_s=settings.body_timeout_s, stopping=lambda: state.stopping())
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        if not request.url.path.endswith(("/infer", "/predict")):
-            return await call_next(request)
-        state.accepted += 1
-        try:
-            if state.ready and state.engine is not None:
-                state.engine.check_room()  # a full queue refuses before the body is parsed
-            response = await call_next(request)
-        except Overloaded as exc:
-            state.metrics.shed.labels("queue_full").inc()
-            answer = answer_for(exc)
-            response = error(answer.status, answer.message, answer.retry_after)
-        except Exception:
-            log.exception("unexpected error on %s", request.url.path)
-            response = error(500, "internal error; the server log has the details")
-        state.metrics.requests.labels(str(response.status_code)).inc()
-        state.answered += 1
-        return response
+    def check_room() -> None:
+        if state.ready and state.engine is not None:
+            try:
+                state.engine.check_room()
+            except Overloaded:
+                state.metrics.shed.labels("queue_full").inc()
+                raise
+
+    def on_answer(counted: bool, status: int | None) -> None:
+        if status is None:
+            state.metrics.disconnects.inc()
+        if counted:
+            state.metrics.requests.labels(str(status or 499)).inc()
+            state.answered += 1
+
+    def on_request(path: str) -> bool:
+        if path.endswith(("/infer", "/predict")):
+            state.accepted += 1
+            return True
+        return False
+
+    # outermost first: request id and counts, the browser rules, then the body
+    app.add_middleware(BodyGuard, limit=settings.max_body_bytes,
+                       json_limit=settings.max_json_bytes, timeout_s=settings.body_timeout_s,
+                       stopping=lambda: state.stopping())
+    app.add_middleware(BrowserGuard, allowed_origins=settings.allowed_origins,
+                       allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestEdge, on_request=on_request, check_room=check_room,
+                       on_answer=on_answer)
 
     def both_versions(method: str, suffix: str, impl: Any, **route: Any) -> None:
         """Route ``/v2/models/{name}<suffix>`` and its ``/versions/{version}`` twin to ``impl``."""
@@ -514,7 +417,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
     async def repository_index(request: Request) -> list[dict]:
         """Triton's model repository extension: the one model this server serves."""
         raw = await body_of(request)
-        only_ready = parse(raw, RepositoryIndexRequest).ready if raw.strip() else None
+        only_ready = (await parse(raw, RepositoryIndexRequest)).ready if raw.strip() else None
         entry = {"name": settings.name, "version": VERSION,
                  "state": "READY" if state.ready else "LOADING"}
         if not state.ready:
@@ -636,7 +539,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         header, rest = split_body(
             await body_of(request), request.headers.get("inference-header-content-length")
         )
-        body: InferRequest = parse(header, InferRequest)
+        body: InferRequest = await parse(header, InferRequest)
         if len(body.inputs) != 1:
             raise InputError(
                 f"this model takes one input, {INPUT_NAME!r}; got {len(body.inputs)}: "
@@ -727,7 +630,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
               openapi_extra=_json_schema(PredictRequest))
     async def predict(name: str, request: Request) -> dict:
         check_model(name)
-        body: PredictRequest = parse(await body_of(request), PredictRequest)
+        body: PredictRequest = await parse(await body_of(request), PredictRequest)
         try:
             x = np.asarray(body.instances, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -785,7 +688,7 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
                 "required to change the threshold",
                 {"WWW-Authenticate": "Bearer"},
             )
-        body: ThresholdUpdate = parse(await body_of(request), ThresholdUpdate)
+        body: ThresholdUpdate = await parse(await body_of(request), ThresholdUpdate)
         if (body.threshold is None) == (body.teacher_fraction is None):
             raise InputError("give exactly one of 'threshold' or 'teacher_fraction'")
         if body.threshold is not None:
@@ -838,10 +741,20 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
                 state.metrics.queue_rows.labels(stage).set(rows)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    page = resources.files("ebjr.serve").joinpath("static/index.html").read_text("utf-8")
+    # the name is checked (settings.MODEL_NAME), and embedded as JSON that cannot end a script
+    page = page.replace("__MODEL_NAME__", _script_json(settings.name))
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo() -> HTMLResponse:
-        page = resources.files("ebjr.serve").joinpath("static/index.html").read_text("utf-8")
-        return HTMLResponse(page.replace("__MODEL_NAME__", json.dumps(settings.name)))
+        nonce = secrets.token_urlsafe(16)
+        return HTMLResponse(page.replace("<script>", f'<script nonce="{nonce}">'), headers={
+            "Content-Security-Policy": (
+                f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' "
+                "'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+                "object-src 'none'; base-uri 'none'; form-action 'none'; "
+                "frame-ancestors 'none'"),
+        })
 
     return app
 
@@ -876,6 +789,12 @@ def _bearer_matches(authorization: str | None, token: str) -> bool:
     a = hashlib.sha256(given.strip().encode()).digest()
     b = hashlib.sha256(token.encode()).digest()
     return secrets.compare_digest(a, b)
+
+
+def _script_json(value: Any) -> str:
+    """``value`` as JSON safe inside an HTML ``<script>`` (no ``<``, ``>`` or ``&``)."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _finite_array(a: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ class _ModelRunner:
             first = (str(exc).splitlines() or [""])[0][:300]
             raise ModelError(
                 f"the {self.name} model failed on a batch of {len(rows)} rows of shape "
-                f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}"
+                f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}", self.name
             ) from exc
 
     async def close(self) -> None:
@@ -140,7 +140,7 @@ class ModelEngine:
         if not np.isfinite(logits).all():
             raise ModelError(
                 f"the {self.settings.role} model emitted NaN or infinity on a batch of "
-                f"{len(batch)} rows of shape {list(batch.shape[1:])}"
+                f"{len(batch)} rows of shape {list(batch.shape[1:])}", self.settings.role
             )
         return [logits[a:b] for a, b in _split(blocks)]
 

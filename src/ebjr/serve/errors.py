@@ -1,10 +1,13 @@
 """One map from an exception to its HTTP answer: status, message and Retry-After.
 
-Every error the service answers with is ``{"error": message}``. Client
-mistakes are 4xx and name what was expected and what arrived; a model that
-fails on valid input is 502; a server that cannot answer now is 429 or 503
-with ``Retry-After``. Anything unexpected is a 500 whose details stay in the
-server log.
+Every error the service answers with is ``{"error": message, "request_id": id}``.
+Client mistakes are 4xx and name what was expected and what arrived; a model
+that fails on valid input is 502 naming only which model; a teacher that
+cannot answer under the fallback policy ``error`` is 503 naming only how it
+failed (a remote teacher's URL and answer, like a model's exception, may
+describe the inside of the deployment: they go to the server log, under the
+request id); a server that cannot answer now is 429 or 503 with
+``Retry-After``. Anything unexpected is a 500 whose details stay in the log.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     if isinstance(exc, Overloaded):
         return ErrorAnswer(503 if exc.closing else 429, str(exc), exc.retry_after)
     if isinstance(exc, TeacherUnavailable):
-        return ErrorAnswer(503, f"{exc} (fallback policy 'error')", exc.retry_after)
+        return ErrorAnswer(503, f"the teacher could not answer ({exc.kind}) and the fallback "
+                           "policy is 'error'; retry later", exc.retry_after)
     if isinstance(exc, ModelError):
-        return ErrorAnswer(502, f"model fault, not a bad request: {exc}")
+        return ErrorAnswer(502, f"model fault, not a bad request: the {exc.model or 'model'} "
+                           "failed on this batch; the server log has the details")
     for cls, status in STATUS:
         if isinstance(exc, cls):
             return ErrorAnswer(status, str(exc))

@@ -6,7 +6,10 @@ connections), so a few slow clients can hold every connection.
 :func:`header_timeout_protocol` gives its httptools protocol a timer from the
 first byte of each request (and from the connection's opening) to the end of
 the headers; a request that misses it gets ``408`` and the connection closes.
-The body has its own timeout in the app (``ebjr.serve.app``).
+The body has its own timeout in the app (``ebjr.serve.app``). The same
+protocol caps the request line and headers at ``max_header_bytes``: past it
+the client gets ``431`` and the connection closes, so a client cannot make
+the server hold an unbounded header block.
 
 :class:`Server` is uvicorn's server without its habit of re-raising the
 signal after a graceful shutdown (which makes the process end "killed by
@@ -28,11 +31,62 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = ["Server", "header_timeout_protocol"]
 
 
-def header_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a ``timeout_s`` limit on each request's headers."""
+def header_timeout_protocol(timeout_s: float,
+                            max_header_bytes: int = 64 * 1024) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a ``timeout_s`` limit on each request's headers and
+    a ``max_header_bytes`` limit on their size."""
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _header_timer: Any = None
+        _header_bytes = 0
+        _refused = False
+
+        def _within_limit(self, n: int) -> bool:
+            """Count ``n`` more header bytes; past the limit answer 431 and close. Once
+            refused, the parser runs on over what is left of this chunk storing nothing,
+            and no request starts."""
+            self._header_bytes += n
+            if self._header_bytes > max_header_bytes and not self._refused:
+                self._refused = True
+                self._disarm()
+                self._close_with(431, "Request Header Fields Too Large",
+                                 f"the request line and headers exceed {max_header_bytes} bytes")
+            return not self._refused
+
+        def on_url(self, url: bytes) -> None:
+            if self._within_limit(len(url)):
+                super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self._within_limit(len(name) + len(value) + 4):
+                super().on_header(name, value)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            if not self._refused:
+                super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
+
+        def _close_with(self, status: int, reason: str, message: str) -> None:
+            body = json.dumps({"error": message}).encode()
+            self.transport.write(
+                f"HTTP/1.1 {status} {reason}\r\n".encode()
+                + b"content-type: application/json\r\n"
+                b"connection: close\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            self.transport.close()
 
         def _arm(self) -> None:
             self._disarm()
@@ -47,16 +101,8 @@ def header_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
             self._header_timer = None
             if self.transport.is_closing():
                 return
-            body = json.dumps(
-                {"error": f"the request's headers did not arrive within {timeout_s:g} s"}
-            ).encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\n"
-                b"content-type: application/json\r\n"
-                b"connection: close\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
-            self.transport.close()
+            self._close_with(408, "Request Timeout",
+                             f"the request's headers did not arrive within {timeout_s:g} s")
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -64,11 +110,8 @@ def header_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._header_bytes = 0
             self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -59,6 +59,9 @@ class ServeMetrics:
             "ebjr_batch_rows", "Rows per model call", ["stage"], buckets=_BATCH_BUCKETS, registry=r
         )
         self.shed = Counter("ebjr_shed", "Requests refused for load", ["reason"], registry=r)
+        self.disconnects = Counter(
+            "ebjr_client_disconnects", "Requests whose client went away before the answer",
+            registry=r)
         self.teacher_errors = Counter(
             "ebjr_teacher_errors", "Teacher failures", ["kind"], registry=r
         )

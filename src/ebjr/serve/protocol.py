@@ -24,10 +24,11 @@ an output's ``parameters.binary_data``). ``BYTES`` elements are each a
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from typing_extensions import TypeAliasType
 
 from ebjr.exceptions import InputError
 
@@ -68,6 +69,9 @@ NUMERIC_DATATYPES: dict[str, Any] = {
 }
 _DTYPE_NAMES = {np.dtype(v): k for k, v in NUMERIC_DATATYPES.items()}
 
+#: tensor data in JSON: numbers, flat or in equally nested lists; ``true`` is no number
+Numbers = TypeAliasType("Numbers", list[Union[StrictFloat, StrictInt, "Numbers"]])
+
 
 class InferTensor(BaseModel):
     """One tensor of a request or response."""
@@ -78,7 +82,9 @@ class InferTensor(BaseModel):
     shape: list[int] = Field(max_length=16)
     datatype: str = Field(max_length=16)
     parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None  # None: the bytes follow the JSON (binary extension)
+    # None: the bytes follow the JSON (binary extension); strings: BYTES data (refused later,
+    # by datatype, with that reason)
+    data: Numbers | list[StrictStr] | None = None
 
 
 class RequestedOutput(BaseModel):
@@ -116,7 +122,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[Any] = Field(min_length=1)
+    instances: Annotated[Numbers, Field(min_length=1)]
 
 
 class ThresholdUpdate(BaseModel):
@@ -173,6 +179,7 @@ class ServerMetadata(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str
+    request_id: str | None = None  # also in the X-Request-ID header; the server log has it
 
 
 #: the range of values each datatype holds (floats: the largest finite magnitude)

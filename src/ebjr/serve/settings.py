@@ -12,6 +12,7 @@ that names the setting.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 FALLBACK_POLICIES = ("student", "error")
+#: a served model's name, as Triton allows it in a URL path (no '/', quote or markup)
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 LOAD_MODES = ("share", "queue")
 ROLES = ("joint", "student", "teacher")
 
@@ -87,8 +90,12 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind")
     port: Integer = Field(8000, ge=0, le=65535, description="port")
     admin_token: str | None = Field(
-        None, repr=False, description="bearer token that threshold writes require (also "
-        "$EBJR_ADMIN_TOKEN); none: writes are refused")
+        None, repr=False, description="bearer token that threshold writes require; give it "
+        "as $EBJR_ADMIN_TOKEN or --admin-token-file (a command line is visible to every user "
+        "in /proc); none: writes are refused")
+    admin_token_file: Path | None = Field(
+        None, description="read the admin token from this file (one trailing newline "
+        "stripped)")
     max_batch_size: Integer = Field(
         64, gt=0, description="student batch rows: a batch starts when it has this many rows...")
     max_wait_ms: float = Field(
@@ -104,6 +111,25 @@ class ServeSettings(BaseSettings):
     max_request_rows: Integer = Field(1024, gt=0, description="rows per request (413 beyond)")
     max_body_bytes: Integer = Field(
         16 * 1024 * 1024, gt=0, description="request body limit in bytes (413 beyond)")
+    max_json_bytes: Integer = Field(
+        4 * 1024 * 1024, gt=0, description="limit of a body's JSON part in bytes (413 beyond; "
+        "large tensors travel as binary data)")
+    max_json_elements: Integer = Field(
+        1 << 18, gt=0, description="JSON values one body may hold, counted before it is "
+        "parsed (413 beyond)")
+    max_concurrent_parses: Integer = Field(
+        2, gt=0, description="JSON bodies parsed at once, off the event loop (more wait)")
+    max_header_bytes: Integer = Field(
+        64 * 1024, gt=0, description="limit of a request's line and headers in bytes (431 "
+        "beyond)")
+    max_connections: Integer = Field(
+        1024, gt=0, description="concurrent connections and requests (503 beyond)")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="web origins (https://app.example.com) whose pages "
+        "may call this server from a browser; others get 403 (repeat the flag for more)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names accepted besides localhost when bound to "
+        "loopback (against DNS rebinding); or, when set, the only ones accepted")
     request_timeout_s: float = Field(
         30.0, gt=0, description="longest a request may wait for its answer before 503 (s)")
     header_timeout_s: float = Field(
@@ -156,6 +182,20 @@ class ServeSettings(BaseSettings):
         from ebjr.adapters.builders import check_allowed_names
 
         check_allowed_names(self.allow_factories, ValueError)
+        if self.admin_token_file is not None:
+            if self.admin_token is not None:
+                raise ValueError("give admin_token or admin_token_file, not both")
+            self.admin_token = _read_token(self.admin_token_file)
+        name = self.name
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"the model name {name!r} is not a valid model name (letters, digits, '_', '.' "
+                "and '-', at most 128, starting with a letter or digit)"
+                + ("" if self.model_name else "; give one with --model-name")
+            )
+        for origin in self.allowed_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"allowed_origins: expected scheme://host[:port], got {origin!r}")
         if self.max_request_rows > self.max_queue_rows:
             raise ValueError(
                 f"max_request_rows ({self.max_request_rows}) cannot exceed max_queue_rows "
@@ -193,6 +233,17 @@ class ServeSettings(BaseSettings):
         if self.model_name:
             return self.model_name
         return Path(self.bundle).stem if self.role == "joint" else self.role
+
+
+def _read_token(path: Path) -> str:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"admin_token_file: cannot read {str(path)!r}: {exc}") from None
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token.strip():
+        raise ValueError(f"admin_token_file: {str(path)!r} is empty")
+    return token
 
 
 def _explain(exc: ValidationError) -> str:
