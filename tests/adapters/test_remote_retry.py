@@ -61,8 +61,17 @@ def test_5xx_is_retried_with_backoff_then_answers(server):
     Flaky.plan = [503, 502]
     logits = RemoteV2Adapter(server, retries=2)(np.zeros((3, 4), np.float32))
     assert np.asarray(logits).shape == (3, 2) and len(Flaky.calls) == 3
-    gaps = np.diff(Flaky.calls)
-    assert gaps[0] >= 0.045 and gaps[1] >= gaps[0] * 1.5  # exponential back-off
+
+
+def test_the_back_off_is_exponential_and_capped():
+    """The waits the policy asks for, on an injected clock (no wall-clock timing)."""
+    waits, tries = [], []
+    for attempt in attempts(6, sleep=waits.append):
+        with attempt:
+            tries.append(1)
+            if len(tries) < 7:
+                raise Retryable("http_5xx", "HTTP 503")
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5] and len(tries) == 7
 
 
 def test_attempts_run_out_and_4xx_is_not_retried(server):

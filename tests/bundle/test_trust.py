@@ -307,3 +307,16 @@ def test_onnx_external_weights_load_only_when_listed_with_their_digest(tmp_path)
     data.write_bytes(bytes(raw))
     with pytest.raises(BundleError, match="does not match the bundle"):
         persist.load_model(path, "teacher")
+
+
+def test_ebjr_serve_stops_on_weights_that_do_not_fit_with_one_line(saved, tmp_path):
+    """What only building can find (the builder runs, the weights do not fit) also stops
+    ebjr serve before it listens: one line, exit 2, no traceback."""
+    path, doc = saved
+    bad = copy.deepcopy(doc)
+    bad["models"]["teacher"]["kwargs"] = {"width": 8}
+    _write(path, bad)
+    r = subprocess.run([sys.executable, "-m", "ebjr.cli", "serve", str(path), "--port", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "teacher's weights do not fit" in r.stderr

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -193,6 +192,5 @@ def test_cold_start_does_not_import_torch():
         "bad = [m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    start = time.perf_counter()
+    # what was imported is the test; how long it took is benchmarks/cold_start.py's
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    assert time.perf_counter() - start < 5  # generous: the benchmark reports the real number

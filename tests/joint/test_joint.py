@@ -133,6 +133,18 @@ def test_class_map_puts_student_answers_in_teacher_space():
     np.testing.assert_allclose(out.probabilities[0, 3], np.exp(5) / (np.exp(5) + 2))
 
 
+@pytest.mark.parametrize("class_map", [[3, 1], [3, 1, -1, 0], [3, 1, 6]])
+def test_a_class_map_that_does_not_fit_the_models_is_named(class_map):
+    """Too short, too long, or into a class the teacher lacks: a clear error, not an
+    IndexError (a bundle's class_map is checked against the models it meets)."""
+    s = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    t = np.eye(6)[[4, 5, 1]] * 9.0
+    joint = JointModel(lambda b: s, lambda b: t[: len(b)], "energy", np.inf, class_map=class_map)
+    with pytest.raises(InputError, match=r"class_map has .* entries .* student gives 3 classes "
+                                         r"and the teacher 6"):
+        joint.predict(np.zeros((3, 1)))
+
+
 def test_errors(pair):
     student, teacher = pair
     joint = JointModel(student, teacher, "energy", 0.0)

@@ -40,3 +40,74 @@ def test_ebjr_serve_ray_refuses_a_remote_teacher(tmp_path, capsys):
     bundle = str(make_serve_bundle(tmp_path))
     assert main(["serve", bundle, "--ray", "--remote-teacher", "http://h:1/v2/models/t"]) == 2
     assert "drop --remote-teacher" in capsys.readouterr().err
+
+
+def _ray_processes_of(pid: int) -> list[str]:
+    """Ray's processes (GCS, raylet, agents, workers) of the session the driver ``pid`` started
+    (the session's name ends with the driver's pid)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if f"_{pid} " in cmd and "session_" in cmd:
+            out.append(cmd[:80])
+    return out
+
+
+def test_more_replicas_than_cpus_fail_at_once_with_a_message(tmp_path):
+    """The docs' own command on a small machine used to wait forever for CPUs that do not
+    exist (and then ignore signals); now it says so and exits 2, leaving no Ray behind."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    bundle = str(make_serve_bundle(tmp_path))
+    n = (os.cpu_count() or 2) + 1
+    t0 = time.monotonic()
+    r = subprocess.Popen([sys.executable, "-m", "ebjr.cli", "serve", bundle, "--ray",
+                          "--student-replicas", str(n), "--teacher-replicas", "1",
+                          "--port", "0"], stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "RAY_ADDRESS": ""})
+    _, err = r.communicate(timeout=180)
+    assert r.returncode == 2, err[-2000:]
+    assert f"reserves {n + 1} CPUs (student {n}, teacher 1)" in err
+    assert "ask for fewer replicas" in err and "Traceback" not in err
+    assert time.monotonic() - t0 < 120
+    assert _ray_processes_of(r.pid) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_deployment_that_cannot_start(tmp_path, sig):
+    """A replica waiting for a resource no node has: a signal still stops the server,
+    promptly, and Ray's processes go with it."""
+    import signal
+
+    bundle = str(make_serve_bundle(tmp_path))
+    cfg = tmp_path / "deploy.yaml"
+    cfg.write_text("teacher:\n  ray_actor_options: {num_cpus: 0.25, resources: {gpu_box: 1}}\n"
+                   "student:\n  ray_actor_options: {num_cpus: 0.25}\n")
+    server = ServerProcess(bundle, "--ray", "--ray-config", str(cfg), log_level="info",
+                           env={"RAY_ADDRESS": ""})
+    import subprocess
+    import time
+
+    server.proc = subprocess.Popen(server.args, env=server.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "Deploying" not in seen and "Adding 1 replica" not in seen:
+            assert time.monotonic() < deadline, seen[-2000:]
+            seen += server.proc.stdout.readline()
+        time.sleep(2)
+        t0 = time.monotonic()
+        server.proc.send_signal(getattr(signal, sig))
+        out, _ = server.proc.communicate(timeout=90)
+        assert server.proc.returncode == 0, (seen + out)[-3000:]
+        assert "stopped while 'small' was deploying" in out
+        assert time.monotonic() - t0 < 60
+        assert _ray_processes_of(server.proc.pid) == []
+    finally:
+        server.kill()

@@ -46,7 +46,7 @@ def test_curl_commands_work(server, block, tmp_path):
     script = "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
     script += block.replace("localhost:8000", f"127.0.0.1:{server.port}")
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "TOKEN": TOKEN}, timeout=60)
+                          env={**os.environ, "EBJR_ADMIN_TOKEN": TOKEN}, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"error"' not in done.stdout, done.stdout
 

@@ -51,10 +51,15 @@ def _policy(retries: int, on_retry: Callable[[Retryable], None] | None) -> dict[
     }
 
 
-def attempts(retries: int, on_retry: Callable[[Retryable], None] | None = None) -> Retrying:
+def attempts(retries: int, on_retry: Callable[[Retryable], None] | None = None,
+             sleep: Callable[[float], None] | None = None) -> Retrying:
     """``for attempt in attempts(n): with attempt: ...``; the last :class:`Retryable` is
-    re-raised when every attempt failed. ``on_retry`` sees each failure that is retried."""
-    return Retrying(**_policy(retries, on_retry))
+    re-raised when every attempt failed. ``on_retry`` sees each failure that is retried;
+    ``sleep`` waits between attempts (default ``time.sleep``; a test's clock)."""
+    policy = _policy(retries, on_retry)
+    if sleep is not None:
+        policy["sleep"] = sleep
+    return Retrying(**policy)
 
 
 def async_attempts(

@@ -29,7 +29,7 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ebjr.exceptions import BundleError, InputError
 
@@ -82,7 +82,7 @@ def model_builder(fn: F) -> F:
     if old is not None and _source(old) != _source(fn):  # a reload of the same source is fine
         raise InputError(f"another model builder is registered as {name!r} already")
     _BUILDERS[name] = fn
-    return fn
+    return cast(F, fn)
 
 
 def _source(fn: Callable[..., Any]) -> tuple[str, int]:

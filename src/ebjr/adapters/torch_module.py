@@ -156,8 +156,10 @@ class TorchAdapter(Adapter):
         try:
             module.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            detail = " ".join(str(exc).split())  # torch's message spans many lines
             raise BundleError(
-                f"the {files.role}'s weights do not fit {ref['factory']}: {exc}"
+                f"the {files.role}'s weights do not fit {ref['factory']}: "
+                f"{detail[:400]}{'...' if len(detail) > 400 else ''}"
             ) from exc
         return cls(module, device=files.device, factory=ref["factory"], factory_kwargs=kwargs)
 

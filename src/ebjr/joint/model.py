@@ -150,6 +150,13 @@ class JointModel(LiveThreshold):
     def _to_teacher_space(self, xp: Any, pred: Array, probs: Array, c_teacher: int) -> tuple:
         if self.class_map is None:
             return pred, probs
+        if self.class_map.shape[0] != probs.shape[1] or self.class_map.max() >= c_teacher:
+            raise InputError(
+                f"class_map has {self.class_map.shape[0]} entries into classes up to "
+                f"{int(self.class_map.max())}, but the student gives {probs.shape[1]} classes "
+                f"and the teacher {c_teacher}: it must map each student class to a teacher "
+                "class (or -1)"
+            )
         cmap = xp.asarray(self.class_map, device=device_of(pred))
         mapped = xp.take(cmap, pred, axis=0)
         out = xp.zeros((probs.shape[0], c_teacher), dtype=probs.dtype, device=device_of(probs))

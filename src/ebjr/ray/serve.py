@@ -303,6 +303,44 @@ def app(args: Any) -> Application:
     return build_app(bundle, **values)
 
 
+#: the longest a stop waits for Ray Serve to drain before it shuts Ray down regardless
+SHUTDOWN_S = 30.0
+
+
+def _bounded(fn: Any, seconds: float, what: str) -> None:
+    """``fn()`` on a daemon thread, waited for at most ``seconds`` (errors logged)."""
+    def call() -> None:
+        try:
+            fn()
+        except Exception as exc:  # Ray's own errors while it goes down
+            log.warning("%s failed: %s", what, exc)
+
+    t = threading.Thread(target=call, daemon=True, name="ebjr-ray-stop")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        log.warning("%s took longer than %g s; shutting Ray down", what, seconds)
+
+
+def _check_ray_token() -> None:
+    """A local cluster requires Ray's token (Ray's default for a new local cluster; a user's
+    ``RAY_AUTH_MODE=disabled`` is warned about), and the token's file (which Ray writes
+    readable by every local user) is made the user's alone."""
+    from ray._raylet import (
+        AuthenticationMode,  # pyright: ignore[reportAttributeAccessIssue]
+        get_authentication_mode,  # pyright: ignore[reportAttributeAccessIssue]
+    )
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        log.warning("Ray's token authentication is off (RAY_AUTH_MODE=%s): this cluster's "
+                    "control-plane ports, which Ray binds to the machine's address, accept "
+                    "anyone who can reach them", os.environ.get("RAY_AUTH_MODE"))
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    with contextlib.suppress(OSError):
+        if token.is_file():
+            token.chmod(0o600)
+
+
 def run(
     bundle_path: str | Path,
     *,
@@ -316,11 +354,15 @@ def run(
     """``ebjr serve BUNDLE --ray``: start (or join, ``address``) a Ray cluster, run the
     application on ``host:port`` until SIGINT/SIGTERM (or ``stop`` is set), then shut it down.
 
-    A cluster started here is this machine's alone: every Ray port binds to loopback
-    (a multi-node cluster is started with ``ray start`` on a private network and joined
-    with ``address``). Before deploying, the CPUs the deployments reserve are checked
-    against the cluster's, so a deployment that could never start fails at once with a
-    message instead of waiting forever. A signal stops it at any time, deploying too.
+    A cluster started here serves HTTP on ``host`` only (loopback by default), runs no
+    dashboard, and requires Ray's token on its control-plane ports: Ray binds those to
+    the machine's address whatever it is told (it turns ``127.0.0.1`` into the node's
+    address), so the token is what keeps them closed; its file is made private to the
+    user. A multi-node cluster is started with ``ray start`` on a private network and
+    joined with ``address`` (docs/scale-out.md). Before deploying, the CPUs the
+    deployments reserve are checked against a local cluster's, so a deployment that could
+    never start fails at once with a message instead of waiting forever. A signal stops
+    it at any time, deploying too.
 
     Raises:
         InputError: bad options, or more CPUs asked for than a local cluster has.
@@ -331,9 +373,9 @@ def run(
     needed = cpus_needed(bundle_path, **options)
     app_name = name or options.get("model_name") or Path(bundle_path).stem
     local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local:  # no port of this cluster is reachable from another machine
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=True)
+    if local:
+        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+        _check_ray_token()
     else:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     done = stop or threading.Event()
@@ -364,12 +406,13 @@ def run(
         while not done.wait(0.5):  # a short wait, so signals are handled promptly
             pass
         log.warning("shutting down %r", app_name)
-        serve.delete(app_name)
+        if not local:  # on a shared cluster, this application only
+            _bounded(lambda: serve.delete(app_name), SHUTDOWN_S, "deleting the application")
     except KeyboardInterrupt:
         log.warning("stopped while %r was deploying", app_name)
     finally:
         deploying = False
-        if local:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
+        if local:  # replicas drain; a cluster broken under us (e.g. a signal to the whole
+            # process group reached Ray's own processes) must not hang the exit
+            _bounded(serve.shutdown, SHUTDOWN_S, "stopping Ray Serve")
         ray.shutdown()

@@ -24,22 +24,27 @@ def __getattr__(name: str) -> Any:
 
 
 def serve(settings: Any) -> None:
-    """Run the service for ``settings`` under uvicorn until SIGINT or SIGTERM.
+    """Load the models of ``settings``, then run the service under uvicorn until SIGINT or
+    SIGTERM.
 
-    A signal drains the server: no new connections, queued requests are
-    answered, stalled uploads get 503, and the call returns (exit status 0).
+    The models load before the server listens, so a bundle that cannot load stops
+    here with its :class:`~ebjr.exceptions.BundleError` (``ebjr serve``: one line, exit
+    status 2) instead of inside the server's startup. A signal drains the server: no
+    new connections, queued requests are answered, stalled uploads get 503, and the call
+    returns (exit status 0).
     """
     import logging
 
     import uvicorn
 
-    from ebjr.serve.app import create_app
+    from ebjr.serve.app import create_app, install, load_models
     from ebjr.serve.http import Server, header_timeout_protocol
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    models = load_models(settings)
+    app = create_app(settings, load=lambda state: install(state, models))
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -79,7 +79,7 @@ from ebjr.serve.protocol import (
 from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "install", "load_models"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -160,28 +160,39 @@ class _State:
         self.stopping: Any = lambda: False  # set by ebjr.serve.serve: uvicorn is shutting down
 
 
-def _load(state: _State) -> None:
+def load_models(s: ServeSettings) -> tuple[Any, Any]:
+    """The model(s) ``s`` serves, loaded: ``(JointModel or adapter, bundle)``.
+
+    Raises:
+        BundleError: anything wrong with the bundle or its models.
+    """
     from ebjr.bundle import persist
 
-    s = state.settings
     if s.torch_threads is not None:
         import torch
 
         torch.set_num_threads(s.torch_threads)
+    trust = {"allow_factories": s.allow_factories, "allow_torchscript": s.allow_torchscript}
     if s.role == "joint":
         # with a remote teacher the engine calls it (RemoteTeacher); the model only routes
-        joint = persist.load(s.bundle, allow_factories=s.allow_factories,
-                             allow_torchscript=s.allow_torchscript,
-                             student_side=s.remote_teacher is not None)
-        state.bundle = joint.bundle  # type: ignore[attr-defined]
+        joint = persist.load(s.bundle, student_side=s.remote_teacher is not None, **trust)
+        return joint, joint.bundle  # type: ignore[attr-defined]
+    return persist.load_model(s.bundle, s.role, **trust)
+
+
+def install(state: _State, models: tuple[Any, Any]) -> None:
+    """Make loaded ``models`` (:func:`load_models`) the app's engine."""
+    model, state.bundle = models
+    s = state.settings
+    if s.role == "joint":
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
-        state.engine = JointEngine(joint, s, state.metrics, remote)
+        state.engine = JointEngine(model, s, state.metrics, remote)
     else:
-        adapter, state.bundle = persist.load_model(
-            s.bundle, s.role, allow_factories=s.allow_factories,
-            allow_torchscript=s.allow_torchscript,
-        )
-        state.engine = ModelEngine(adapter, s, state.metrics)
+        state.engine = ModelEngine(model, s, state.metrics)
+
+
+def _load(state: _State) -> None:
+    install(state, load_models(state.settings))
 
 
 def _read_input_record(state: _State) -> None:

@@ -26,7 +26,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -49,7 +49,7 @@ SECURITY_HEADERS = (
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
-def request_id_of(scope: dict[str, Any]) -> str | None:
+def request_id_of(scope: Mapping[str, Any]) -> str | None:
     """The id :class:`RequestEdge` gave this request."""
     return (scope.get("state") or {}).get("request_id")
 

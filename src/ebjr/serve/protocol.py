@@ -70,7 +70,10 @@ NUMERIC_DATATYPES: dict[str, Any] = {
 _DTYPE_NAMES = {np.dtype(v): k for k, v in NUMERIC_DATATYPES.items()}
 
 #: tensor data in JSON: numbers, flat or in equally nested lists; ``true`` is no number
-Numbers = TypeAliasType("Numbers", list[Union[StrictFloat, StrictInt, "Numbers"]])
+Numbers = TypeAliasType(
+    "Numbers",
+    list[Union[StrictFloat, StrictInt, "Numbers"]],  # pyright: ignore[reportInvalidTypeForm]
+)
 
 
 class InferTensor(BaseModel):
