@@ -22,3 +22,16 @@ def quickstart_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
     summary = run_quickstart(out, QuickstartConfig(epochs=6), progress=False)
     return summary["bundle"]
+
+
+#: whole test files of the integration tier (``pytest -m integration``): real Ray clusters,
+#: a real browser, load loops against a server process; single tests elsewhere carry the mark
+INTEGRATION_FILES = ("scale_out/", "serve/test_serve_demo.py", "serve/test_serve_live.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by mark
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/tests/{part}" in path for part in INTEGRATION_FILES):
+            item.add_marker(pytest.mark.integration)

@@ -199,6 +199,21 @@ class ServerProcess:
         self.kill()
 
 
+def read_all(sock: Any) -> bytes:
+    """Everything a raw socket receives until the server closes it (or resets it); closes it."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
 # ---------------------------------------------------------------- bad requests
 # one table, asked of every server: ebjr serve in process, in a subprocess, and on Ray Serve
 BAD = [

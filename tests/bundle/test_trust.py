@@ -320,3 +320,22 @@ def test_ebjr_serve_stops_on_weights_that_do_not_fit_with_one_line(saved, tmp_pa
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "teacher's weights do not fit" in r.stderr
+
+
+def test_distill_loads_a_teacher_bundles_teacher_only(saved, tmp_path):
+    """ebjr distill --teacher BUNDLE.json used to load the whole bundle with every factory
+    allowed; an evil student reference beside a good teacher is never built now."""
+    from ebjr.training.sources import load_teacher
+
+    path, doc = saved
+    cmd, marker = _shell_marker(tmp_path)
+    bad = copy.deepcopy(doc)
+    bad["models"]["student"] = _attacks(cmd)["make_module runs os:system"][0]
+    _write(path, bad)
+    teacher = load_teacher(str(path))
+    assert teacher(X).shape == (16, 10) and not marker.exists()
+    bad["models"]["teacher"] = _attacks(cmd)["a plain os function"][0]
+    _write(path, bad)
+    with pytest.raises(BundleError, match="teacher's factory 'os:system'"):
+        load_teacher(str(path))
+    assert not marker.exists()

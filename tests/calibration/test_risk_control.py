@@ -114,7 +114,7 @@ def test_bad_guarantee_arguments(kwargs, match):
         GuaranteedDrop(**kwargs)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_betting_guarantee_holds_on_held_out_halves_of_a_public_pair():
     """Over 100 seeded 50/50 splits of CIFAR-10 (ResNet-20 -> ResNet-56), the held-out drop
     of the betting bound's threshold exceeds eps in at most delta of the splits (binomial
@@ -209,7 +209,7 @@ def test_guarantee_refuses_a_router_fitted_on_the_calibration_rows():
         select_threshold(curve, GuaranteedDrop(0.05, 0.1))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("student", "teacher", "router"),
     [
@@ -233,7 +233,7 @@ def test_exact_guarantee_holds_for_iid_calibration_draws(student, teacher, route
     assert violations <= stats.binom.ppf(0.99, runs, delta), f"{violations} of {runs} runs"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_betting_guarantee_holds_for_iid_calibration_draws_on_the_population():
     """The guarantee's own statement, with the betting bound: calibration inputs drawn i.i.d.
     from a population, drop measured on the population. ResNet-20 -> RepVGG-A2 (CIFAR-10)."""

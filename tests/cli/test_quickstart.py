@@ -22,7 +22,6 @@ def test_traffic_is_seeded_and_disjoint_from_training_images():
     assert not np.array_equal(a["x_cal"], c["x_cal"])
 
 
-@pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--epochs", "6", "--json"]) == 0

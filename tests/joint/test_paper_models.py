@@ -32,7 +32,7 @@ def outputs():
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("key", list(STORED_ACCURACY))
 def test_checkpoints_give_their_stored_accuracy(outputs, key):
     logits, labels = outputs[key]
@@ -45,7 +45,7 @@ def test_checkpoints_give_their_stored_accuracy(outputs, key):
         np.testing.assert_allclose(logits, np.load(stored)["logits"], rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("dataset", "threshold", "student_share", "accuracy"),
     [("cifar10", 2.46, 72.03, 94.77), ("cifar100", 4.6195, 56.73, 74.79)],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ebjr
-from serve_support import ServerProcess, make_serve_bundle, random_rows
+from serve_support import ServerProcess, make_serve_bundle, random_rows, read_all
 
 httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'ebjr[test]'")
 aioclient = pytest.importorskip("tritonclient.http.aio", reason="pip install 'ebjr[test]'")
@@ -183,20 +183,6 @@ def _raw(port: int, data: bytes, wait: float = 0.0) -> tuple[socket.socket, floa
     return sock, time.monotonic()
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    sock.close()
-    return b"".join(chunks)
-
-
 def _status_and_body(reply: bytes) -> tuple[int, dict]:
     head, _, body = reply.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), json.loads(body)
@@ -204,18 +190,18 @@ def _status_and_body(reply: bytes) -> tuple[int, dict]:
 
 def test_stalled_headers_are_cut_with_408(server):
     sock, t0 = _raw(server.port, b"POST /v2/models/small/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    status, body = _status_and_body(_read_all(sock))
+    status, body = _status_and_body(read_all(sock))
     assert status == 408 and "headers did not arrive within 1 s" in body["error"]
     assert time.monotonic() - t0 < 5
     sock, t0 = _raw(server.port, b"")  # a connection that says nothing
-    assert _status_and_body(_read_all(sock))[0] == 408
+    assert _status_and_body(read_all(sock))[0] == 408
 
 
 def test_a_stalled_body_is_cut_with_408_and_the_server_goes_on(server):
     head = (b"POST /v2/models/small/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Length: 5000\r\n\r\n{\"inputs\": [")
     sock, t0 = _raw(server.port, head)
-    status, body = _status_and_body(_read_all(sock))
+    status, body = _status_and_body(read_all(sock))
     assert status == 408 and "body did not arrive within 1 s" in body["error"]
     assert time.monotonic() - t0 < 5
     client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -232,7 +218,7 @@ def test_sigterm_with_a_stalled_upload_exits_cleanly(bundle):
         t0 = time.monotonic()
         assert srv.terminate() == 0
         assert time.monotonic() - t0 < 10  # not the 60 s body timeout
-        status, body = _status_and_body(_read_all(sock))
+        status, body = _status_and_body(read_all(sock))
         assert status == 503 and "shutting down" in body["error"]
         log = srv.output()
         assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]

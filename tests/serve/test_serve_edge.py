@@ -23,6 +23,7 @@ from serve_support import (
     infer_body,
     make_serve_bundle,
     random_rows,
+    read_all,
 )
 
 INFER = "/v2/models/small/infer"
@@ -42,20 +43,12 @@ def server(bundle):
 
 
 def _raw(port: int, data: bytes, read: bool = True) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        if not read:
-            return b""
-        chunks = []
-        while True:
-            try:
-                c = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not c:
-                break
-            chunks.append(c)
-        return b"".join(chunks)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    if not read:
+        sock.close()
+        return b""
+    return read_all(sock)
 
 
 def _healthy(srv: ServerProcess) -> None:

@@ -380,10 +380,13 @@ def run(
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     done = stop or threading.Event()
     deploying = True
+    interrupted = False
 
     def on_signal(*_: Any) -> None:
+        nonlocal interrupted
         done.set()
         if deploying:  # serve.run waits inside Ray until the replicas start: leave it
+            interrupted = True
             raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():  # after ray.init, which sets its own
@@ -412,7 +415,8 @@ def run(
         log.warning("stopped while %r was deploying", app_name)
     finally:
         deploying = False
-        if local:  # replicas drain; a cluster broken under us (e.g. a signal to the whole
-            # process group reached Ray's own processes) must not hang the exit
-            _bounded(serve.shutdown, SHUTDOWN_S, "stopping Ray Serve")
+        if local:  # replicas drain (none served yet if interrupted while deploying); a
+            # cluster broken under us (a signal to the whole process group reached Ray's own
+            # processes) must not hang the exit
+            _bounded(serve.shutdown, 5.0 if interrupted else SHUTDOWN_S, "stopping Ray Serve")
         ray.shutdown()
