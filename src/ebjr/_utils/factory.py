@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
 
 from ebjr.exceptions import InputError
 
-__all__ = ["check_factory_spec", "import_factory"]
+__all__ = ["SPEC_PATTERN", "check_factory_spec", "import_factory"]
+
+#: ``package.module:function``: dotted identifiers, one colon, one identifier
+SPEC_PATTERN = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
 
 
 def check_factory_spec(spec: Any, error: type[Exception] = InputError) -> str:
     """``spec`` if it has the form ``package.module:function``, else ``error``."""
-    if not isinstance(spec, str) or spec.count(":") != 1:
+    if not isinstance(spec, str) or not SPEC_PATTERN.fullmatch(spec):
         raise error(f"a factory is 'package.module:function', got {spec!r}")
     return spec
 

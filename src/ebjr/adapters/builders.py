@@ -25,17 +25,15 @@ True
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
+from ebjr._utils.factory import SPEC_PATTERN, import_factory
 from ebjr.exceptions import BundleError, InputError
 
 __all__ = [
     "BUILT_IN_BUILDERS",
-    "SPEC_PATTERN",
     "call_builder",
     "check_allowed_names",
     "check_builder",
@@ -45,11 +43,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: ``package.module:function``: dotted identifiers, one colon, one identifier
-SPEC_PATTERN = re.compile(
-    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
-)
 
 #: ebjr's own registered builders, by name (tests/bundle/test_trust.py checks that this
 #: is exactly what the zoo's decorators register)
@@ -143,11 +136,10 @@ def resolve_builder(
     check_builder(spec, allow, role)
     if spec in _BUILDERS:
         return _BUILDERS[spec]
-    module, _, name = spec.partition(":")
     try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise BundleError(f"cannot import the {role}'s factory {spec!r}: {exc}") from exc
+        fn = import_factory(spec, BundleError)
+    except BundleError as exc:
+        raise BundleError(f"the {role}'s factory: {exc}") from exc
     if not callable(fn):
         raise BundleError(f"the {role}'s factory {spec!r} is not callable")
     return fn

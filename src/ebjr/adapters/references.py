@@ -26,7 +26,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ebjr.adapters.builders import SPEC_PATTERN
+from ebjr._utils.factory import SPEC_PATTERN
 from ebjr.exceptions import BundleError
 
 __all__ = [

@@ -33,7 +33,7 @@ with a :class:`~ebjr.exceptions.BundleError` that says which.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +130,15 @@ class _BundleFiles:
     device: Any
     allow: list[str]
     allow_torchscript: bool
+    checked: dict[tuple[str, str], Path] = field(default_factory=dict)  # hashed once per load
 
     def file(self, ref: dict[str, Any]) -> Path:
-        return _check_file(self.folder, ref["file"], ref["sha256"], self.role)
+        return self.external(ref["file"], ref["sha256"])
 
     def external(self, name: str, sha256: str) -> Path:
-        return _check_file(self.folder, name, sha256, self.role)
+        if (name, sha256) not in self.checked:
+            self.checked[name, sha256] = _check_file(self.folder, name, sha256, self.role)
+        return self.checked[name, sha256]
 
     def factory(self, spec: Any) -> Any:
         return resolve_builder(spec, self.allow, self.role)
@@ -180,6 +183,16 @@ def _roles(bundle: RoutingBundle, p: Path, roles: tuple[str, ...]) -> None:
         )
 
 
+def _checked(p: Path, roles: tuple[str, ...], device: Any, allow: list[str] | None,
+             allow_torchscript: bool) -> tuple[RoutingBundle, dict[str, _BundleFiles]]:
+    bundle = read_bundle(p)
+    _roles(bundle, p, roles)
+    files = {role: _files(p.parent, role, device, allow, allow_torchscript) for role in roles}
+    for role in roles:
+        _check_model(files[role], bundle.models[role])
+    return bundle, files
+
+
 def check(
     path: str | Path,
     roles: tuple[str, ...] = ROLES,
@@ -196,19 +209,12 @@ def check(
     Raises:
         BundleError: the first problem found, naming the role and the field.
     """
-    p = Path(path)
-    bundle = read_bundle(p)
-    _roles(bundle, p, roles)
-    for role in roles:
-        _check_model(_files(p.parent, role, None, allow_factories, allow_torchscript),
-                     bundle.models[role])
-    return bundle
+    return _checked(Path(path), roles, None, allow_factories, allow_torchscript)[0]
 
 
-def _load_model(folder: Path, ref: dict[str, Any], files: _BundleFiles) -> Adapter:
-    _check_model(files, ref)
-    cls = adapter_for_reference(ref["kind"])
-    return cls.from_reference(ref, files)
+def _build(ref: dict[str, Any], files: _BundleFiles) -> Adapter:
+    """The adapter of a checked reference (its files are not hashed again)."""
+    return adapter_for_reference(ref["kind"]).from_reference(ref, files)
 
 
 def load_model(
@@ -227,11 +233,8 @@ def load_model(
     """
     if role not in ROLES:
         raise BundleError(f"role must be one of {ROLES}, got {role!r}")
-    p = Path(path)
-    bundle = check(p, (role,), allow_factories=allow_factories,
-                   allow_torchscript=allow_torchscript)
-    files = _files(p.parent, role, device, allow_factories, allow_torchscript)
-    return _load_model(p.parent, bundle.models[role], files), bundle
+    bundle, files = _checked(Path(path), (role,), device, allow_factories, allow_torchscript)
+    return _build(bundle.models[role], files[role]), bundle
 
 
 def load(
@@ -260,15 +263,9 @@ def load(
             untrusted builder or TorchScript, or weights that do not fit the
             architecture; checked for every model before any is built.
     """
-    p = Path(path)
     roles = ("student",) if teacher is not None or student_side else ROLES
-    bundle = check(p, roles, allow_factories=allow_factories,
-                   allow_torchscript=allow_torchscript)
-    adapters = {
-        role: _load_model(p.parent, bundle.models[role],
-                          _files(p.parent, role, device, allow_factories, allow_torchscript))
-        for role in roles
-    }
+    bundle, files = _checked(Path(path), roles, device, allow_factories, allow_torchscript)
+    adapters = {role: _build(bundle.models[role], files[role]) for role in roles}
     joint = JointModel(
         adapters["student"],
         adapters.get("teacher", teacher),

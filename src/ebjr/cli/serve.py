@@ -59,12 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise missing_dependency(exc.name or "fastapi", "serve", "ebjr serve") from exc
     settings = settings_from_arguments(args.settings_source, args)
-    from ebjr.bundle import persist
-
-    # the document, the trust and the files of every model it loads: a bad bundle fails
-    # here with one line and exit code 2, before any server starts
-    persist.check(settings.bundle, settings.roles, allow_factories=settings.allow_factories,
-                  allow_torchscript=settings.allow_torchscript)
+    # a bad bundle fails before any server starts, with one line and exit code 2: serve()
+    # loads the models before it listens, and the Ray app checks them before Ray starts
     if args.ray:
         return _run_on_ray(args, settings)
     serve(settings)

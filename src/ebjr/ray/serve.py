@@ -415,8 +415,8 @@ def run(
         log.warning("stopped while %r was deploying", app_name)
     finally:
         deploying = False
-        if local:  # replicas drain (none served yet if interrupted while deploying); a
-            # cluster broken under us (a signal to the whole process group reached Ray's own
-            # processes) must not hang the exit
-            _bounded(serve.shutdown, 5.0 if interrupted else SHUTDOWN_S, "stopping Ray Serve")
+        if local and not interrupted:  # replicas drain (a deployment stopped halfway has
+            # nothing to drain: Ray's shutdown ends it); a cluster broken under us (a signal
+            # to the whole process group reached Ray's own processes) must not hang the exit
+            _bounded(serve.shutdown, SHUTDOWN_S, "stopping Ray Serve")
         ray.shutdown()
