@@ -257,3 +257,28 @@ def test_connections_past_the_cap_get_503_not_a_hang(bundle):
             s.close()
         time.sleep(0.3)
         assert httpx.get(srv.url + "/v2/health/live", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("length", [b"9" * 30, b"99999999999999999999", b"17000000"])
+def test_an_absurd_content_length_is_413_not_a_crash(length):
+    """The guard is called as uvicorn calls it: a declared length of any size is refused
+    before anything is read (a 30-digit number once would have been one int() away from
+    Python's digit limit)."""
+    from ebjr.serve.edge import BodyGuard
+
+    sent = []
+
+    async def app(scope, receive, send):  # pragma: no cover - never reached
+        raise AssertionError("the body guard let an oversized body through")
+
+    async def receive():  # pragma: no cover - never read
+        raise AssertionError("the body guard read a body it should refuse unread")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": INFER, "headers": [
+        (b"content-length", length), (b"inference-header-content-length", b"10")]}
+    guard = BodyGuard(app, limit=16 * 1024 * 1024, timeout_s=1.0, stopping=lambda: False)
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 413

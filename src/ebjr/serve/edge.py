@@ -224,8 +224,8 @@ class BodyGuard:
         message = (f"the request body exceeds this server's limit of {limit} bytes"
                    + (" for JSON (send large tensors as binary data)" if limit < self.limit
                       else ""))
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        declared = (_header(scope, b"content-length") or "").strip()
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
             await _refuse(413, message, scope, receive, send, close)
             return
         # read the body up to the limit before the app sees it (a streamed body has no length)
