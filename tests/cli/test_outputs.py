@@ -42,6 +42,15 @@ def test_bad_output_paths_are_one_line_and_exit_2(tmp_path, target):
     assert Path("/dev/full").is_char_device()
 
 
+def test_folders_that_are_files_are_one_line_and_exit_2(tmp_path):
+    s, t = _pair(tmp_path)
+    for args in (["quickstart", "--out", str(s)],
+                 ["evaluate", str(s), str(t), "--report", str(s)]):
+        r = _ebjr(*args)
+        assert r.returncode == 2, r.stderr
+        assert "exists and is not a folder" in r.stderr and r.stderr.count("\n") == 1
+
+
 def test_a_missing_folder_is_made_and_the_bundle_is_whole(tmp_path):
     s, t = _pair(tmp_path)
     r = _ebjr("calibrate", str(s), str(t), "--max-drop", "0.05", "-o",

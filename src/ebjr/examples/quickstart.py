@@ -161,9 +161,10 @@ def run_quickstart(
     from ebjr.training import predict_logits
 
     cfg = cfg or QuickstartConfig()
-    out = Path(out)
-    cache = out / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    from ebjr._utils.files import output_folder, write_atomic
+
+    out = output_folder(out, "output folder")
+    cache = output_folder(out / "cache", "cache folder")
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     _say("data: scikit-learn's bundled digits, augmented into i.i.d. calibration/test traffic")
@@ -282,7 +283,7 @@ def run_quickstart(
         "bundle": str(bundle_path),
         "seconds": time.perf_counter() - start,
     }
-    (out / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", (dumps(summary, indent=2) + "\n").encode(), "summary")
     return summary
 
 
