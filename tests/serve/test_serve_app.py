@@ -430,3 +430,22 @@ def test_reading_the_threshold_does_not_step_the_load_control(bundle):
 def test_bad_predict_instances_get_a_400(client, instances, message):
     r = client.post("/v2/models/small/predict", json={"instances": instances})
     assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_routing_stats_count_a_remote_teachers_calls(bundle):
+    """With a remote teacher, /routing_stats counted the routed rows but not the calls (0);
+    both now equal what the teacher server itself counted."""
+    from serve_support import ServerProcess
+
+    with ServerProcess(str(bundle), "--role", "teacher") as teacher:
+        settings = ServeSettings(bundle=bundle, remote_teacher=f"{teacher.url}/v2/models/teacher")
+        with TestClient(create_app(settings)) as c:
+            for seed in range(6):
+                r = c.post("/v2/models/small/infer", json=infer_body(random_rows(16, seed)))
+                assert r.status_code == 200, r.text
+            counts = c.get("/v2/models/small/routing_stats").json()["counts"]
+        import httpx
+
+        served = httpx.get(f"{teacher.url}/v2/models/teacher/stats").json()["model_stats"][0]
+    assert counts["teacher_rows"] == served["inference_count"] > 0
+    assert counts["teacher_calls"] == served["inference_stats"]["success"]["count"] > 0

@@ -316,6 +316,12 @@ class JointModel(LiveThreshold):
         for p in pending:
             yield self.merge(p, outputs.get(id(p)), elapsed * p.k / total)
 
+    def count_teacher_call(self) -> None:
+        """Count one call of a teacher that runs elsewhere (a server's remote teacher), so
+        ``counts()`` is right whoever calls the teacher."""
+        with self._lock:
+            self._counts.teacher_calls += 1
+
     def run_teacher(self, sub_batch: Any, like: Array) -> Array:
         """The teacher's logits for ``sub_batch`` (chunked by ``max_teacher_batch``), as
         arrays of ``like``'s namespace and device; counted in ``teacher_calls``."""

@@ -179,6 +179,7 @@ class JointEngine:
         self.settings = settings
         self.metrics = metrics
         self._student = _ModelRunner(joint.route, "student")
+        self._remote = teacher is not None  # its calls are counted here, not by the joint model
         self._teacher = (
             teacher
             if teacher is not None
@@ -295,6 +296,8 @@ class JointEngine:
 
     async def _run_teacher(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
         logits = await self._teacher(np.concatenate(blocks))
+        if self._remote:
+            self.joint.count_teacher_call()
         return [logits[a:b] for a, b in _split(blocks)]
 
     async def _ask_teacher(self, rows: np.ndarray) -> tuple[np.ndarray | None, Exception | None]:
