@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ebjr"
 
 #: lowest first; a module may import its own layer and the layers below
 LAYERS = [
-    ("ebjr.exceptions", "ebjr._options", "ebjr._version", "ebjr._utils", "ebjr._compat"),
+    ("ebjr.exceptions", "ebjr._options", "ebjr._version", "ebjr._utils"),
     ("ebjr.scores",),
     ("ebjr.routing",),
     ("ebjr.adapters",),
@@ -75,3 +75,18 @@ def test_no_module_imports_from_a_higher_layer(path):
         elif layer_of(target) > mine:
             bad.append(f"line {line}: {target} (layer {layer_of(target)} > {mine})")
     assert not bad, f"{me} (layer {mine}) imports from above:\n" + "\n".join(bad)
+
+
+def test_no_import_hook_rewrites_ebjr_modules():
+    """The aliases of pre-package module paths are gone (they rewrote the real modules'
+    __spec__, so a reload of ebjr.routing after importing ebjr.routers did nothing)."""
+    import importlib
+    import sys
+
+    import ebjr  # noqa: F401
+    import ebjr.routing
+
+    assert not any(type(f).__module__.startswith("ebjr") for f in sys.meta_path)
+    assert importlib.reload(ebjr.routing).__spec__.name == "ebjr.routing"
+    with pytest.raises(ImportError):
+        importlib.import_module("ebjr.routers")

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from ebjr import _compat
 from ebjr.exceptions import (
     BundleError,
     EBJRError,
@@ -132,9 +131,6 @@ __all__ = [
     "softmax_logsumexp",
     *sorted(_LAZY),
 ]
-
-
-_compat.install()
 
 
 def __getattr__(name: str) -> Any:
