@@ -83,7 +83,7 @@ def test_no_import_hook_rewrites_ebjr_modules():
     import importlib
     import sys
 
-    import ebjr  # noqa: F401
+    import ebjr
     import ebjr.routing
 
     assert not any(type(f).__module__.startswith("ebjr") for f in sys.meta_path)

@@ -38,10 +38,9 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.exceptions import ModelError, Overloaded, TeacherUnavailable
-from ebjr.joint import take_rows
+from ebjr.joint.step import JointAnswer, finish_batch, model_failure
 from ebjr.ray.control import RoutingControl
 from ebjr.serve.batcher import BatchStats
-from ebjr.serve.engine import JointAnswer
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
@@ -78,14 +77,6 @@ def _set_threads(settings: ServeSettings) -> None:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         n = max(1, round(cpus))
     torch.set_num_threads(n)
-
-
-def _model_failure(name: str, rows: np.ndarray, exc: BaseException) -> ModelError:
-    first = (str(exc).splitlines() or [""])[0][:300]
-    return ModelError(
-        f"the {name} model failed on a batch of {len(rows)} rows of shape "
-        f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}", name
-    )
 
 
 class _Metrics:
@@ -160,7 +151,7 @@ class ModelReplica:
         try:
             logits = to_numpy(self.model(rows))
         except Exception as exc:
-            raise _model_failure(self.role, rows, exc) from exc
+            raise model_failure(self.role, rows, exc) from exc
         if not np.isfinite(logits).all():
             raise ModelError(
                 f"the {self.role} model emitted NaN or infinity on a batch of {len(rows)} rows",
@@ -226,7 +217,7 @@ class StudentReplica:
         try:
             return self.joint.route(batch, threshold)
         except Exception as exc:
-            raise _model_failure("student", batch, exc) from exc
+            raise model_failure("student", batch, exc) from exc
 
     async def _ask_teacher(self, rows: np.ndarray) -> tuple[Any, TeacherUnavailable | None]:
         try:
@@ -261,42 +252,30 @@ class StudentReplica:
         self._last_threshold = threshold
         loop = asyncio.get_running_loop()
         routed = await loop.run_in_executor(self._pool, self._route, batch, threshold)
-        scores = to_numpy(routed.scores)
-        mask = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
         load_aware = self.settings.load_mode is not None
-        self.control.routed.remote(n, routed.k, scores if load_aware else None)
-        t_logits, failure = None, None
+        self.control.routed.remote(n, routed.k, to_numpy(routed.scores) if load_aware else None)
+        teacher_answered = False
+
+        async def ask_teacher(rows: np.ndarray) -> tuple[Any, TeacherUnavailable | None]:
+            nonlocal teacher_answered
+            t_logits, failure = await self._ask_teacher(rows)
+            teacher_answered = t_logits is not None
+            return t_logits, failure
+
         try:
-            if routed.k:
-                t_logits, failure = await self._ask_teacher(
-                    take_rows(batch, np.flatnonzero(mask))
-                )
+            answers = await finish_batch(self.joint, batch, [len(b) for b in blocks], routed,
+                                         ask_teacher, self.settings.fallback)
         finally:  # the routed rows leave the application's teacher queue, answered or not
-            self.control.finished.remote(n, routed.k, routed.k > 0 and t_logits is None)
-        pred = self.joint.merge(routed, t_logits)
-        predictions = to_numpy(pred.predictions)
-        probs = to_numpy(pred.probabilities)
-        answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
-        for who in ("student", "teacher", "student_fallback"):
-            c = int((answered == who).sum())
-            if c:
+            self.control.finished.remote(n, routed.k, routed.k > 0 and not teacher_answered)
+        for answer in answers:
+            for who, c in (answer.counts() if isinstance(answer, JointAnswer) else {}).items():
                 self._metrics.rows.inc(c, tags={"answered_by": who})
         info = (f"{self._replica}:{next(self._ids)}", n, time.perf_counter() - t_start)
         out: list[Any] = []
-        start = 0
-        for b in blocks:
-            a, start = start, start + len(b)
-            if failure is not None and self.settings.fallback == "error" and mask[a:start].any():
-                out.append(("error", str(failure), failure.kind, info))
+        for answer in answers:
+            if isinstance(answer, TeacherUnavailable):
+                out.append(("error", str(answer), answer.kind, info))
                 continue
-            answer = JointAnswer(
-                predictions[a:start],
-                probs[a:start],
-                scores[a:start],
-                answered[a:start],
-                routed.threshold,
-                failure is not None and bool(mask[a:start].any()),
-            )
             out.append(("ok", answer, threshold, info))
         return out
 

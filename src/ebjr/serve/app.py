@@ -355,10 +355,8 @@ def create_app(settings: ServeSettings, load: Any = None) -> FastAPI:
         path = result.path if isinstance(result, JointAnswer) else settings.role
         state.metrics.latency.labels(path).observe(elapsed)
         if isinstance(result, JointAnswer):
-            for who in ("student", "teacher", "student_fallback"):
-                c = int((result.answered_by == who).sum())
-                if c:
-                    state.metrics.rows.labels(who).inc(c)
+            for who, c in result.counts().items():
+                state.metrics.rows.labels(who).inc(c)
         else:
             state.metrics.rows.labels(settings.role).inc(len(x))
         return result, elapsed

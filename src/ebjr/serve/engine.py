@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailable
-from ebjr.joint import JointModel, take_rows
+from ebjr.joint import JointModel
+from ebjr.joint.step import JointAnswer, finish_batch, model_failure
 from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
@@ -30,24 +30,6 @@ from ebjr.serve.settings import ServeSettings
 __all__ = ["Engine", "JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
 
 log = logging.getLogger("ebjr.serve")
-
-
-@dataclass
-class JointAnswer:
-    """The joint model's answer for one request's rows."""
-
-    predictions: np.ndarray
-    probabilities: np.ndarray
-    scores: np.ndarray
-    answered_by: np.ndarray  # "student" | "teacher" | "student_fallback" per row
-    threshold: float
-    degraded: bool
-
-    @property
-    def path(self) -> str:
-        if self.degraded:
-            return "fallback"
-        return "teacher" if (self.answered_by == "teacher").any() else "student"
 
 
 class Engine(Protocol):
@@ -102,11 +84,7 @@ class _ModelRunner:
         try:
             return await loop.run_in_executor(self._pool, self._fn, rows, *args)
         except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0][:300]
-            raise ModelError(
-                f"the {self.name} model failed on a batch of {len(rows)} rows of shape "
-                f"{list(rows.shape[1:])}: {type(exc).__name__}: {first}", self.name
-            ) from exc
+            raise model_failure(self.name, rows, exc) from exc
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -300,7 +278,9 @@ class JointEngine:
             self.joint.count_teacher_call()
         return [logits[a:b] for a, b in _split(blocks)]
 
-    async def _ask_teacher(self, rows: np.ndarray) -> tuple[np.ndarray | None, Exception | None]:
+    async def _ask_teacher(
+        self, rows: np.ndarray
+    ) -> tuple[np.ndarray | None, TeacherUnavailable | None]:
         try:
             return await self.teacher_batcher.submit(rows), None
         except Overloaded as exc:
@@ -319,34 +299,11 @@ class JointEngine:
     async def _run_student(self, blocks: list[np.ndarray]) -> list[Any]:
         batch = np.concatenate(blocks)
         routed = await self._student(batch, self.next_threshold())
-        scores = to_numpy(routed.scores)
-        mask = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
         if self.control is not None:
-            self.control.observe(scores)
+            self.control.observe(to_numpy(routed.scores))
         self.metrics.observe_routing(len(batch), routed.k)
-        t_logits, failure = None, None
-        if routed.k:
-            t_logits, failure = await self._ask_teacher(take_rows(batch, np.flatnonzero(mask)))
-        pred = self.joint.merge(routed, t_logits)
-        predictions = to_numpy(pred.predictions)
-        probs = to_numpy(pred.probabilities)
-        answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
-        out: list[Any] = []
-        for a, b in _split(blocks):
-            if failure is not None and self.settings.fallback == "error" and mask[a:b].any():
-                out.append(failure)
-                continue
-            out.append(
-                JointAnswer(
-                    predictions[a:b],
-                    probs[a:b],
-                    scores[a:b],
-                    answered[a:b],
-                    routed.threshold,
-                    failure is not None and bool(mask[a:b].any()),
-                )
-            )
-        return out
+        return await finish_batch(self.joint, batch, [len(b) for b in blocks], routed,
+                                  self._ask_teacher, self.settings.fallback)
 
     async def close(self) -> None:
         """Finish every queued request (student first, its teacher calls after), then stop."""
