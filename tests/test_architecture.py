@@ -90,3 +90,14 @@ def test_no_import_hook_rewrites_ebjr_modules():
     assert importlib.reload(ebjr.routing).__spec__.name == "ebjr.routing"
     with pytest.raises(ImportError):
         importlib.import_module("ebjr.routers")
+
+
+def test_dir_is_the_api_and_the_version_has_one_source():
+    import importlib.metadata
+
+    import ebjr
+    from ebjr._version import __version__
+
+    assert dir(ebjr) == sorted(ebjr.__all__)
+    assert all(hasattr(ebjr, name) for name in dir(ebjr))  # every lazy name resolves
+    assert ebjr.__version__ == __version__ == importlib.metadata.version("ebjr")

@@ -15,8 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from ebjr._version import __version__
 from ebjr.exceptions import (
     BundleError,
     EBJRError,
@@ -143,4 +142,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public API (``__all__``), lazy names included: what ``dir(ebjr)`` shows."""
+    return sorted(__all__)
