@@ -155,3 +155,33 @@ def test_a_nan_score_goes_to_the_teacher_at_any_threshold():
         out = JointModel(student, teacher, Broken(), threshold).predict(np.zeros((6, 2)))
         assert np.asarray(out.to_teacher)[::2].all()
         assert (np.asarray(out.predictions)[::2] == 2).all()
+
+
+def test_params_are_read_from_the_constructor_so_equality_cannot_drift():
+    """scikit-learn's get_params: every constructor argument is in the spec; two routers
+    built differently are different (AutoRouter(candidates=..., teacher_cost=10) used to
+    equal AutoRouter())."""
+    from ebjr.calibration.auto import AutoRouter
+
+    assert AutoRouter(candidates=[{"name": "energy"}], teacher_cost=10) != AutoRouter()
+    assert AutoRouter(teacher_cost=10) == AutoRouter(teacher_cost=10)
+    assert set(AutoRouter().params()) == {"target", "candidates", "cv", "seed",
+                                          "student_cost", "teacher_cost"}
+    for name in list_routers() + list_routers(kind="detections"):
+        if name == "auto":
+            continue
+        r = get_router(name)
+        assert router_from_spec(r.to_spec()) == r and r.is_fitted and not r.requires_fit
+    assert AutoRouter.requires_fit and not AutoRouter().is_fitted
+
+    class Forgetful(routers.Router):
+        name = "forgetful_for_test"
+
+        def __init__(self, width: int = 3) -> None:
+            self.w = width
+
+        def _score(self, logits):  # pragma: no cover - never scored
+            return logits[:, 0]
+
+    with pytest.raises(TypeError, match="must store its constructor argument 'width'"):
+        Forgetful().params()

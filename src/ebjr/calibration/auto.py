@@ -147,13 +147,6 @@ class AutoRouter(Router):
             return 0
         return sum(d in seen for d in _row_digests(logits))
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "target": None if self.target is None else self.target.to_dict(),
-            "cv": self.cv,
-            "seed": self.seed,
-        }
-
     def to_spec(self) -> dict[str, Any]:
         if not self.is_fitted:
             raise NotFittedError("an 'auto' router must be fitted before it can be saved")

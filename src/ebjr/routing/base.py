@@ -12,6 +12,7 @@ saved and rebuilt as a spec (:meth:`Router.to_spec`, :func:`router_from_spec`).
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 from typing import Any, ClassVar, TypeVar
 
@@ -64,11 +65,25 @@ def teacher_mask(scores: Array, threshold: float) -> Array:
     return ~(scores >= (-top if t < -top else math.inf if t > top else t))
 
 
+def _plain(value: Any) -> Any:
+    """A stored parameter as JSON-serialisable data (a target as its dict, numpy scalars
+    as Python numbers)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "item") and not isinstance(value, list | tuple | dict):
+        return value.item()
+    return value
+
+
 class Router:
     """Base class: subclasses set ``name`` and implement :meth:`_score`.
 
-    Constructor arguments are stored as given and returned by :meth:`params`,
-    so a router can be rebuilt from its spec (see :func:`router_from_spec`).
+    Constructor arguments are stored as given, each under its own name (as in
+    scikit-learn), and :meth:`params` reads them back from the constructor's
+    signature, so a router's spec, equality and repr cannot drift from what it
+    was built with, and a router is rebuilt from its spec
+    (:func:`router_from_spec`). A router that learns from data sets
+    ``requires_fit`` and says whether it ``is_fitted``.
     """
 
     name: ClassVar[str] = ""
@@ -77,13 +92,31 @@ class Router:
     scores_kind: ClassVar[str] = "logits"
     #: True when the score is meaningless on log-probabilities (the energy).
     needs_raw_logits: ClassVar[bool] = False
+    #: True for a router that must be fitted on data before it scores (``auto``).
+    requires_fit: ClassVar[bool] = False
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the router can score (always, for a router that learns nothing)."""
+        return not self.requires_fit
 
     def _score(self, logits: Array) -> Array:
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
-        """Constructor parameters, JSON-serialisable."""
-        return {}
+        """The constructor's parameters as stored (JSON-serialisable; a target as its
+        dict), read from the constructor's signature."""
+        out = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if not hasattr(self, name):
+                raise TypeError(
+                    f"{type(self).__name__} must store its constructor argument {name!r} "
+                    f"as self.{name} (its spec is read from the constructor's signature)"
+                )
+            out[name] = _plain(getattr(self, name))
+        return out
 
     def to_spec(self) -> dict[str, Any]:
         """``{"name": ..., "params": {...}}``, the form stored in bundles."""

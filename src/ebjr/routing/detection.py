@@ -61,9 +61,6 @@ class DetectionRouter(Router):
             raise InputError(f"empty must be 'teacher' or a finite number, got {empty!r}")
         self.empty = empty
 
-    def params(self) -> dict[str, Any]:
-        return {"empty": self.empty}
-
     def score(self, detections: Any, *, validate: bool = True) -> np.ndarray:
         """Routing score per image, shape ``(n,)``; higher = the student is fit."""
         if validate:

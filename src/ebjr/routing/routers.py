@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -68,9 +67,6 @@ class EnergyRouter(Router):
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = temperature
         scores._check_temperature(temperature)
-
-    def params(self) -> dict[str, Any]:
-        return {"temperature": float(self.temperature)}
 
     def _score(self, logits: Array) -> Array:
         # -F = T * logsumexp(logits / T), written without the two negations (the hot path)
@@ -125,9 +121,6 @@ class RandomRouter(Router):
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
 
-    def params(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
     def _score(self, logits: Array) -> Array:
         xp = namespace(logits)
         u = self._rng.random(logits.shape[0])
@@ -159,9 +152,6 @@ class SpecializedRouter(Router):
         self.other_index = other_index
         self.temperature = temperature
         scores._check_temperature(temperature)
-
-    def params(self) -> dict[str, Any]:
-        return {"other_index": self.other_index, "temperature": float(self.temperature)}
 
     def _score(self, logits: Array) -> Array:
         xp = namespace(logits)
