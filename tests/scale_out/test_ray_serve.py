@@ -50,8 +50,13 @@ def bundle(tmp_path_factory):
 TESTS = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", params=["student_in_ingress", "student_deployment"])
+def mode(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def url(bundle):
+def url(bundle, mode):
     # the replicas import the slow teacher's factory from tests/serve_support.py
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
@@ -64,7 +69,8 @@ def url(bundle):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
         build_app(bundle, admin_token=TOKEN, max_request_rows=256, student_replicas=2,
-                  student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0),
+                  student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0,
+                  first_stage_in_ingress=mode == "student_in_ingress"),
         name="small", route_prefix="/",
     )
     yield f"http://127.0.0.1:{port}"
@@ -100,7 +106,7 @@ def _teacher_stats(app="small"):
     return serve.get_deployment_handle("teacher", app_name=app).stats.remote().result()
 
 
-def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline):
+def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline, mode):
     client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
     assert client.is_server_live() and client.is_model_ready("small")
     assert client.get_model_metadata("small")["inputs"] == [
@@ -116,7 +122,10 @@ def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline
                                                 "answered_by")}
         _check(got, offline(x))
     stats = client.get_inference_statistics("small")["model_stats"][0]
-    assert stats["inference_count"] >= 265 and stats["execution_count"] >= 1
+    # Triton's statistics are the answering ingress replica's: with the student in the
+    # two ingress replicas, one replica saw some of the rows
+    assert stats["inference_count"] >= (265 if mode == "student_deployment" else 1)
+    assert stats["execution_count"] >= 1
 
 
 def test_the_teacher_deployment_gets_only_the_routed_rows(url, offline):
@@ -145,7 +154,8 @@ async def _load(url, n_requests, rows=8, concurrency=16, seed=0):
         return await asyncio.gather(*(one(i) for i in range(n_requests)))
 
 
-def test_a_threshold_put_is_seen_by_batches_on_every_student_replica(url, offline, bundle):
+def test_a_threshold_put_is_seen_by_batches_on_every_student_replica(url, offline, bundle,
+                                                                     mode):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     new = 2.0
     r = httpx.put(f"{url}/v2/models/small/threshold", json={"threshold": new}, headers=headers)
@@ -157,14 +167,25 @@ def test_a_threshold_put_is_seen_by_batches_on_every_student_replica(url, offlin
             assert payload["parameters"]["threshold"] == new
             _check(outputs(payload), offline(x, threshold=new))
         seen = {}
-        handle = serve.get_deployment_handle("student", app_name="small")
+        where = "ingress" if mode == "student_in_ingress" else "student"
+        handle = serve.get_deployment_handle(where, app_name="small")
         deadline = time.monotonic() + 30
         while len(seen) < 2 and time.monotonic() < deadline:  # a call reaches either replica
             s = handle.stats.remote().result()
             seen[s["replica"]] = s
         assert len(seen) == 2, "both student replicas should have answered"
         for s in seen.values():
-            assert s["batches"] > 0 and s["last_threshold"] == new
+            assert s["batches"] > 0
+            assert s["threshold" if where == "ingress" else "last_threshold"] == new
+        # every replica's rows are counted, whichever replica answers the stats (another
+        # replica's report is at most about a second old)
+        deadline = time.monotonic() + 10
+        while True:
+            counts = httpx.get(f"{url}/v2/models/small/routing_stats").json()["counts"]
+            if counts["rows"] >= 48 * 8 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert counts["rows"] >= 48 * 8 and counts["teacher_calls"] > 0
         assert httpx.get(f"{url}/v2/models/small/threshold").json()["threshold"] == new
     finally:
         httpx.put(f"{url}/v2/models/small/threshold",
@@ -221,13 +242,14 @@ def test_one_model_alone_as_ebjr_serve_role_does(url, bundle):
 
 
 @pytest.fixture(scope="module")
-def slow_url(url, tmp_path_factory):
+def slow_url(url, mode, tmp_path_factory):
     """A second application on the cluster: the same models, a teacher 40 ms slower per
     call (so that a kill meets calls in flight)."""
     bundle = make_slow_teacher_bundle(tmp_path_factory.mktemp("slow"))
     quarter = {"ray_actor_options": {"num_cpus": 0.25}}  # beside "small"'s 1.5 of 2 CPUs
     serve.run(build_app(bundle, student=quarter, teacher=quarter, max_wait_ms=5.0,
-                        allow_factories=["serve_support:slow_teacher"]),
+                        allow_factories=["serve_support:slow_teacher"],
+                        first_stage_in_ingress=mode == "student_in_ingress"),
               name="slow", route_prefix="/slow")
     yield f"{url}/slow"
     serve.delete("slow")
@@ -246,7 +268,7 @@ def _wait_for_a_new_teacher(old_pid):
     raise AssertionError("Serve did not replace the killed teacher replica within 60 s")
 
 
-def test_killing_the_teacher_under_load_loses_no_request(slow_url, offline):
+def test_killing_the_teacher_under_load_loses_no_request(slow_url, offline, mode):
     """SIGKILL the teacher replica's process mid-load: every request is answered (200);
     rows the teacher answered equal the offline teacher's, the others the student's;
     the routed rows whose teacher call died with the process fell back to the student."""
@@ -285,7 +307,10 @@ def test_killing_the_teacher_under_load_loses_no_request(slow_url, offline):
         np.testing.assert_array_equal(who != "student", routed)  # routing itself unchanged
         fallback += int((who == "student_fallback").sum())
         assert payload["parameters"]["degraded"] == bool((who == "student_fallback").any())
-    assert fallback > 0, "the teacher calls in flight at the kill should have fallen back"
+    if mode == "student_deployment":
+        assert fallback > 0, "the teacher calls in flight at the kill should have fallen back"
+    # (with the student in the ingress, Ray 2.60 held the calls in flight at the kill until
+    # the replacement teacher answered them, ~15 s: no fallback, no request lost)
     _wait_for_a_new_teacher(pid)
     x = random_rows(64, seed=5)  # the replaced teacher answers again
     r = httpx.post(f"{slow_url}/v2/models/slow/infer", json=infer_body(x), timeout=60)

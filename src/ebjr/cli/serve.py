@@ -39,6 +39,11 @@ def add_parser(sub: Any) -> None:
     for role in ("student", "teacher", "ingress"):
         ray.add_argument(f"--{role}-replicas", metavar="N",
                          help=f"{role} replicas: a number, or 'auto' (default 1)")
+    ray.add_argument("--ray-separate-student", action="store_true",
+                     help="give the student (or the one model) a deployment of its own "
+                     "instead of running it in the ingress replicas (a second hop per "
+                     "request; the load-aware control then sees the whole application's "
+                     "teacher queue)")
     ray.add_argument("--ray-config", metavar="FILE.yaml",
                      help="deployment options per role (sections ingress/student/teacher: "
                      "num_replicas, autoscaling_config, ray_actor_options, ...)")
@@ -84,5 +89,6 @@ def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
     for role in ("student", "teacher", "ingress"):
         options[f"{role}_replicas"] = getattr(args, f"{role}_replicas")
     run_on_ray(settings.bundle, address=args.ray_address, host=settings.host, port=settings.port,
-               name=settings.name, config=args.ray_config, **options)
+               name=settings.name, config=args.ray_config,
+               first_stage_in_ingress=not args.ray_separate_student, **options)
     return 0

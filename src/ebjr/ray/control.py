@@ -1,12 +1,21 @@
 """The one routing state of a Ray Serve joint application: the live threshold,
-the load-aware control and the application-wide teacher queue.
+the load-aware control, the application-wide teacher queue and the counts.
 
-It is a deployment of one replica (``num_cpus=0``), so every student replica
-reads the same value: each student batch asks it for the threshold to route
-with (:meth:`RoutingControl.begin_batch`), and reports how many rows it sent
-to the teacher and when they came back. The teacher queue the load-aware
-control sees is therefore the whole application's (rows routed by any student
-replica and not yet answered by any teacher replica), not one replica's.
+It is a deployment of one replica (``num_cpus=0``). How student replicas see
+the threshold depends on where the student runs:
+
+- **in the ingress replicas** (the default): the threshold is *pushed*. Each
+  replica keeps a standing :meth:`RoutingControl.watch` call open, which
+  returns when the threshold changes; the replica applies the new value and
+  calls again, which acknowledges it. :meth:`RoutingControl.publish_threshold`
+  returns once every live replica has acknowledged, so every batch that starts
+  after a threshold write returns routes with the new value, on every replica,
+  with no control call per batch. Replicas report their counts
+  (:meth:`RoutingControl.report`) about once a second.
+- **in a student deployment of its own**: each student batch asks for the
+  threshold (:meth:`RoutingControl.begin_batch`) and reports how many rows it
+  sent to the teacher and when they came back, so the teacher queue the
+  load-aware control sees is the whole application's.
 
 The class is plain Python; :mod:`ebjr.ray.serve` wraps it with
 ``serve.deployment`` (so the logic is tested without Ray too).
@@ -14,13 +23,91 @@ The class is plain Python; :mod:`ebjr.ray.serve` wraps it with
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from ebjr.joint.counts import RoutingCounts
 from ebjr.routing.base import check_threshold
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 
-__all__ = ["RoutingControl"]
+__all__ = ["Broadcast", "RoutingControl"]
+
+log = logging.getLogger("ebjr.ray")
+
+
+class Broadcast:
+    """A versioned value pushed to subscribers, each acknowledging the version it applied.
+
+    A subscriber calls :meth:`watch` with the version it has applied (``-1`` at
+    first); the call returns ``(version, value)`` as soon as a newer version
+    exists, or after ``wait_s`` with the current one. :meth:`publish` sets a new
+    value and waits until every subscriber heard from in the last
+    ``forget_after_s`` seconds has applied it (at most ``ack_timeout_s``); it
+    returns the subscribers that did not, which are logged.
+
+    Plain asyncio: the Ray control deployment holds one (tested without Ray).
+    """
+
+    def __init__(self, value: Any, *, ack_timeout_s: float = 10.0,
+                 forget_after_s: float = 60.0) -> None:
+        self.value = value
+        self.version = 0
+        self.ack_timeout_s = ack_timeout_s
+        self.forget_after_s = forget_after_s
+        self._applied: dict[str, tuple[int, float]] = {}  # subscriber -> (version, last seen)
+        self._change: asyncio.Event | None = None  # made in the running loop
+        self._ack: asyncio.Event | None = None
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        if self._change is None or self._ack is None:
+            self._change, self._ack = asyncio.Event(), asyncio.Event()
+        return self._change, self._ack
+
+    def subscribers(self) -> dict[str, int]:
+        """Each live subscriber's applied version."""
+        now = time.monotonic()
+        return {k: v for k, (v, seen) in self._applied.items()
+                if now - seen <= self.forget_after_s}
+
+    async def watch(self, subscriber: str, applied: int, wait_s: float = 10.0
+                    ) -> tuple[int, Any]:
+        """``subscriber`` has applied version ``applied``: the next version and its value."""
+        change, ack = self._events()
+        self._applied[subscriber] = (applied, time.monotonic())
+        ack.set()
+        if applied == self.version:
+            try:
+                await asyncio.wait_for(change.wait(), wait_s)
+            except TimeoutError:
+                pass
+            self._applied[subscriber] = (applied, time.monotonic())
+        return self.version, self.value
+
+    async def publish(self, value: Any) -> list[str]:
+        """Set ``value`` for every subscriber; the subscribers that did not acknowledge it."""
+        change, ack = self._events()
+        self.value = value
+        self.version += 1
+        version = self.version
+        self._change = asyncio.Event()  # later watches wait on a fresh event
+        change.set()
+        deadline = time.monotonic() + self.ack_timeout_s
+        while True:
+            behind = sorted(k for k, v in self.subscribers().items() if v < version)
+            left = deadline - time.monotonic()
+            if not behind or left <= 0 or self.version != version:
+                break
+            ack.clear()
+            try:
+                await asyncio.wait_for(ack.wait(), min(left, 0.5))
+            except TimeoutError:
+                pass
+        if behind and self.version == version:
+            log.warning("replicas %s did not acknowledge threshold version %d within %g s",
+                        behind, version, self.ack_timeout_s)
+        return behind if self.version == version else []
 
 
 class RoutingControl:
@@ -52,6 +139,8 @@ class RoutingControl:
         self.teacher_queued = 0  # rows routed by any student replica, not yet answered
         self._metrics = metrics
         self._counts = RoutingCounts()
+        self._reported: dict[str, dict[str, int]] = {}  # replica -> its counts so far
+        self.broadcast = Broadcast(self._threshold)
         self._record()
 
     def _record(self) -> None:
@@ -78,6 +167,16 @@ class RoutingControl:
             self.control.observe(scores)
         self._record()
 
+    async def watch(self, replica: str, applied: int, wait_s: float = 10.0
+                    ) -> tuple[int, float]:
+        """A replica running the student has applied threshold version ``applied``: the next
+        version and threshold (see :class:`Broadcast`)."""
+        return await self.broadcast.watch(replica, applied, wait_s)
+
+    def report(self, replica: str, counts: dict[str, int]) -> None:
+        """A replica running the student reports its counts so far (they replace its last)."""
+        self._reported[str(replica)] = {k: int(v) for k, v in counts.items()}
+
     def finished(self, rows: int, to_teacher: int, fell_back: bool) -> None:
         """The batch is answered: its routed rows left the teacher queue."""
         self.teacher_queued = max(0, self.teacher_queued - int(to_teacher))
@@ -96,6 +195,13 @@ class RoutingControl:
         self._record()
         return old
 
+    async def publish_threshold(self, threshold: float) -> float:
+        """:meth:`set_threshold`, returning once every replica that runs the student has
+        applied it (each batch a student deployment runs asks for it anyway)."""
+        old = self.set_threshold(threshold)
+        await self.broadcast.publish(self._threshold)
+        return old
+
     def threshold_info(self) -> dict[str, Any]:
         c = self.control
         return {
@@ -105,7 +211,13 @@ class RoutingControl:
         }
 
     def counts(self) -> dict[str, int]:
-        return self._counts.as_dict()
+        """The application's counts: the student deployment's batches and every replica's
+        last report."""
+        total = self._counts.as_dict()
+        for counts in self._reported.values():
+            for k, v in counts.items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     def queue_rows(self) -> dict[str, int]:
         return {"teacher": self.teacher_queued}

@@ -9,8 +9,10 @@
 - :class:`ModelReplica`: the bundle's teacher (or, for an application of one
   model, that model), batched; it counts the rows it is given (``stats()``).
 - :class:`Ingress`: the HTTP API of ``ebjr serve`` itself
-  (:func:`ebjr.serve.app.create_app`), whose engine (:class:`RayJointEngine`)
-  calls the student deployment instead of in-process batchers.
+  (:func:`ebjr.serve.app.create_app`). By default the student runs in it
+  (:mod:`ebjr.ray.student_in_ingress`) and only routed rows reach the teacher
+  deployment; with the student in a deployment of its own, its engine
+  (:class:`RayJointEngine`) calls the student deployment.
 
 When the teacher deployment fails (a crash, a dead replica, no answer within
 the request timeout), the batch's routed rows get the settings' fallback, as
@@ -398,7 +400,7 @@ class RayJointEngine(_RayEngine):
         return await self.control.get_threshold.remote()
 
     async def set_threshold(self, threshold: float) -> float:
-        old = await self.control.set_threshold.remote(threshold)
+        old = await self.control.publish_threshold.remote(threshold)
         self.metrics.threshold.labels("set").set(threshold)
         return old
 
@@ -431,24 +433,69 @@ class RayModelEngine(_RayEngine):
 
 
 class Ingress:
-    """The HTTP API of ``ebjr serve`` (one implementation), over the deployments."""
+    """The HTTP API of ``ebjr serve`` (one implementation), over the deployments.
 
-    def __init__(self, settings: ServeSettings, model: Any, control: Any = None) -> None:
+    ``model`` is the first stage's deployment (the student of a joint model, or the one
+    model served alone); ``None`` runs that stage here, in this replica, with ``ebjr
+    serve``'s own engine: a joint model's routed rows then go to ``teacher`` (the teacher
+    deployment), and its threshold comes from ``control``.
+    """
+
+    def __init__(self, settings: ServeSettings, model: Any = None, control: Any = None,
+                 teacher: Any = None) -> None:
         self.settings = settings
-        self.model = model  # the student deployment (joint), or the one model's
+        self.model = model
         self.control = control
+        self.teacher = teacher
+        if model is None:
+            _set_threads(settings)
 
     def _load(self, state: Any) -> None:
         from ebjr.bundle import read_bundle
 
-        state.bundle = read_bundle(self.settings.bundle)
-        if self.settings.role == "joint":
+        s = self.settings
+        if self.model is None:
+            self._load_here(state)
+        elif s.role == "joint":
+            state.bundle = read_bundle(s.bundle)
             state.engine = RayJointEngine(
-                self.settings, state.bundle.make_router(), self.model, self.control,
-                state.metrics,
+                s, state.bundle.make_router(), self.model, self.control, state.metrics,
             )
         else:
-            state.engine = RayModelEngine(self.settings, self.model)
+            state.bundle = read_bundle(s.bundle)
+            state.engine = RayModelEngine(s, self.model)
+
+    def _load_here(self, state: Any) -> None:
+        """The first stage in this replica (as ``ebjr serve`` runs it)."""
+        from ebjr.bundle import persist
+        from ebjr.ray.student_in_ingress import IngressJointEngine
+        from ebjr.serve.app import install, load_models
+
+        s = self.settings
+        if s.role != "joint":
+            install(state, load_models(s))
+            return
+        joint = persist.load(s.bundle, student_side=True, allow_factories=s.allow_factories,
+                             allow_torchscript=s.allow_torchscript)
+        state.bundle = joint.bundle  # type: ignore[attr-defined]
+        replica = serve.get_replica_context().replica_id.unique_id
+        engine = IngressJointEngine(joint, s, state.metrics, self.teacher, self.control,
+                                    replica)
+        self._engine = engine
+        engine.sync()  # a threshold set before this replica started applies to it too
+        state.engine = engine
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's id, process and node; with the student here, its batches so far,
+        its threshold and the threshold version it applied."""
+        out: dict[str, Any] = {"replica": serve.get_replica_context().replica_id.unique_id,
+                               "pid": os.getpid(),
+                               "node": ray.get_runtime_context().get_node_id()}
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            out.update(batches=engine.joint.counts()["batches"],
+                       threshold=engine.joint.threshold, version=engine.version)
+        return out
 
     def __serve_build_asgi_app__(self) -> Any:
         from ebjr.serve.app import create_app

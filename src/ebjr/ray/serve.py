@@ -1,8 +1,11 @@
 """The joint model as a Ray Serve application.
 
-Three deployments that scale on their own (an ``ingress`` speaking ``ebjr
-serve``'s Open Inference Protocol v2 API, a batched ``student`` and a batched
-``teacher``) and a one-replica ``control`` holding the live threshold::
+Deployments that scale on their own: an ``ingress`` speaking ``ebjr serve``'s
+Open Inference Protocol v2 API and running the student (``ebjr serve``'s own
+engine, in each ingress replica), a batched ``teacher`` that gets only the
+routed rows, and a one-replica ``control`` holding the live threshold (pushed
+to every ingress replica) and the counts. With ``first_stage_in_ingress=False``
+the student gets a batched deployment of its own (a second hop per request)::
 
     from ebjr.ray.serve import build_app
     from ray import serve
@@ -92,6 +95,7 @@ class _AppArgsBase(BaseModel):
 
     bundle: str
     config: str | None = None
+    first_stage_in_ingress: bool = True
     student_replicas: int | str | None = None
     teacher_replicas: int | str | None = None
     ingress_replicas: int | str | None = None
@@ -160,9 +164,14 @@ def deployment_options(
     settings: ServeSettings,
     sections: dict[str, dict[str, Any]] | None = None,
     replicas: dict[str, Any] | None = None,
+    first_stage_in_ingress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Each role's Ray Serve deployment options: defaults, then ``sections``
-    (a YAML file's or dicts), then ``replicas`` (``{"student": 2, ...}``) on top."""
+    """Each deployment's Ray Serve options: defaults, then ``sections``
+    (a YAML file's or dicts), then ``replicas`` (``{"student": 2, ...}``) on top.
+
+    With ``first_stage_in_ingress`` the first stage (the student, or the one model) runs
+    in the ingress replicas: there is no deployment of its own, and its section and
+    replicas configure the ingress (after the ingress's own)."""
     per_chunk = settings.max_batch_size
     out: dict[str, dict[str, Any]] = {
         # the ingress parses JSON and waits: no core of its own, many requests at once
@@ -203,10 +212,31 @@ def deployment_options(
         out[role].update(section)
     for role, value in (replicas or {}).items():
         out[role].update(_replicas(value, role))
+    if first_stage_in_ingress:
+        out = _first_stage_in_ingress(settings, out, sections or {}, replicas or {})
     for opts in out.values():
         if "autoscaling_config" in opts and opts.get("num_replicas") not in (None, "auto"):
             opts.pop("num_replicas")  # autoscaling decides, within its bounds
     return out
+
+
+def _first_stage_in_ingress(
+    settings: ServeSettings, out: dict[str, dict[str, Any]],
+    sections: dict[str, dict[str, Any]], replicas: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The options with the first stage's deployment folded into the ingress."""
+    first = "student" if settings.role == "joint" else settings.role
+    ingress = {**out[first], "max_ongoing_requests": 1024,
+               "max_queued_requests": out[first]["max_queued_requests"]}
+    ingress.update(sections.get("ingress") or {})
+    ingress.update(sections.get(first) or {})
+    for role in ("ingress", first):
+        if replicas.get(role) is not None:
+            ingress.update(_replicas(replicas[role], role))
+    kept = {"ingress": ingress}
+    if settings.role == "joint":
+        kept["teacher"] = out["teacher"]
+    return kept
 
 
 def build_app(bundle_path: str | Path, **options: Any) -> Application:
@@ -218,15 +248,22 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
             ``teacher`` / ``ingress``: dicts of deployment options;
             ``student_replicas`` / ``teacher_replicas`` / ``ingress_replicas``
             (an int or ``"auto"``); ``config``: a YAML file with ``student`` /
-            ``teacher`` / ``ingress`` sections.
+            ``teacher`` / ``ingress`` sections; ``first_stage_in_ingress`` (default
+            True): the student (or the one model) runs in the ingress replicas, so a
+            request takes one hop and only routed rows a second; False gives it a
+            deployment of its own (its threshold then asked for per batch, and the
+            load-aware control sees the whole application's teacher queue).
 
     Raises:
         InputError: an unknown option, or a bundle this application cannot serve.
         BundleError: the bundle cannot be read.
     """
     settings, bundle, opts = _prepare(bundle_path, dict(options))
+    here = options.get("first_stage_in_ingress", True)
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
     if settings.role != "joint":  # one model alone, as ebjr serve --role
+        if here:
+            return ingress.bind(settings)
         model = serve.deployment(ModelReplica, name=settings.role,
                                  **opts[settings.role]).bind(settings, settings.role)
         return ingress.bind(settings, model)
@@ -238,6 +275,8 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
         settings, "teacher"
     )
+    if here:
+        return ingress.bind(settings, None, control, teacher)
     student = serve.deployment(StudentReplica, name="student", **opts["student"]).bind(
         settings, teacher, control
     )
@@ -261,6 +300,9 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
                 if options.get(f"{role}_replicas") is not None}
     for role in ROLES:
         options.pop(f"{role}_replicas", None)
+    here = options.pop("first_stage_in_ingress", True)
+    if not isinstance(here, bool):
+        raise InputError(f"first_stage_in_ingress must be true or false, got {here!r}")
     unknown = sorted(set(options) - _SETTINGS)
     if unknown:
         hint = sorted(set(unknown) & _NOT_FOR_RAY)
@@ -273,18 +315,15 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
     settings = ServeSettings(bundle=str(path), **options)
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
-    return settings, bundle, deployment_options(settings, sections, replicas)
+    return settings, bundle, deployment_options(settings, sections, replicas, here)
 
 
 def cpus_needed(bundle_path: str | Path, **options: Any) -> dict[str, float]:
     """The CPUs each deployment of the application reserves at its start (replicas x
     ``ray_actor_options.num_cpus``; an autoscaled one, its ``min_replicas``)."""
-    settings, _, opts = _prepare(bundle_path, dict(options))
-    roles = ["ingress", "student", "teacher"] if settings.role == "joint" else [
-        "ingress", settings.role]
+    _, _, opts = _prepare(bundle_path, dict(options))
     out = {}
-    for role in roles:
-        o = opts[role]
+    for role, o in opts.items():
         auto = o.get("autoscaling_config") or {}
         n = o.get("num_replicas", 1)
         if auto or n == "auto":
