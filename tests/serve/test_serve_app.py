@@ -347,7 +347,7 @@ def test_metrics_count_rows_requests_and_batches(client):
     student = _metric(text, 'ebjr_rows_total{answered_by="student"}')
     teacher = _metric(text, 'ebjr_rows_total{answered_by="teacher"}')
     assert student + teacher == 60 and teacher > 0
-    assert _metric(text, "ebjr_teacher_share") == pytest.approx(teacher / 60)
+    assert _metric(text, "ebjr_teacher_fraction") == pytest.approx(teacher / 60)
     assert _metric(text, 'ebjr_batch_rows_count{stage="student"}') == 3
     assert 'ebjr_request_latency_seconds_count{path="teacher"}' in text
     assert 'ebjr_queue_rows{stage="teacher"} 0.0' in text

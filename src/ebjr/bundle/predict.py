@@ -94,7 +94,7 @@ class PredictionWriter:
             "output": str(self.output),
             "rows": self.rows,
             "teacher_rows": self.teacher_rows,
-            "teacher_share": self.teacher_rows / self.rows if self.rows else 0.0,
+            "teacher_fraction": self.teacher_rows / self.rows if self.rows else 0.0,
         }
 
 

@@ -76,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"wrote {summary['rows']} predictions to {summary['output']} "
-              f"({100 * summary['teacher_share']:.1f} % answered by the teacher)")
+              f"({100 * summary['teacher_fraction']:.1f} % answered by the teacher)")
     return 0

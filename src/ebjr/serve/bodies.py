@@ -80,6 +80,10 @@ class BodyReader:
         self.max_concurrent_parses = max_concurrent_parses
         self._parses: asyncio.Semaphore | None = None  # made on the server's loop
 
+    async def read(self, request: Any) -> bytes:
+        """A request's raw body, decompressed when its Content-Encoding says gzip or deflate."""
+        return self.decompress(await request.body(), request.headers.get("content-encoding"))
+
     def decompress(self, raw: bytes, encoding: str | None) -> bytes:
         """``raw`` decoded as its ``Content-Encoding`` says (gzip, deflate or none), within
         the body limit."""

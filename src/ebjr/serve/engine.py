@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,19 +27,20 @@ from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["Engine", "JointAnswer", "JointEngine", "ModelEngine", "TeacherUnavailable"]
+__all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
+           "TeacherUnavailable"]
 
 log = logging.getLogger("ebjr.serve")
 
 
+@runtime_checkable
 class Engine(Protocol):
     """What the HTTP layer (:func:`ebjr.serve.app.create_app`) needs of an engine.
 
     ``kind`` is ``"joint"`` or ``"model"``; ``front.stats`` are the batching
-    statistics of the stage every request enters. A joint engine also has
-    ``router`` and the async ``threshold()``, ``set_threshold(t)``,
-    ``threshold_info()`` and ``counts()`` (see :class:`JointEngine`).
-    Implemented here in-process, and by :mod:`ebjr.ray.engine` over Ray Serve.
+    statistics of the stage every request enters; ``infer`` answers a plain model's
+    logits, or a joint model's :class:`JointAnswer`. Implemented here in-process, and by
+    :mod:`ebjr.ray` over Ray Serve.
     """
 
     kind: str
@@ -51,11 +52,34 @@ class Engine(Protocol):
 
     def check_room(self) -> None: ...
 
-    async def infer(self, x: np.ndarray) -> Any: ...
+    async def infer(self, x: np.ndarray) -> np.ndarray | JointAnswer: ...
 
     async def queue_rows(self) -> dict[str, int]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class JointEngineAPI(Engine, Protocol):
+    """An :class:`Engine` of a joint model: also its router, the live threshold and the
+    counts (the threshold routes, ``/curve`` and ``/routing_stats``)."""
+
+    @property
+    def router(self) -> Any: ...
+
+    async def threshold(self) -> float:
+        """The live threshold (the one a PUT sets)."""
+        ...
+
+    async def set_threshold(self, threshold: float) -> float:
+        """Set the live threshold for every later batch; returns the old one."""
+        ...
+
+    async def threshold_info(self) -> dict[str, Any]:
+        """``threshold``, ``effective_threshold`` and ``load_control`` (its state or None)."""
+        ...
+
+    async def counts(self) -> dict[str, int]: ...
 
 
 def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:

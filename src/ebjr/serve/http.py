@@ -28,96 +28,102 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["Server", "header_timeout_protocol"]
+__all__ = ["HeaderLimitsProtocol", "Server", "header_timeout_protocol"]
+
+
+class HeaderLimitsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a time limit (``timeout_s``) and a size limit
+    (``max_header_bytes``) on each request's line and headers; the limits are class
+    attributes, set by :func:`header_timeout_protocol`."""
+
+    timeout_s = 10.0
+    max_header_bytes = 64 * 1024
+    _header_timer: Any = None
+    _header_bytes = 0
+    _refused = False
+
+    def _within_limit(self, n: int) -> bool:
+        """Count ``n`` more header bytes; past the limit answer 431 and close. Once
+        refused, the parser runs on over what is left of this chunk storing nothing,
+        and no request starts."""
+        self._header_bytes += n
+        if self._header_bytes > self.max_header_bytes and not self._refused:
+            self._refused = True
+            self._disarm()
+            self._close_with(431, "Request Header Fields Too Large",
+                             f"the request line and headers exceed {self.max_header_bytes} bytes")
+        return not self._refused
+
+    def on_url(self, url: bytes) -> None:
+        if self._within_limit(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._within_limit(len(name) + len(value) + 4):
+            super().on_header(name, value)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if not self._refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _close_with(self, status: int, reason: str, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\n".encode()
+            + b"content-type: application/json\r\n"
+            b"connection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        self._close_with(408, "Request Timeout",
+                         f"the request's headers did not arrive within {self.timeout_s:g} s")
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a client that connects and says nothing
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
 
 def header_timeout_protocol(timeout_s: float,
                             max_header_bytes: int = 64 * 1024) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a ``timeout_s`` limit on each request's headers and
-    a ``max_header_bytes`` limit on their size."""
-
-    class HeaderTimeoutProtocol(HttpToolsProtocol):
-        _header_timer: Any = None
-        _header_bytes = 0
-        _refused = False
-
-        def _within_limit(self, n: int) -> bool:
-            """Count ``n`` more header bytes; past the limit answer 431 and close. Once
-            refused, the parser runs on over what is left of this chunk storing nothing,
-            and no request starts."""
-            self._header_bytes += n
-            if self._header_bytes > max_header_bytes and not self._refused:
-                self._refused = True
-                self._disarm()
-                self._close_with(431, "Request Header Fields Too Large",
-                                 f"the request line and headers exceed {max_header_bytes} bytes")
-            return not self._refused
-
-        def on_url(self, url: bytes) -> None:
-            if self._within_limit(len(url)):
-                super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            if self._within_limit(len(name) + len(value) + 4):
-                super().on_header(name, value)
-
-        def data_received(self, data: bytes) -> None:
-            if not self._refused:
-                super().data_received(data)
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            if not self._refused:
-                super().on_headers_complete()
-
-        def on_body(self, body: bytes) -> None:
-            if not self._refused:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            if not self._refused:
-                super().on_message_complete()
-
-        def _close_with(self, status: int, reason: str, message: str) -> None:
-            body = json.dumps({"error": message}).encode()
-            self.transport.write(
-                f"HTTP/1.1 {status} {reason}\r\n".encode()
-                + b"content-type: application/json\r\n"
-                b"connection: close\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
-            self.transport.close()
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _headers_too_slow(self) -> None:
-            self._header_timer = None
-            if self.transport.is_closing():
-                return
-            self._close_with(408, "Request Timeout",
-                             f"the request's headers did not arrive within {timeout_s:g} s")
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()  # a client that connects and says nothing
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._header_bytes = 0
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderTimeoutProtocol
+    """:class:`HeaderLimitsProtocol` with these limits (uvicorn's ``http=`` takes a class)."""
+    return type("HeaderLimitsProtocol", (HeaderLimitsProtocol,),
+                {"timeout_s": float(timeout_s), "max_header_bytes": int(max_header_bytes)})
 
 
 class Server(uvicorn.Server):

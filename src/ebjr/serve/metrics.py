@@ -5,7 +5,7 @@ Names (all prefixed ``ebjr_``):
 - ``requests_total{status}``: answered requests by HTTP status.
 - ``rows_total{answered_by}``: rows by the model that answered them
   (``student``, ``teacher``, ``student_fallback`` when the teacher failed).
-- ``teacher_share``: share of rows routed to the teacher over the last
+- ``teacher_fraction``: fraction of rows routed to the teacher over the last
   ``window`` rows (fallback rows count as routed).
 - ``request_latency_seconds{path}``: request latency; ``path`` is
   ``student`` (no row went to the teacher), ``teacher`` (some did) or
@@ -44,8 +44,8 @@ class ServeMetrics:
         self.rows = Counter(
             "ebjr_rows", "Rows by the model that answered them", ["answered_by"], registry=r
         )
-        self.teacher_share = Gauge(
-            "ebjr_teacher_share", "Share of recent rows routed to the teacher", registry=r
+        self.teacher_fraction = Gauge(
+            "ebjr_teacher_fraction", "Share of recent rows routed to the teacher", registry=r
         )
         self.latency = Histogram(
             "ebjr_request_latency_seconds",
@@ -84,9 +84,9 @@ class ServeMetrics:
             r, k = self._recent.popleft()
             self._recent_rows -= r
             self._recent_routed -= k
-        self.teacher_share.set(self.recent_teacher_share())
+        self.teacher_fraction.set(self.recent_teacher_fraction())
 
-    def recent_teacher_share(self) -> float:
+    def recent_teacher_fraction(self) -> float:
         return self._recent_routed / self._recent_rows if self._recent_rows else 0.0
 
     def render(self) -> bytes:

@@ -23,6 +23,7 @@ an output's ``parameters.binary_data``). ``BYTES`` elements are each a
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Union
 
@@ -48,6 +49,7 @@ __all__ = [
     "check_finite",
     "check_shape",
     "decode_tensor",
+    "encode_response",
     "encode_tensor",
     "split_body",
     "tensor_bytes",
@@ -382,3 +384,63 @@ def binary_inputs(request: InferRequest, rest: bytes) -> list[bytes | None]:
             f"binary_data_size accounts for (check Inference-Header-Content-Length)"
         )
     return out
+
+
+def _wanted_outputs(request: InferRequest, names: list[str]) -> dict[str, bool]:
+    """The outputs ``request`` asks for, in its order (all of ``names`` if it names none),
+    each with whether it goes in binary form."""
+    binary_all = bool((request.parameters or {}).get("binary_data_output", False))
+    if not request.outputs:
+        return {n: binary_all for n in names}
+    unknown = sorted({o.name for o in request.outputs} - set(names))
+    if unknown:
+        raise InputError(f"unknown outputs {unknown}; this model has {names}")
+    wanted = {}
+    for o in request.outputs:
+        p = o.parameters or {}
+        if p.get("classification") or p.get("class_count"):
+            raise InputError(
+                f"output {o.name!r}: the classification extension is not supported; "
+                "read 'predictions' and 'probabilities' instead"
+            )
+        wanted[o.name] = bool(p.get("binary_data", binary_all))
+    return wanted
+
+
+def encode_response(
+    model_name: str,
+    version: str,
+    request: InferRequest,
+    tensors: list[tuple[str, np.ndarray]],
+    parameters: dict[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The body of the answer to ``request`` and its headers: the outputs it asks for
+    among ``tensors`` (JSON, or binary where asked, after the JSON header whose length
+    ``Inference-Header-Content-Length`` gives), encoded once.
+
+    Raises:
+        InputError: an unknown output, or the classification extension asked for.
+    """
+    wanted = _wanted_outputs(request, [n for n, _ in tensors])
+    by_name = dict(tensors)
+    outputs, blobs = [], []
+    for n, binary in wanted.items():
+        arr = by_name[n]
+        if binary:
+            data = tensor_bytes(arr)
+            outputs.append({"name": n, "shape": list(arr.shape), "datatype": datatype_of(arr),
+                            "parameters": {"binary_data_size": len(data)}})
+            blobs.append(data)
+        else:
+            outputs.append(encode_tensor(n, arr))
+    payload: dict[str, Any] = {"model_name": model_name, "model_version": version}
+    if request.id is not None:
+        payload["id"] = request.id
+    if parameters:
+        payload["parameters"] = parameters
+    payload["outputs"] = outputs
+    head = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {"content-type": "application/octet-stream",
+                                    "inference-header-content-length": str(len(head))}
