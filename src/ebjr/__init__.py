@@ -24,6 +24,7 @@ from ebjr.exceptions import (
     MissingDependencyError,
     NotFittedError,
     TargetUnreachableError,
+    UnknownNameError,
     UnknownRouterError,
 )
 from ebjr.routing import Router, get_router, list_routers
@@ -118,6 +119,7 @@ __all__ = [
     "NotFittedError",
     "Router",
     "TargetUnreachableError",
+    "UnknownNameError",
     "UnknownRouterError",
     "__version__",
     "free_energy",

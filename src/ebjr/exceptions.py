@@ -19,6 +19,7 @@ __all__ = [
     "Overloaded",
     "TargetUnreachableError",
     "TeacherUnavailable",
+    "UnknownNameError",
     "UnknownRouterError",
 ]
 
@@ -41,11 +42,16 @@ class LogProbabilityInputError(InputError):
     """
 
 
-class UnknownRouterError(EBJRError, KeyError):
-    """A router name that is not registered."""
+class UnknownNameError(InputError, KeyError):
+    """A name that no registry entry has (a router, a target kind, a model kind); the
+    message lists the registered names."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownRouterError(UnknownNameError):
+    """A router name that is not registered."""
 
 
 class NotFittedError(EBJRError, ValueError, AttributeError):

@@ -10,7 +10,7 @@ from scipy.special import logsumexp, softmax
 from ebjr import JointModel
 from ebjr.exceptions import InputError
 from ebjr.routing import get_router, list_routers, router_from_spec
-from ebjr.routing.base import _REGISTRY
+from ebjr.routing.base import ROUTERS
 from ebjr.routing.detection import DETECTION_ROUTERS, detection_router, detection_scores
 from ebjr.scores.detection import Detections
 
@@ -51,7 +51,7 @@ def test_the_detection_routers_are_in_the_one_registry():
     assert set(NAMES) <= set(list_routers(kind=None))
     assert not set(NAMES) & set(list_routers())  # the default lists the routers of logits
     for name in NAMES:  # the lazy table names the class that registers under that name
-        assert get_router(name).name == name and _REGISTRY[name] is type(get_router(name))
+        assert get_router(name).name == name and ROUTERS.get(name) is type(get_router(name))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from ebjr._utils.arrays import Array, check_logits
 from ebjr._utils.lazy import load_attr
+from ebjr._utils.registry import Registry
 from ebjr.exceptions import BundleError, InputError
 
 __all__ = [
@@ -158,14 +159,14 @@ _BUILT_IN: list[tuple[Callable[[Any], bool], str]] = [
     (callable, "ebjr.adapters.callable:CallableAdapter"),
 ]
 
-#: bundle reference kind -> the adapter class that reads it (a class, or "module:Class")
-_REFERENCES: dict[str, type[Adapter] | str] = {
-    "factory": "ebjr.adapters.torch_module:TorchAdapter",
-    "torchscript": "ebjr.adapters.torch_module:TorchAdapter",
-    "onnx": "ebjr.adapters.onnx:OnnxAdapter",
-    "transformers": "ebjr.adapters.transformers:TransformersAdapter",
-    "remote_v2": "ebjr.adapters.remote:RemoteV2Adapter",
-}
+#: bundle reference kind -> the adapter class that reads it
+MODEL_KINDS: Registry[type[Adapter]] = Registry("model kind")
+for _kind, _cls in (("factory", "ebjr.adapters.torch_module:TorchAdapter"),
+                    ("torchscript", "ebjr.adapters.torch_module:TorchAdapter"),
+                    ("onnx", "ebjr.adapters.onnx:OnnxAdapter"),
+                    ("transformers", "ebjr.adapters.transformers:TransformersAdapter"),
+                    ("remote_v2", "ebjr.adapters.remote:RemoteV2Adapter")):
+    MODEL_KINDS.add_lazy(_kind, _cls)
 
 
 def register_reference(kind: str, cls: type[Adapter], schema: Any = None) -> None:
@@ -175,25 +176,25 @@ def register_reference(kind: str, cls: type[Adapter], schema: Any = None) -> Non
         schema: the reference's fields, a subclass of
             :class:`ebjr.adapters.references.Reference` (default: ``kind`` and nothing
             else), checked before anything is built.
+
+    Raises:
+        InputError: ``kind`` is registered already.
     """
     from ebjr.adapters.references import SCHEMAS, Reference
 
-    if kind in _REFERENCES:
-        raise InputError(f"the model kind {kind!r} is registered already")
+    if kind in MODEL_KINDS:
+        raise InputError(f"a model kind named {kind!r} is already registered")
+    MODEL_KINDS.add(kind, cls)
     SCHEMAS[kind] = schema or Reference
-    _REFERENCES[kind] = cls
 
 
 def adapter_for_reference(kind: str) -> type[Adapter]:
-    """The adapter class that re-loads a bundle reference of ``kind``."""
-    entry = _REFERENCES.get(kind)
-    if entry is None:
-        raise BundleError(
-            f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(_REFERENCES))}"
-        )
-    if isinstance(entry, str):
-        entry = _REFERENCES[kind] = load_attr(entry)
-    return entry  # type: ignore[return-value]
+    """The adapter class that re-loads a bundle reference of ``kind``.
+
+    Raises:
+        UnknownNameError: ``kind`` is not registered.
+    """
+    return MODEL_KINDS.get(kind)
 
 
 def as_adapter(model: Any, **kwargs: Any) -> Adapter:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr._utils.lazy import load_attr
+from ebjr._utils.registry import Registry
 from ebjr._utils.validation import check_cost, check_probability
 from ebjr.calibration.curve import OperatingPoint, TradeoffCurve
 from ebjr.exceptions import InputError, TargetUnreachableError
@@ -237,34 +237,27 @@ def select_threshold(curve: TradeoffCurve, target: Target) -> Selection:
     return Selection(point.threshold, point, target.to_dict(), details)
 
 
-_TARGETS: dict[str, type[Target] | str] = {}
+#: the targets by kind
+TARGETS: Registry[type[Target]] = Registry("target kind")
 
 
 def register_target(cls: type[Target]) -> type[Target]:
     """Class decorator that adds a target to the registry under ``cls.kind``."""
     if not cls.kind:
         raise ValueError(f"{cls.__name__} must set a non-empty class attribute 'kind'")
-    _TARGETS[cls.kind] = cls
-    return cls
+    return TARGETS.add(cls.kind, cls)
 
 
 def list_targets() -> list[str]:
     """Sorted kinds of the registered targets."""
-    return sorted(_TARGETS)
+    return TARGETS.names()
 
 
 def target_from_spec(spec: dict[str, Any]) -> Target:
     """Rebuild a target from ``{"kind": ..., **fields}`` (see :meth:`Target.to_dict`)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
         raise InputError(f"a target spec is a dict with a 'kind' string, got {spec!r}")
-    entry = _TARGETS.get(spec["kind"])
-    if entry is None:
-        raise InputError(
-            f"unknown target kind {spec['kind']!r}; the registered kinds are: "
-            f"{', '.join(list_targets())}"
-        )
-    if isinstance(entry, str):
-        entry = _TARGETS[spec["kind"]] = load_attr(entry)
+    entry = TARGETS.get(spec["kind"])
     known = {f.name for f in fields(entry)}  # type: ignore[arg-type]
     params = {k: v for k, v in spec.items() if k != "kind"}
     unknown = sorted(set(params) - known)
@@ -278,4 +271,4 @@ def target_from_spec(spec: dict[str, Any]) -> Target:
 for _cls in (MaxDrop, TeacherAccuracy, MaxTeacherFraction, MaxCost, HistogramCrossing):
     register_target(_cls)
 # a target of the guarantee module, imported the first time its kind is asked for
-_TARGETS.setdefault("guaranteed_drop", "ebjr.calibration.guarantee:GuaranteedDrop")
+TARGETS.add_lazy("guaranteed_drop", "ebjr.calibration.guarantee:GuaranteedDrop")

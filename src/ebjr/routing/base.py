@@ -11,13 +11,12 @@ saved and rebuilt as a spec (:meth:`Router.to_spec`, :func:`router_from_spec`).
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import math
 from typing import Any, ClassVar, TypeVar
 
 from ebjr._utils.arrays import Array, check_logits, namespace
-from ebjr._utils.lazy import load_attr
+from ebjr._utils.registry import Registry
 from ebjr.exceptions import InputError, LogProbabilityInputError, UnknownRouterError
 from ebjr.scores import classification as scores
 
@@ -195,8 +194,8 @@ class Router:
         return hash((type(self), tuple(sorted(self.params().items()))))
 
 
-_REGISTRY: dict[str, type[Router] | str] = {}
-_KINDS: dict[str, str] = {}  # name -> what the router scores, known before a lazy import
+#: the routers by name, tagged with what they score (their ``scores_kind``)
+ROUTERS: Registry[type[Router]] = Registry("router", UnknownRouterError)
 _R = TypeVar("_R", bound=type[Router])
 
 
@@ -204,41 +203,20 @@ def register_router(cls: _R) -> _R:
     """Class decorator that adds a router to the registry under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a non-empty class attribute 'name'")
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls and not isinstance(existing, str):
-        raise ValueError(f"a router named {cls.name!r} is already registered ({existing!r})")
-    _REGISTRY[cls.name] = cls
-    _KINDS[cls.name] = cls.scores_kind
+    ROUTERS.add(cls.name, cls, tag=cls.scores_kind)
     return cls
 
 
 def register_lazy(name: str, target: str, kind: str = "logits") -> None:
     """Register a router whose module is imported only when it is first asked for;
     ``kind`` is what it scores (its ``scores_kind``)."""
-    _REGISTRY.setdefault(name, target)
-    _KINDS.setdefault(name, kind)
+    ROUTERS.add_lazy(name, target, tag=kind)
 
 
 def list_routers(pattern: str = "*", *, kind: str | None = "logits") -> list[str]:
     """Sorted names of the registered routers matching a shell-style ``pattern`` that
     score ``kind`` (``"logits"``, the default; ``"detections"``; ``None``: all)."""
-    return sorted(
-        n for n in _REGISTRY
-        if fnmatch.fnmatchcase(n, pattern) and (kind is None or _KINDS.get(n) == kind)
-    )
-
-
-def _resolve(name: str) -> type[Router]:
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise UnknownRouterError(
-            f"unknown router {name!r}; the registered routers are: "
-            f"{', '.join(list_routers(kind=None))}"
-        )
-    if isinstance(entry, str):
-        cls = _REGISTRY[name] = load_attr(entry)
-        return cls
-    return entry
+    return ROUTERS.names(pattern, tag=kind)
 
 
 def get_router(name: str | Router, **params: Any) -> Router:
@@ -258,7 +236,7 @@ def get_router(name: str | Router, **params: Any) -> Router:
         return name
     if not isinstance(name, str):
         raise InputError(f"router must be a name or a Router, got {type(name).__name__}")
-    cls = _resolve(name)
+    cls = ROUTERS.get(name)
     try:
         return cls(**params)
     except TypeError as exc:

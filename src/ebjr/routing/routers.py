@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ebjr._utils.arrays import Array, namespace
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 from ebjr.routing.base import (  # get_router, list_routers: for the doctest
     Router,
@@ -116,9 +117,7 @@ class RandomRouter(Router):
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise InputError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed")
         self._rng = np.random.default_rng(self.seed)
 
     def _score(self, logits: Array) -> Array:
@@ -147,9 +146,7 @@ class SpecializedRouter(Router):
     needs_raw_logits = True
 
     def __init__(self, other_index: int = -1, temperature: float = 1.0) -> None:
-        if isinstance(other_index, bool) or not isinstance(other_index, int):
-            raise InputError(f"other_index must be an integer, got {other_index!r}")
-        self.other_index = other_index
+        self.other_index = check_int(other_index, "other_index")
         self.temperature = temperature
         scores._check_temperature(temperature)
 
