@@ -47,7 +47,7 @@ def test_specialized_energy_excludes_other():
         np.testing.assert_allclose(
             specialized_free_energy(x, other), -scipy.special.logsumexp(x[:, keep], axis=1)
         )
-    with pytest.raises(InputError, match="other_index must be a column"):
+    with pytest.raises(InputError, match=r"other_index must be an integer in \[-"):
         specialized_free_energy(x, 7)
 
 
@@ -106,7 +106,7 @@ def test_joint_model_maps_specialized_answers_into_teacher_space():
     )
     out = joint.predict(np.arange(4))
     # confident rows answered by the student in teacher labels; 'other' and unsure rows by T
-    assert out.source.tolist() == ["student", "student", "teacher", "teacher"]
+    assert out.answered_by.tolist() == ["student", "student", "teacher", "teacher"]
     assert out.predictions.tolist() == [7, 2, 4, 5]
     assert out.probabilities.shape == (4, 10)
     with pytest.raises(InputError, match="other_index must be an integer"):

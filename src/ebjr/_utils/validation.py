@@ -79,10 +79,25 @@ def check_probability(value: Any, name: str, *, open_low: bool = False) -> float
     return v
 
 
-def check_int(value: Any, name: str, low: int, high: int) -> int:
-    """A whole number in ``[low, high]`` (booleans refused: ``True`` is no size)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InputError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
-    if not low <= int(value) <= high:
-        raise InputError(f"{name} must lie in [{low}, {high}], got {value!r}")
+def check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
+    """A whole number (Python's or numpy's) in ``[low, high]``, either bound optional;
+    booleans are refused (``True`` is no size). The one check of integer arguments.
+
+    >>> check_int(3, "n", 1)
+    3
+    >>> check_int(True, "n", 1)
+    Traceback (most recent call last):
+    ebjr.exceptions.InputError: n must be a positive integer, got True
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or \
+            (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{name} must be {_int_range(low, high)}, got {value!r}")
     return int(value)
+
+
+def _int_range(low: int | None, high: int | None) -> str:
+    if high is not None:
+        return f"an integer in [{'-inf' if low is None else low}, {high}]"
+    if low is None:
+        return "an integer"
+    return {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"an integer >= {low}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ebjr._utils.arrays import to_numpy
 from ebjr._utils.files import AtomicWriter
+from ebjr._utils.validation import check_int
 from ebjr.bundle.inputs import open_inputs
 from ebjr.exceptions import InputError, missing_dependency
 
@@ -117,8 +118,7 @@ def predict_file(
 
     from ebjr.bundle import persist
 
-    if batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
     joint = persist.load(bundle_path, allow_factories=allow_factories,
                          allow_torchscript=allow_torchscript)
     source = open_inputs(input_path, joint.bundle, column)  # type: ignore[attr-defined]
@@ -130,7 +130,7 @@ def predict_file(
     try:
         for ids, rows in bar:
             p = joint.predict(rows)
-            writer.write(ids, p.predictions, p.scores, p.source, p.probabilities)
+            writer.write(ids, p.predictions, p.scores, p.answered_by, p.probabilities)
     except BaseException:
         writer.abort()
         raise

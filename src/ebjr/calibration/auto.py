@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ebjr._utils.arrays import Array, to_numpy
-from ebjr._utils.validation import check_labels, check_pair
+from ebjr._utils.validation import check_int, check_labels, check_pair
 from ebjr.calibration import MaxDrop, Target, curve_from_scores, select_threshold
 from ebjr.exceptions import (
     InputError,
@@ -164,8 +164,7 @@ class AutoRouter(Router):
         """Choose the score by ``cv``-fold cross-validation; returns ``self``."""
         s, t = check_pair(student_logits, teacher_logits)
         y = check_labels(labels, s.shape[0], s.shape[1])
-        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
-            raise InputError(f"cv must be an integer >= 2, got {self.cv!r}")
+        check_int(self.cv, "cv", 2)
         n = s.shape[0]
         if n < 2 * self.cv:
             raise InputError(f"auto needs at least {2 * self.cv} calibration rows, got {n}")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import Array, to_numpy
-from ebjr._utils.validation import check_cost, check_labels, check_pair
+from ebjr._utils.validation import check_cost, check_int, check_labels, check_pair
 from ebjr.exceptions import InputError, NotFittedError
 from ebjr.routing import Router, get_router
 
@@ -445,8 +445,7 @@ def curve_from_metric(
     """
     s = _check_scores(scores)
     n = s.shape[0]
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
-        raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
+    check_int(n_points, "n_points", 2)
     cs = check_cost(student_cost, "student_cost")
     ct = check_cost(teacher_cost, "teacher_cost", positive=True)
     order, s_sorted, cut, threshold = _cuts(s)

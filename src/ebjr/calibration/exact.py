@@ -46,6 +46,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special, stats
 
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 
 __all__ = [
@@ -62,8 +63,7 @@ _TAIL = 1e-15
 
 
 def _check(n: int, eps: float) -> None:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise InputError(f"n must be a positive integer, got {n!r}")
+    check_int(n, "n", 1)
     if not 0.0 <= eps < 1.0:
         raise InputError(f"eps must lie in [0, 1), got {eps!r}")
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 
 __all__ = ["CapacityRow", "plan_capacity", "plot_capacity", "teacher_only_replicas"]
@@ -118,8 +119,7 @@ def plan_capacity(
     acc = curve.get("accuracy")
     idx = np.arange(share.shape[0])
     if points is not None:
-        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-            raise InputError(f"points must be an integer >= 2, got {points!r}")
+        check_int(points, "points", 2)
         want = np.linspace(share[0], share[-1], points)
         idx = np.unique(np.searchsorted(share, want, side="left").clip(0, share.shape[0] - 1))
     if include_threshold is not None:

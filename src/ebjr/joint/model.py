@@ -5,7 +5,7 @@
 >>> teacher = lambda x: np.asarray(x)[:, ::-1] * 10.0  # a teacher that disagrees
 >>> joint = JointModel(student, teacher, "energy", threshold=3.0)
 >>> out = joint.predict(np.array([[5.0, 0.0], [0.2, 0.1]]))
->>> out.source.tolist(), out.predictions.tolist()
+>>> out.answered_by.tolist(), out.predictions.tolist()
 (['student', 'teacher'], [0, 1])
 >>> joint.counts()["teacher_rows"]
 1
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import Array, namespace, to_numpy
+from ebjr._utils.validation import check_int
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
 from ebjr.joint.counts import RoutingCounts
@@ -64,8 +65,9 @@ class JointPrediction:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def source(self) -> np.ndarray:
-        """``"student"`` or ``"teacher"`` per row."""
+    def answered_by(self) -> np.ndarray:
+        """Who answered each row, ``"student"`` or ``"teacher"`` (the same labels as the
+        server's ``answered_by`` output); ``to_teacher`` is the same as a mask."""
         return np.where(to_numpy(self.to_teacher), "teacher", "student")
 
 
@@ -123,12 +125,8 @@ class JointModel(LiveThreshold):
         self.class_map = None if class_map is None else np.asarray(class_map, dtype=np.int64)
         if self.class_map is not None and self.class_map.ndim != 1:
             raise InputError(f"class_map must be 1-d, got shape {self.class_map.shape}")
-        if max_teacher_batch is not None and (
-            not isinstance(max_teacher_batch, int) or max_teacher_batch < 1
-        ):
-            raise InputError(
-                f"max_teacher_batch must be a positive integer, got {max_teacher_batch!r}"
-            )
+        if max_teacher_batch is not None:
+            check_int(max_teacher_batch, "max_teacher_batch", 1)
         self.max_teacher_batch = max_teacher_batch
         self.validate = validate
         self.profile = profile
@@ -281,14 +279,7 @@ class JointModel(LiveThreshold):
             batches: any iterable of batches (arrays, tensors, lists or dicts).
             teacher_batch_size: pending routed rows that trigger a teacher call.
         """
-        if (
-            isinstance(teacher_batch_size, bool)
-            or not isinstance(teacher_batch_size, int)
-            or (teacher_batch_size < 1)
-        ):
-            raise InputError(
-                f"teacher_batch_size must be a positive integer, got {teacher_batch_size!r}"
-            )
+        check_int(teacher_batch_size, "teacher_batch_size", 1)
         pending: list[RoutedBatch] = []
         waiting = 0
         for batch in batches:

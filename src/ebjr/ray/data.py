@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError, missing_dependency
 
 try:
@@ -220,9 +221,7 @@ def _pool(concurrency: int | tuple[int, int]) -> ray.data.ActorPoolStrategy:
             raise InputError(f"an actor pool's (min, max) must have 1 <= min <= max, got "
                              f"{concurrency!r}")
         return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise InputError(f"concurrency must be a positive integer or (min, max), got "
-                         f"{concurrency!r}")
+    check_int(concurrency, "concurrency", 1)
     return ray.data.ActorPoolStrategy(size=concurrency)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from array_api_compat import is_torch_array
 
 from ebjr._utils.arrays import Array, check_logits, namespace
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 
 __all__ = [
@@ -140,12 +141,7 @@ def specialized_free_energy(
     if validate:
         logits = check_logits(logits, min_classes=3)
     c = logits.shape[1]
-    if (
-        isinstance(other_index, bool)
-        or not isinstance(other_index, int)
-        or not (-c <= other_index < c)
-    ):
-        raise InputError(f"other_index must be a column in [-{c}, {c}), got {other_index!r}")
+    check_int(other_index, "other_index", -c, c - 1)
     xp = namespace(logits)
     keep = [j for j in range(c) if j != other_index % c]
     real = xp.take(logits, xp.asarray(keep, device=getattr(logits, "device", None)), axis=1)

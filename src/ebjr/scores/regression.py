@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 
 __all__ = ["RegressionEnergy", "regression_free_energy"]
@@ -84,8 +85,7 @@ def regression_free_energy(
     sig = np.asarray(scales, dtype=np.float64).reshape(-1)
     if sig.size == 0 or not np.all(sig > 0) or not np.all(np.isfinite(sig)):
         raise InputError(f"scales must be positive finite standard deviations, got {scales!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise InputError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    check_int(n_samples, "n_samples", 2)
     if not np.isfinite(c).all():
         raise InputError("center contains NaN or infinite values")
     n, k, m = c.shape[0], n_samples, sig.shape[0]

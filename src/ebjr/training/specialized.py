@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
+from ebjr._utils.validation import check_int
 from ebjr.exceptions import InputError
 
 __all__ = ["ClassMap", "top_classes"]
@@ -48,14 +49,7 @@ def top_classes(counts: Any, n_top: int) -> np.ndarray:
         raise InputError(f"counts must be a 1-d histogram over >= 2 classes, got shape {c.shape}")
     if np.any(~np.isfinite(c)) or np.any(c < 0):
         raise InputError("counts must be finite and non-negative")
-    if (
-        isinstance(n_top, bool)
-        or not isinstance(n_top, int | np.integer)
-        or not (1 <= n_top < c.size)
-    ):
-        raise InputError(
-            f"n_top must be an integer in [1, {c.size - 1}] for {c.size} classes, got {n_top!r}"
-        )
+    check_int(n_top, "n_top", 1, c.size - 1)
     order = np.lexsort((np.arange(c.size), -c))  # by count descending, then index ascending
     return order[: int(n_top)].astype(np.int64)
 
