@@ -77,7 +77,7 @@ def _ray_processes() -> dict:
     out: dict = {}
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if cmd.startswith("ray::ProxyActor"):
+        if cmd.startswith("ray::ProxyActor") or os.path.basename(cmd.split(" ")[0]) == "haproxy":
             out.setdefault("proxy", []).append(proc)
         elif cmd.startswith("ray::ServeReplica:bench:"):
             role = cmd.removeprefix("ray::ServeReplica:bench:").split()[0].split(".")[0]
@@ -182,7 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--niceness", type=int, default=0,
                    help="every service's processes at this niceness (-1: leave them)")
     p.add_argument("--throughput-optimized", action="store_true",
-                   help="run the cluster with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
+                   help="run the cluster with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between "
+                   "deployments, direct ingress, user code on the replica's loop)")
+    p.add_argument("--haproxy", action="store_true",
+                   help="and RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy instead of Ray's Python "
+                   "proxy, forwarding to the ingress replicas' own ports")
+    p.add_argument("--skip-process", action="store_true",
+                   help="do not measure the single-process ebjr serve")
     args = p.parse_args(argv)
     if args.smoke:
         args.requests, args.concurrency, args.repeats, args.routers = 40, 4, 1, ["energy"]
@@ -192,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RAY_worker_niceness"] = str(nice)
     if args.throughput_optimized:  # before Ray starts: its Serve processes read it at import
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if args.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     _common.need(_common.MODELS, "the paper's checkpoints")
 
     import ray
@@ -263,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--max-wait-ms", str(args.max_wait_ms), "--teacher-max-batch-size",
                  str(args.max_batch_size), "--teacher-max-wait-ms", str(args.max_wait_ms),
                  "--max-request-rows", str(max(args.rows_per_request))]
-        for router, bundle in bundles.items():
+        for router, bundle in ({} if args.skip_process else bundles).items():
             print(f"joint ebjr serve (one process), {router} router...", file=sys.stderr)
             for k, r in measure_process(bundle, flags, workloads, labels, args.repeats,
                                         nice).items():
@@ -278,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "services": rows,
     }
     out = _common.results_dir(args.smoke)
-    stem = "ray_serve_load" + ("_throughput_optimized" if args.throughput_optimized else "")
+    stem = "ray_serve_load" + ("_throughput_optimized" if args.throughput_optimized else "") \
+        + ("_haproxy" if args.haproxy else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     md = to_markdown(report)
     (out / f"{stem}.md").write_text(md)
@@ -303,7 +312,8 @@ def to_markdown(r: dict) -> str:
         f"({s['concurrency']} images in flight), batching {s['max_batch_size']} rows / "
         f"{s['max_wait_ms']} ms, torch 1 thread per model process, a local Ray cluster of "
         f"{s['cpus']} CPUs"
-        f"{' with RAY_SERVE_THROUGHPUT_OPTIMIZED=1' if s.get('throughput_optimized') else ''}, "
+        f"{' with RAY_SERVE_THROUGHPUT_OPTIMIZED=1' if s.get('throughput_optimized') else ''}"
+        f"{' and HAProxy' if s.get('haproxy') else ''}, "
         f"every process at nice {s.get('niceness', '?')}, medians of {s['repeats']} runs. "
         f"Models alone at batch {s['max_batch_size']}, 1 thread: "
         f"student {1e3 * t['student']:.2f} ms, teacher "

@@ -23,7 +23,7 @@ def write_inputs(folder, x):
 def check(table, want, ids):
     np.testing.assert_array_equal(table["prediction"].to_numpy(), want.predictions.numpy())
     np.testing.assert_allclose(table["score"].to_numpy(), want.scores.numpy(), rtol=1e-6)
-    assert table["answered_by"].to_pylist() == want.source.tolist()
+    assert table["answered_by"].to_pylist() == want.answered_by.tolist()
     probs = np.stack(table["probabilities"].to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(probs, want.probabilities.numpy(), atol=1e-6)
     assert table[table.column_names[0]].to_pylist() == ids

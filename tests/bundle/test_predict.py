@@ -32,7 +32,7 @@ def test_every_input_kind_gives_the_joint_models_answers_in_order(bundle, tmp_pa
         out = predict_file(bundle, tmp_path / name, tmp_path / f"{name}.parquet",
                            column=column, batch_size=64, progress=False)
         assert out["rows"] == 300
-        assert out["teacher_rows"] == int((want.source == "teacher").sum())
+        assert out["teacher_rows"] == int((want.answered_by == "teacher").sum())
         check(pq.read_table(out["output"]), want, list(range(300)))
     out = predict_file(bundle, tmp_path / "images", tmp_path / "img.parquet", batch_size=50,
                        progress=False)

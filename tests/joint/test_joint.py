@@ -57,7 +57,7 @@ def test_teacher_never_called_when_nothing_is_routed(pair):
     joint = JointModel(student, teacher, "energy", -np.inf)
     out = joint.predict(torch.randn(20, 6))
     assert teacher.calls == [] and joint.counts()["teacher_calls"] == 0
-    assert out.source.tolist() == ["student"] * 20
+    assert out.answered_by.tolist() == ["student"] * 20
 
 
 def test_teacher_batches_are_chunked(pair):

@@ -100,7 +100,7 @@ def test_the_serve_config_is_valid_for_ray_serve_and_ebjr(manifest, tmp_path):
     assert application.import_path == "ebjr.ray.serve:app"
     args = AppArgs.model_validate(application.args)
     names = {d.name for d in application.deployments}
-    assert names == {"ingress", "student", "teacher"}
+    assert names == {"ingress", "teacher"}  # the student runs in the ingress replicas
     for d in application.deployments:
         given = d.model_dump(exclude_unset=True)
         assert set(given) - {"name"} <= set(DEPLOYMENT_OPTIONS)

@@ -28,7 +28,7 @@ def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
         result = client.infer("small", inputs)
         want = ebjr.load(bundle).predict(x)
         np.testing.assert_array_equal(result.as_numpy("predictions"), want.predictions.numpy())
-        assert [a.decode() for a in result.as_numpy("answered_by")] == want.source.tolist()
+        assert [a.decode() for a in result.as_numpy("answered_by")] == want.answered_by.tolist()
         assert server.terminate() == 0, server.output()[-3000:]
     finally:
         server.kill()

@@ -66,9 +66,9 @@ def test_joint_map_batches_equals_the_joint_model_row_for_row(local_ray, bundle)
     np.testing.assert_allclose(out["score"].to_numpy(), want.scores.numpy(), rtol=1e-6)
     np.testing.assert_allclose(np.stack(out["probabilities"].to_numpy()),
                                want.probabilities.numpy(), atol=1e-6)
-    assert out["answered_by"].tolist() == want.source.tolist()
+    assert out["answered_by"].tolist() == want.answered_by.tolist()
     calls = ray.get(counter.get.remote())
-    routed = int((want.source == "teacher").sum())
+    routed = int((want.answered_by == "teacher").sum())
     assert 0 < routed < len(x)
     assert sum(calls) == routed  # the teacher saw the routed rows, and only those
     assert len(calls) < len(x) / 64  # in batches, not row by row

@@ -89,7 +89,7 @@ def offline(bundle):
         joint.set_threshold(joint.bundle.threshold)
         return {"predictions": out.predictions.numpy(),
                 "probabilities": out.probabilities.numpy(),
-                "scores": out.scores.numpy(), "answered_by": np.asarray(out.source)}
+                "scores": out.scores.numpy(), "answered_by": np.asarray(out.answered_by)}
 
     return predict
 

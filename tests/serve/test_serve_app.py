@@ -61,7 +61,7 @@ def test_infer_equals_the_offline_joint_model(client, bundle):
     np.testing.assert_array_equal(out["predictions"], offline.predictions.numpy())
     np.testing.assert_allclose(out["scores"], offline.scores.numpy(), rtol=1e-6)
     np.testing.assert_allclose(out["probabilities"], offline.probabilities.numpy(), atol=1e-6)
-    assert out["answered_by"].tolist() == offline.source.tolist()
+    assert out["answered_by"].tolist() == offline.answered_by.tolist()
     assert body["id"] == "req-1" and body["model_name"] == "small"
     p = body["parameters"]
     assert p["threshold"] == pytest.approx(offline.threshold) and p["degraded"] is False
@@ -171,7 +171,7 @@ def test_binary_extension_both_ways_equals_json(client, bundle):
     offline = ebjr.load(bundle).predict(x)
     np.testing.assert_array_equal(got["predictions"], offline.predictions.numpy())
     np.testing.assert_allclose(got["scores"], offline.scores.numpy(), rtol=1e-6)
-    assert got["answered_by"].tolist() == offline.source.tolist()
+    assert got["answered_by"].tolist() == offline.answered_by.tolist()
     # one output in binary, one in JSON
     r = client.post("/v2/models/small/infer", json={**infer_body(x), "outputs": [
         {"name": "scores", "parameters": {"binary_data": True}}, {"name": "predictions"}]})

@@ -46,7 +46,7 @@ def offline(bundle):
             "predictions": out.predictions.numpy(),
             "probabilities": out.probabilities.numpy(),
             "scores": out.scores.numpy(),
-            "answered_by": np.asarray(out.source),
+            "answered_by": np.asarray(out.answered_by),
         }
 
     return predict

@@ -380,6 +380,20 @@ def _check_ray_token() -> None:
             token.chmod(0o600)
 
 
+def _token_for_a_cluster() -> None:
+    """Joining a cluster: when a token file exists and ``RAY_AUTH_MODE`` is unset, use the
+    token (Ray's clients send none unless told, and a cluster with token authentication
+    answers them ``InvalidAuthToken``)."""
+    if os.environ.get("RAY_AUTH_MODE") or os.environ.get("RAY_AUTH_TOKEN"):
+        if os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_MODE"):
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if token.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        log.info("joining the cluster with Ray's token from %s", token)
+
+
 def run(
     bundle_path: str | Path,
     *,
@@ -398,10 +412,11 @@ def run(
     the machine's address whatever it is told (it turns ``127.0.0.1`` into the node's
     address), so the token is what keeps them closed; its file is made private to the
     user. A multi-node cluster is started with ``ray start`` on a private network and
-    joined with ``address`` (docs/scale-out.md). Before deploying, the CPUs the
-    deployments reserve are checked against a local cluster's, so a deployment that could
-    never start fails at once with a message instead of waiting forever. A signal stops
-    it at any time, deploying too.
+    joined with ``address`` (docs/scale-out.md), with Ray's token when one is at
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (or in ``RAY_AUTH_TOKEN``). Before
+    deploying, the CPUs the deployments reserve are checked against a local cluster's, so
+    a deployment that could never start fails at once with a message instead of waiting
+    forever. A signal stops it at any time, deploying too.
 
     Raises:
         InputError: bad options, or more CPUs asked for than a local cluster has.
@@ -416,6 +431,7 @@ def run(
         ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
         _check_ray_token()
     else:
+        _token_for_a_cluster()
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     done = stop or threading.Event()
     deploying = True
