@@ -249,14 +249,17 @@ def main(argv: list[str] | None = None) -> int:
                                  **r})
             base = {k: max((t[k] for t in teacher_only.values()),
                            key=lambda r: r["throughput_ips"]) for k in workloads}
+            # the cluster's CPUs shared by the joint app's replicas (Ray only counts them)
+            share = {"ray_actor_options": {"num_cpus": round(
+                args.cpus / (args.student_replicas + args.teacher_replicas), 3)}}
             plan = [(router, True) for router in bundles] + [
                 (router, False) for router in args.separate if router in bundles]
             for router, here in plan:
                 where = "student in ingress" if here else "student deployment"
                 print(f"joint on Ray Serve, {router} router, {where}...", file=sys.stderr)
                 app = build_app(bundles[router], student_replicas=args.student_replicas,
-                                teacher_replicas=args.teacher_replicas, student=one_cpu,
-                                teacher=one_cpu, max_request_rows=max(args.rows_per_request),
+                                teacher_replicas=args.teacher_replicas, student=share,
+                                teacher=share, max_request_rows=max(args.rows_per_request),
                                 first_stage_in_ingress=here, **batching)
                 measured = measure_ray(app, port, workloads, labels, args.repeats, nice)
                 for k, r in measured.items():
