@@ -326,7 +326,7 @@ class _RayEngine:
     def front(self) -> _FrontStats:
         return self._front
 
-    def start(self) -> None:
+    async def start(self) -> None:
         pass
 
     def check_room(self) -> None:
@@ -481,8 +481,7 @@ class Ingress:
         replica = serve.get_replica_context().replica_id.unique_id
         engine = IngressJointEngine(joint, s, state.metrics, self.teacher, self.control,
                                     replica)
-        self._engine = engine
-        engine.sync()  # a threshold set before this replica started applies to it too
+        self._engine = engine  # its start() takes the application's threshold
         state.engine = engine
 
     def stats(self) -> dict[str, Any]:

@@ -86,12 +86,11 @@ class IngressJointEngine(JointEngine):
             self.metrics.threshold.labels("set").set(threshold)
             self.version = version
 
-    def sync(self) -> None:
-        """Take the application's threshold now (blocking: before the replica serves)."""
-        self.apply(*self.app_control.watch.remote(self.replica, -1, 0.0).result())
-
-    def start(self) -> None:
-        super().start()
+    async def start(self) -> None:
+        """Take the application's threshold (so one set before this replica started applies
+        to it too), then serve, watching for changes and reporting counts."""
+        await super().start()
+        self.apply(*await self.app_control.watch.remote(self.replica, -1, 0.0))
         self._tasks = [asyncio.get_running_loop().create_task(job())
                        for job in (self._watch, self._report_often)]
 

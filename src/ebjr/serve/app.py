@@ -140,7 +140,7 @@ def _lifespan(state: AppState, load: Any) -> Any:
         if running is None:  # load sets it or raises
             raise RuntimeError("the models did not load")
         state.read_input_record()
-        running.start()
+        await running.start()
         state.ready = True
         log.info("serving %s %r from %s (loaded in %.1f s)", s.role, s.name, s.bundle,
                  time.perf_counter() - t0)

@@ -48,7 +48,9 @@ class Engine(Protocol):
     @property
     def front(self) -> Any: ...
 
-    def start(self) -> None: ...
+    async def start(self) -> None:
+        """Start serving (on the server's event loop, before the first request)."""
+        ...
 
     def check_room(self) -> None: ...
 
@@ -133,7 +135,7 @@ class ModelEngine:
             on_batch=lambda n: metrics.batch_rows.labels(settings.role).observe(n),
         )
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.batcher.start()
 
     async def _run(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
@@ -216,7 +218,7 @@ class JointEngine:
         metrics.threshold.labels("set").set(joint.threshold)
         metrics.threshold.labels("effective").set(joint.threshold)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.student_batcher.start()
         self.teacher_batcher.start()
 
