@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 import socket
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             base = {k: max((t[k] for t in teacher_only.values()),
                            key=lambda r: r["throughput_ips"]) for k in workloads}
             # the cluster's CPUs shared by the joint app's replicas (Ray only counts them)
-            share = {"ray_actor_options": {"num_cpus": round(
-                args.cpus / (args.student_replicas + args.teacher_replicas), 3)}}
+            share = {"ray_actor_options": {"num_cpus": math.floor(
+                1000 * args.cpus / (args.student_replicas + args.teacher_replicas)) / 1000}}
             plan = [(router, True) for router in bundles] + [
                 (router, False) for router in args.separate if router in bundles]
             for router, here in plan:
