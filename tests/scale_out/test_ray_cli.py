@@ -72,7 +72,7 @@ def test_more_replicas_than_cpus_fail_at_once_with_a_message(tmp_path):
                          env={**os.environ, "RAY_ADDRESS": ""})
     _, err = r.communicate(timeout=180)
     assert r.returncode == 2, err[-2000:]
-    assert f"reserves {n + 1} CPUs (student {n}, teacher 1)" in err
+    assert f"reserves {n + 1} CPUs (ingress {n}, teacher 1)" in err  # the student runs there
     assert "ask for fewer replicas" in err and "Traceback" not in err
     assert time.monotonic() - t0 < 120
     assert _ray_processes_of(r.pid) == []
