@@ -53,7 +53,7 @@ def test_conformance(kind):
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({"kind": "nope"}, "unknown target kind 'nope'; the registered kinds are"),
+        ({"kind": "nope"}, "unknown target kind 'nope'; the registered target kinds are"),
         ({"kind": "teacher_accuracy", "eps": 0.05}, "takes no parameters, got \\['eps'\\]"),
         ({"kind": "max_drop", "epsilon": 0.1}, "takes \\['eps'\\], got \\['epsilon'\\]"),
         ({"eps": 0.1}, "a target spec is a dict with a 'kind' string"),
