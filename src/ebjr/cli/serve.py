@@ -7,6 +7,7 @@ Every flag but the Ray group comes from :class:`ebjr.serve.settings.ServeSetting
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -78,6 +79,10 @@ def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
     if settings.remote_teacher:
         raise InputError("--ray runs the teacher as a deployment of the application; drop "
                          "--remote-teacher (or serve without --ray)")
+    if args.ray_address or os.environ.get("RAY_ADDRESS"):
+        from ebjr.ray.auth import use_cluster_token
+
+        use_cluster_token()  # before Ray is imported: it reads RAY_AUTH_MODE once
     try:
         from ebjr.ray.serve import run as run_on_ray
         from ebjr.ray.serve import settings_for_ray

@@ -47,6 +47,7 @@ from ray import serve
 from ray.serve import Application
 
 from ebjr.exceptions import InputError
+from ebjr.ray.auth import token_path, use_cluster_token
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
 from ebjr.serve.settings import ServeSettings
 
@@ -374,24 +375,10 @@ def _check_ray_token() -> None:
         log.warning("Ray's token authentication is off (RAY_AUTH_MODE=%s): this cluster's "
                     "control-plane ports, which Ray binds to the machine's address, accept "
                     "anyone who can reach them", os.environ.get("RAY_AUTH_MODE"))
-    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    token = token_path()
     with contextlib.suppress(OSError):
         if token.is_file():
             token.chmod(0o600)
-
-
-def _token_for_a_cluster() -> None:
-    """Joining a cluster: when a token file exists and ``RAY_AUTH_MODE`` is unset, use the
-    token (Ray's clients send none unless told, and a cluster with token authentication
-    answers them ``InvalidAuthToken``)."""
-    if os.environ.get("RAY_AUTH_MODE") or os.environ.get("RAY_AUTH_TOKEN"):
-        if os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_MODE"):
-            os.environ["RAY_AUTH_MODE"] = "token"
-        return
-    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if token.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        log.info("joining the cluster with Ray's token from %s", token)
 
 
 def run(
@@ -431,7 +418,7 @@ def run(
         ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
         _check_ray_token()
     else:
-        _token_for_a_cluster()
+        use_cluster_token()  # effective when Ray was not imported yet (ebjr serve --ray)
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
     done = stop or threading.Event()
     deploying = True

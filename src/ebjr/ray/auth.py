@@ -1,0 +1,36 @@
+"""Ray's token, for a client that joins a cluster (no Ray import: it must run before Ray's).
+
+Ray 2.60 turns token authentication on for a cluster once a token exists, and its
+clients send the token only when ``RAY_AUTH_MODE=token`` is set *before* Ray is
+imported (the setting is read once); otherwise every call fails with
+``InvalidAuthToken``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["token_path", "use_cluster_token"]
+
+log = logging.getLogger("ebjr.ray")
+
+
+def token_path() -> Path:
+    """Where Ray reads its token from: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def use_cluster_token() -> bool:
+    """Set ``RAY_AUTH_MODE=token`` when a token is at hand (``RAY_AUTH_TOKEN``, or the token
+    file) and the environment does not choose a mode; whether the token will be sent."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode:
+        return mode == "token"
+    if os.environ.get("RAY_AUTH_TOKEN") or token_path().is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        log.info("joining the cluster with Ray's token (%s)",
+                 "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else token_path())
+        return True
+    return False
