@@ -20,7 +20,8 @@ def bundle(tmp_path_factory):
 
 def test_defaults_give_every_role_its_own_options():
     opts = deployment_options(ServeSettings(bundle="b.json", max_batch_size=32,
-                                            max_queue_rows=1000, max_request_rows=256))
+                                            max_queue_rows=1000, max_request_rows=256),
+                              first_stage_in_ingress=False)
     assert opts["ingress"]["ray_actor_options"] == {"num_cpus": 0}
     assert opts["student"]["ray_actor_options"] == {"num_cpus": 1}
     assert opts["student"]["max_queued_requests"] == 32  # ceil(1000 / 32) chunks
@@ -35,12 +36,30 @@ def test_sections_then_replicas_override_and_autoscaling_decides_the_count():
         {"student": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 2}},
          "teacher": {"autoscaling_config": auto, "num_replicas": 2}},
         {"student": "2", "ingress": 4},
+        first_stage_in_ingress=False,
     )
     assert opts["student"]["num_replicas"] == 2
     assert opts["student"]["ray_actor_options"] == {"num_cpus": 2}
     assert opts["ingress"]["num_replicas"] == 4
     assert opts["teacher"]["autoscaling_config"] == auto
     assert "num_replicas" not in opts["teacher"]
+
+
+def test_with_the_student_in_the_ingress_its_options_configure_the_ingress():
+    s = ServeSettings(bundle="b.json", max_batch_size=32, max_queue_rows=1000,
+                      max_request_rows=256)
+    assert set(deployment_options(s)) == {"ingress", "teacher"}  # the default layout
+    opts = deployment_options(
+        s, {"ingress": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 64},
+            "student": {"ray_actor_options": {"num_cpus": 2}}},
+        {"ingress": 4, "student": 3})
+    ingress = opts["ingress"]
+    assert ingress["ray_actor_options"] == {"num_cpus": 2}  # the student's section last
+    assert ingress["max_ongoing_requests"] == 64
+    assert ingress["num_replicas"] == 3  # student replicas are ingress replicas
+    assert ingress["max_queued_requests"] == 32  # the student's queue limit
+    assert set(deployment_options(ServeSettings(bundle="b.json", role="teacher"))) == {
+        "ingress"}  # one model alone: it runs in the ingress
 
 
 @pytest.mark.parametrize(("sections", "replicas", "message"), [
