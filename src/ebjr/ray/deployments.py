@@ -206,6 +206,10 @@ class StudentReplica:
             allow_torchscript=settings.allow_torchscript, student_side=True
         )
         self.teacher = teacher
+        # the one mapping of the teacher deployment's failures (also the ingress's teacher)
+        from ebjr.ray.student_in_ingress import TeacherDeployment
+
+        self._teacher_call = TeacherDeployment(teacher, settings.request_timeout_s)
         self.control = control
         _batching(self.infer, settings.max_batch_size, settings.max_wait_ms)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ebjr-student")
@@ -223,22 +227,10 @@ class StudentReplica:
 
     async def _ask_teacher(self, rows: np.ndarray) -> tuple[Any, TeacherUnavailable | None]:
         try:
-            call = self.teacher.infer.remote(rows)
-            return await asyncio.wait_for(call, self.settings.request_timeout_s), None
-        except BackPressureError as exc:
-            err = TeacherUnavailable(f"the teacher is overloaded: {exc}", "queue_full")
-        except TimeoutError:
-            err = TeacherUnavailable(
-                f"the teacher gave no answer within {self.settings.request_timeout_s} s",
-                "timeout",
-            )
-        except (RayError, RayServeException, ModelError) as exc:
-            log.warning("the teacher failed on %d rows: %s", len(rows), exc)
-            err = TeacherUnavailable(
-                f"the teacher failed: {type(exc).__name__}: {str(exc)[:300]}", "model_error"
-            )
-        self._metrics.teacher_errors.inc(tags={"kind": err.kind})
-        return None, err
+            return await self._teacher_call(rows), None
+        except TeacherUnavailable as err:
+            self._metrics.teacher_errors.inc(tags={"kind": err.kind})
+            return None, err
 
     @serve.batch(
         max_batch_size=64, batch_wait_timeout_s=0.002, max_concurrent_batches=8,
