@@ -37,6 +37,20 @@ def synthetic(n: int = 300, c: int = 5, seed: int = 0, ties: bool = False):
     return s, t, y
 
 
+def synthetic_zoo(n: int, seed: int, skills=(2.4, 2.9, 3.3, 3.6), c: int = 10):
+    """Models of rising skill whose errors are partly shared (a common hard-row noise)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, size=n)
+    shared = rng.normal(size=(n, c))
+    outputs = {}
+    for i, s in enumerate(skills):
+        z = 0.9 * shared + rng.normal(size=(n, c))
+        z[np.arange(n), y] += s
+        outputs[f"m{i}"] = (2.0 * z).astype(np.float32)
+    costs = {f"m{i}": float(2**i) for i in range(len(skills))}
+    return outputs, y, costs
+
+
 MODELS = SHARED / "models" / "ebjr-densenet"
 
 #: the paper's pairs: dataset -> (images file, classes, student (depth, growth), teacher)

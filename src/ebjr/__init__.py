@@ -61,8 +61,10 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.calibration.auto import AutoRouter
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.calibration.guarantee import GuaranteedDrop
+    from ebjr.calibration.zoo import search_cascade
     from ebjr.evaluation import evaluate, mcnemar
     from ebjr.evaluation.report import write_report
+    from ebjr.joint.cascade import Cascade, CascadeResult
     from ebjr.joint.cost import count_flops, joint_cost, measure_latency
     from ebjr.joint.detector import JointDetector
     from ebjr.joint.model import JointModel, JointPrediction
@@ -108,6 +110,9 @@ _LAZY = {
     "measure_latency": "ebjr.joint.cost",
     "joint_cost": "ebjr.joint.cost",
     "calibrate_outputs": "ebjr.calibration.calibrate",
+    "search_cascade": "ebjr.calibration.zoo",
+    "Cascade": "ebjr.joint.cascade",
+    "CascadeResult": "ebjr.joint.cascade",
 }
 
 __all__ = [

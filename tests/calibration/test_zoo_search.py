@@ -16,20 +16,7 @@ from ebjr.calibration.chain import chain_points, pareto_order
 from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.calibration.zoo import Zoo, search_cascade
 from ebjr.joint.cascade import Cascade, exit_stages
-
-
-def synthetic_zoo(n: int, seed: int, skills=(2.4, 2.9, 3.3, 3.6), c: int = 10):
-    """Models of rising skill whose errors are partly shared (a common hard-row noise)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, c, size=n)
-    shared = rng.normal(size=(n, c))
-    outputs = {}
-    for i, s in enumerate(skills):
-        z = 0.9 * shared + rng.normal(size=(n, c))
-        z[np.arange(n), y] += s
-        outputs[f"m{i}"] = (2.0 * z).astype(np.float32)
-    costs = {f"m{i}": float(2**i) for i in range(len(skills))}
-    return outputs, y, costs
+from helpers import synthetic_zoo
 
 
 def _brute(scores, correct, costs, ref_right, grids):

@@ -11,7 +11,7 @@ import numpy as np
 from ebjr._utils.validation import check_labels
 from ebjr.exceptions import InputError
 
-__all__ = ["ModelOutputs", "load_outputs", "resolve_labels"]
+__all__ = ["ModelOutputs", "load_outputs", "load_zoo", "resolve_labels"]
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,36 @@ def load_outputs(path: str | Path) -> ModelOutputs:
     return ModelOutputs(logits, labels, flag, str(p))
 
 
-def resolve_labels(
-    student: ModelOutputs, teacher: ModelOutputs, labels_path: str | Path | None = None
-) -> np.ndarray:
-    """The labels for a student/teacher pair.
+def load_zoo(
+    paths: list[str | Path], labels_path: str | Path | None = None
+) -> tuple[dict[str, ModelOutputs], np.ndarray]:
+    """Several models' outputs on the same rows, named by file stem, and their labels.
+
+    Raises:
+        InputError: two files share a stem, a file is unreadable, or the labels disagree
+            (see :func:`resolve_labels`).
+    """
+    zoo: dict[str, ModelOutputs] = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in zoo:
+            raise InputError(f"two outputs files are both named {name!r} ({zoo[name].path!r} and "
+                             f"{str(path)!r}); a model is named by its file's stem")
+        zoo[name] = load_outputs(path)
+    if not zoo:
+        raise InputError("no outputs files given")
+    return zoo, resolve_labels(*zoo.values(), labels_path=labels_path)
+
+
+def resolve_labels(*outputs: ModelOutputs, labels_path: str | Path | None = None) -> np.ndarray:
+    """The labels for models' outputs on the same rows (a student/teacher pair, a zoo).
 
     From ``labels_path`` (an ``.npz`` with ``labels``, or a ``.npy``) if
-    given, else from the student file, else from the teacher file. Labels that
-    the files disagree on are an error: the rows are then not the same inputs.
+    given, else from the first file that has them. Labels that the files
+    disagree on are an error: the rows are then not the same inputs.
     """
-    n, c = student.logits.shape
-    candidates = [(o.path, o.labels) for o in (student, teacher) if o.labels is not None]
+    n, c = outputs[0].logits.shape
+    candidates = [(o.path, o.labels) for o in outputs if o.labels is not None]
     if labels_path is not None:
         p = Path(labels_path)
         if not p.is_file():
@@ -98,7 +117,7 @@ def resolve_labels(
             raise InputError(f"{str(p)!r} is not a readable .npy/.npz labels file ({exc})") from exc
         candidates.insert(0, (str(p), check_labels(arr, n, c, f"labels in {p.name}")))
     if not candidates:
-        raise InputError("no labels: neither outputs file has a 'labels' array; pass --labels FILE")
+        raise InputError("no labels: no outputs file has a 'labels' array; pass --labels FILE")
     ref_path, ref = candidates[0]
     for other_path, other in candidates[1:]:
         if other.shape != ref.shape or not np.array_equal(other, ref):

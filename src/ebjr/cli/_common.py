@@ -55,4 +55,4 @@ def load_pair(args: argparse.Namespace, need_labels: bool = True) -> tuple[Any, 
     t = load_outputs(args.teacher)
     if not need_labels and args.labels is None and s.labels is None and t.labels is None:
         return s, t, None  # label-free calibration; labels that exist are still checked
-    return s, t, resolve_labels(s, t, args.labels)
+    return s, t, resolve_labels(s, t, labels_path=args.labels)

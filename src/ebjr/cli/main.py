@@ -18,7 +18,7 @@ __all__ = ["build_parser", "main"]
 
 
 #: one module per command, in the order ``ebjr --help`` lists them
-COMMANDS = ("evaluate", "calibrate", "quickstart", "distill", "serve", "predict", "plan")
+COMMANDS = ("evaluate", "calibrate", "cascade", "quickstart", "distill", "serve", "predict", "plan")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,140 @@
+"""A calibrated cascade of N models as one strict-JSON document (``ebjr.cascade``, version 1).
+
+It records what :meth:`ebjr.Cascade.apply` needs (the stages in order, each
+with its cost and, but for the last, its threshold; the router; the combine
+rule), the reference model, the target and the evidence of the search
+(``details``: in-sample figures, or for a guarantee the rows used to select and
+to certify, the p-value and the finalists), and where each model's outputs
+came from. Reading it never runs anything: the document is checked against
+:class:`CascadeDocument` (strict JSON, bounded sizes, every field typed) and
+every failure is a :class:`~ebjr.exceptions.BundleError` naming the field.
+
+The pair bundle (:mod:`ebjr.bundle.schema`) is what ``ebjr serve`` runs; a
+cascade document is what ``ebjr cascade`` writes from precomputed outputs.
+
+>>> import tempfile, os
+>>> from ebjr.joint.cascade import Cascade
+>>> c = Cascade(("small", "big"), (0.9,), costs=(1.0, 8.0), router="softmax")
+>>> path = write_cascade(c, os.path.join(tempfile.mkdtemp(), "c.json"))
+>>> read_cascade(path) == c
+True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictFloat,
+    StringConstraints,
+    ValidationError,
+)
+
+from ebjr._utils.json import dumps, loads_strict
+from ebjr.bundle.schema import MAX_BUNDLE_BYTES, RouterSpec
+from ebjr.exceptions import BundleError, InputError
+from ebjr.joint.cascade import COMBINES, Cascade
+
+__all__ = ["CASCADE_FORMAT", "CascadeDocument", "read_cascade", "write_cascade"]
+
+CASCADE_FORMAT = "ebjr.cascade"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StageRecord(_Strict):
+    """One stage: its model's name, cost per row, threshold (none for the last) and source."""
+
+    name: Name
+    cost: Annotated[StrictFloat, Field(ge=0)]
+    threshold: StrictFloat | None = None
+    source: Annotated[str, StringConstraints(max_length=4096)] | None = None
+
+
+class CascadeDocument(_Strict):
+    """The whole document (its JSON Schema: ``model_json_schema()``)."""
+
+    format: Literal["ebjr.cascade"]
+    schema_version: Literal[1]
+    created_by: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    stages: Annotated[list[StageRecord], Field(min_length=1, max_length=64)]
+    router: RouterSpec
+    combine: Literal[COMBINES]  # type: ignore[valid-type]
+    reference: Name | None = None
+    details: dict[str, JsonValue] = {}
+
+
+def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | None = None,
+                  created_by: str | None = None) -> Path:
+    """Write ``cascade`` as a cascade document; returns the path."""
+    from ebjr._version import __version__
+
+    d = cascade.to_dict()
+    stages = [
+        {"name": name, "cost": float(cost),
+         "threshold": d["thresholds"][i] if i < len(d["thresholds"]) else None,
+         "source": (sources or {}).get(name)}
+        for i, (name, cost) in enumerate(zip(d["stages"], d["costs"], strict=True))
+    ]
+    doc = {"format": CASCADE_FORMAT, "schema_version": 1,
+           "created_by": created_by or f"ebjr {__version__}", "stages": stages,
+           "router": d["router"], "combine": d["combine"], "reference": d["reference"],
+           "details": d["details"]}
+    text = dumps(doc, indent=2)  # +-inf as the largest double: it routes identically
+    CascadeDocument.model_validate(loads_strict(text, "the cascade", BundleError))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text + "\n", encoding="utf-8")
+    return p
+
+
+def read_cascade(path: str | Path) -> Cascade:
+    """Read and check a cascade document.
+
+    Raises:
+        BundleError: missing, too large, not strict JSON, or not a valid document (the
+            message names the field).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BundleError(f"cascade file not found: {str(p)!r}")
+    if p.stat().st_size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{str(p)!r} is over {MAX_BUNDLE_BYTES} bytes")
+    try:
+        raw = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
+        doc = CascadeDocument.model_validate(raw)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
+                          for e in exc.errors()[:5])
+        raise BundleError(f"{str(p)!r} is not a valid cascade document: {where}") from exc
+    stages = doc.stages
+    missing = [s.name for s in stages[:-1] if s.threshold is None]
+    if missing or stages[-1].threshold is not None:
+        raise BundleError(f"{str(p)!r}: every stage but the last needs a threshold (missing for "
+                          f"{missing}) and the last has none")
+    try:
+        return Cascade(
+            tuple(s.name for s in stages),
+            tuple(float(s.threshold) for s in stages[:-1]),  # type: ignore[arg-type]
+            tuple(s.cost for s in stages),
+            _router(doc.router.model_dump()),
+            doc.combine,
+            doc.reference,
+            dict(doc.details),
+        )
+    except InputError as exc:
+        raise BundleError(f"{str(p)!r}: {exc}") from exc
+
+
+def _router(spec: dict[str, Any]):
+    from ebjr.routing import router_from_spec
+
+    return router_from_spec(spec)
