@@ -22,25 +22,27 @@ in order of cost, under each ``combine`` rule. For each chain, every threshold
 vector on a grid is counted at once (:mod:`ebjr.calibration.chain`).
 
 **The guarantee.** The calibration rows are split at random (seeded) into a
-*selection* part (``selection_fraction``, default 30 %) and a *certification*
+*selection* part (``selection_fraction``, default half) and a *certification*
 part. Everything that is chosen is chosen on the selection rows alone: the
 Pareto set, the chains, each chain's threshold grid and its *path*, the
 ordered list of threshold vectors to test (the chain's cost/accuracy frontier,
-from its most expensive point to its cheapest, thinned to steps of at least
-5 % in cost). To rank the chains honestly, the selection rows are split again:
-each path is built on one half and tested on the other, and the chains whose
-tested paths reach the lowest cost become the finalists (the best
-:data:`FINALISTS` ``- 1`` and the best chain that ends in the reference, whose
+thinned to steps of at least 5 % in cost, ordered by the test's own statistic
+on the selection rows, the strongest evidence of a small drop first). To
+rank the chains honestly, the selection rows are split again: each path is
+built on one half and tested on the other, and the chains whose tested paths
+reach the lowest cost become the finalists (the best :data:`FINALISTS` ``- 1``
+and the best chain that ends in the reference and answers with it, whose
 costly points are the reference's own answers). On the certification rows
 each finalist's path (now built on all selection rows) is tested at level
 ``delta / FINALISTS``, hypothesis "the drop vs the reference at this point is
 > eps", with the exact test of the signed loss (:mod:`ebjr.calibration.exact`),
 stopping at the first one not rejected (fixed-sequence testing, as for a
 pair). Given the selection rows the paths are fixed, so each path's
-family-wise error is at most ``delta / FINALISTS`` and, by the union bound, the
-probability that the returned cascade (the cheapest certified point of any
-finalist) loses more than ``eps`` is at most ``delta``, whatever was tried
-during selection. If nothing can be certified the reference alone is
+family-wise error is at most ``delta / FINALISTS``: every hypothesis rejected
+before the first failure holds together. By the union bound, the probability
+that the returned cascade (the cheapest certified point of any finalist)
+loses more than ``eps`` is at most ``delta``, whatever was tried during
+selection. If nothing can be certified the reference alone is
 returned (its drop is 0). What the guarantee costs: the selection rows do not
 certify, and a point is certified only once the certification rows show it
 *better* than the reference by about the test's margin; with models that
@@ -195,7 +197,7 @@ def search_cascade(
     combine: str | Sequence[str] = ("last", "mean"),
     router: str | Router = "softmax",
     reference: str | None = None,
-    selection_fraction: float = 0.3,
+    selection_fraction: float = 0.5,
     max_cells: int = SEARCH_CELLS,
     seed: int = 0,
     progress: bool | None = None,
@@ -329,8 +331,8 @@ def _cascade(zoo, stages, cand: _Candidate, reference, target, rows, details) ->
 
 
 def _certify(points: ChainPoints, path: np.ndarray, eps: float, delta: float) -> tuple[int, int]:
-    """Fixed-sequence exact tests along ``path`` (cells, most expensive first) with the
-    counts of ``points``: (position of the last rejected hypothesis or -1, hypotheses tested)."""
+    """Fixed-sequence exact tests along ``path`` (cells, in testing order) with the counts of
+    ``points``: (position of the last rejected hypothesis or -1, hypotheses tested)."""
     if eps >= 1:
         return len(path) - 1, len(path)  # a drop is never above 1
     plus, minus = points.discordant()
@@ -365,20 +367,34 @@ def _thin(points: ChainPoints, path: np.ndarray, step: float) -> np.ndarray:
 def _tested_path(stages, chain, comb, zoo, fit_rows, test_rows, ref_right, eps, delta,
                  max_cells, step):
     """A chain's path chosen on ``fit_rows`` and tested on ``test_rows``: (points on the test
-    rows, the path, position of the last rejected hypothesis, hypotheses tested)."""
+    rows, the cheapest certified cell or -1, hypotheses tested).
+
+    The path is the chain's frontier on ``fit_rows`` (thinned), ordered by the test's own
+    statistic on those rows, the strongest evidence of a drop <= eps first: the fixed
+    sequence starts where it is likeliest to go on. Every hypothesis rejected before the
+    first failure is certified, so the cheapest of them is returned."""
     costs = [zoo.costs[m] for m in chain]
     scores, correct = stages.chain(chain, comb, fit_rows)
-    fit = chain_points(scores, correct, costs, max_cells=max_cells)
+    fit = chain_points(scores, correct, costs, max_cells=max_cells,
+                       reference_right=ref_right[fit_rows])
     path = _thin(fit, fit.frontier(), step)
+    if eps < 1:
+        plus, minus = fit.discordant()
+        evidence = tango_statistic(plus[path], minus[path], fit.n, eps)
+        path = path[np.argsort(evidence, kind="stable")]
     scores, correct = stages.chain(chain, comb, test_rows)
     test = chain_points(scores, correct, costs, grids=fit.grids,
                         reference_right=ref_right[test_rows])
     last, tested = _certify(test, path, eps, delta)
-    return test, path, last, tested
+    if last < 0:
+        return test, -1, tested
+    certified = path[: last + 1]
+    return test, int(certified[np.argmin(test.cost[certified])]), tested
 
 
 def _guaranteed(zoo, stages, target, reference, combines, max_stages, fraction, max_cells,
-                seed, progress, step=PATH_STEP, finalists=FINALISTS) -> Cascade:
+                seed, progress) -> Cascade:
+    step, finalists = PATH_STEP, FINALISTS
     rng = np.random.default_rng(seed)
     sel, cert = _split(np.arange(zoo.n), fraction, rng)
     if sel.size < 4 or cert.size < 2:
@@ -391,15 +407,17 @@ def _guaranteed(zoo, stages, target, reference, combines, max_stages, fraction, 
     estimates = []  # (estimated certified cost, chain, combine)
     for chain, comb in _bar(list(_chains(_pareto_models(zoo, sel), max_stages, combines)),
                             progress):
-        pts, path, last, _ = _tested_path(stages, chain, comb, zoo, fit, check, ref_right, eps,
-                                          delta, max_cells, step)
-        if last >= 0 and pts.cost[path[last]] < ref_cost:
-            estimates.append((float(pts.cost[path[last]]), chain, comb))
+        pts, cell, _ = _tested_path(stages, chain, comb, zoo, fit, check, ref_right, eps,
+                                    delta, max_cells, step)
+        if cell >= 0 and pts.cost[cell] < ref_cost:
+            estimates.append((float(pts.cost[cell]), chain, comb))
     ranked = sorted(estimates, key=lambda e: e[0])
     chosen = ranked[: finalists - 1]
-    # and the best chain that ends in the reference: its costly points are the reference's
-    # answers on most rows, so its path starts where the drop is near 0 whatever the sample
-    safe = next((e for e in ranked if e[1][-1] == reference and e not in chosen), None)
+    # and the best chain that ends in the reference and answers with it: its costly points
+    # are the reference's own answers on most rows, so its path starts where the drop is
+    # near 0 whatever the sample
+    safe = next((e for e in ranked if e[1][-1] == reference and e[2] == "last"
+                 and e not in chosen), None)
     finalists = chosen + ([safe] if safe else ranked[finalists - 1 : finalists])
     details: dict[str, Any] = {
         "selection_rows": int(sel.size), "certification_rows": int(cert.size),
@@ -412,11 +430,11 @@ def _guaranteed(zoo, stages, target, reference, combines, max_stages, fraction, 
     }
     best = None  # the cheapest certified point over the finalists' paths
     for _, chain, comb in finalists:
-        pts, path, last, tested = _tested_path(stages, chain, comb, zoo, sel, cert, ref_right,
-                                               eps, delta / len(finalists), max_cells, step)
-        cheaper = last >= 0 and pts.cost[path[last]] < ref_cost  # else the reference alone wins
-        if cheaper and (best is None or pts.cost[path[last]] < best[0].cost[best[1]]):
-            best = (pts, int(path[last]), chain, comb, tested)
+        pts, cell, tested = _tested_path(stages, chain, comb, zoo, sel, cert, ref_right,
+                                         eps, delta / len(finalists), max_cells, step)
+        cheaper = cell >= 0 and pts.cost[cell] < ref_cost  # else the reference alone wins
+        if cheaper and (best is None or pts.cost[cell] < best[0].cost[best[1]]):
+            best = (pts, cell, chain, comb, tested)
     if best is not None:
         pts, cell, chain, comb, tested = best
         plus, minus = pts.discordant()
