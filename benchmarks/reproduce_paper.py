@@ -446,7 +446,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.smoke:
-        args.images, args.latency_images, args.throughput_images = 400, 2, 16
+        args.images, args.latency_images, args.throughput_images = 100, 2, 16
         FIGURES["dir"] = _common.results_dir(True)
     if args.figures_only:
         figures_from_published_logits()

@@ -16,6 +16,7 @@ from ebjr.calibration.guarantee import (
 )
 from ebjr.exceptions import InputError
 from helpers import load_pair, synthetic
+from simulation import pair_guarantee_run, run_all
 
 
 def test_hoeffding_bentkus_matches_its_formula():
@@ -121,19 +122,11 @@ def test_betting_guarantee_holds_on_held_out_halves_of_a_public_pair():
     slack). This check is stricter than the guarantee (the held-out half adds its own noise),
     and the betting bound leaves enough of delta unused to pass it; the exact test spends all
     of delta, so it is checked on the guarantee's own statement below."""
-    s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_resnet56.npz")
     eps, delta, splits = 0.005, 0.05, 100
-    violations, fractions = 0, []
-    for seed in range(splits):
-        perm = np.random.default_rng(seed).permutation(y.size)
-        cal, test = perm[: y.size // 2], perm[y.size // 2 :]
-        curve = tradeoff_curve(s[cal], t[cal], y[cal], "energy")
-        target = GuaranteedDrop(eps, delta, p_value="wsr", seed=seed)
-        threshold = select_threshold(curve, target).threshold
-        held = tradeoff_curve(s[test], t[test], y[test], "energy").at_threshold(threshold)
-        drop = np.mean(t[test].argmax(1) == y[test]) - held.accuracy
-        violations += drop > eps
-        fractions.append(held.teacher_fraction)
+    runs = run_all(pair_guarantee_run, [("cifar10_resnet20.npz", "cifar10_resnet56.npz",
+                                         "energy", seed, "split", "wsr") for seed in range(splits)])
+    violations = sum(drop > eps for drop, _ in runs)
+    fractions = [f for _, f in runs]
     allowed = stats.binom.ppf(0.99, splits, delta)
     assert violations <= allowed, f"{violations} of {splits} splits exceeded eps"
     assert 0 < np.mean(fractions) < 1  # it does route, it is not the trivial all-teacher answer
@@ -220,16 +213,10 @@ def test_guarantee_refuses_a_router_fitted_on_the_calibration_rows():
 def test_exact_guarantee_holds_for_iid_calibration_draws(student, teacher, router):
     """The guarantee's own statement with the default (exact) test on two public pairs:
     5,000 calibration rows drawn i.i.d. from the 10,000, drop measured on all 10,000."""
-    s, t, y = load_pair(student, teacher)
     eps, delta, runs = 0.005, 0.05, 100
-    population = tradeoff_curve(s, t, y, router)
-    violations = 0
-    for seed in range(runs):
-        cal = np.random.default_rng(seed).integers(0, y.size, y.size // 2)
-        curve = tradeoff_curve(s[cal], t[cal], y[cal], router)
-        threshold = select_threshold(curve, GuaranteedDrop(eps, delta)).threshold
-        drop = population.teacher_accuracy - population.at_threshold(threshold).accuracy
-        violations += drop > eps
+    drops = run_all(pair_guarantee_run, [(student, teacher, router, seed, "iid", "exact")
+                                         for seed in range(runs)])
+    violations = sum(drop > eps for drop, _ in drops)
     assert violations <= stats.binom.ppf(0.99, runs, delta), f"{violations} of {runs} runs"
 
 
@@ -237,15 +224,8 @@ def test_exact_guarantee_holds_for_iid_calibration_draws(student, teacher, route
 def test_betting_guarantee_holds_for_iid_calibration_draws_on_the_population():
     """The guarantee's own statement, with the betting bound: calibration inputs drawn i.i.d.
     from a population, drop measured on the population. ResNet-20 -> RepVGG-A2 (CIFAR-10)."""
-    s, t, y = load_pair("cifar10_resnet20.npz", "cifar10_repvgg_a2.npz")
     eps, delta, runs = 0.005, 0.05, 100
-    population = tradeoff_curve(s, t, y, "energy")
-    violations = 0
-    for seed in range(runs):
-        cal = np.random.default_rng(seed).integers(0, y.size, y.size // 2)
-        curve = tradeoff_curve(s[cal], t[cal], y[cal], "energy")
-        target = GuaranteedDrop(eps, delta, p_value="wsr", seed=seed)
-        threshold = select_threshold(curve, target).threshold
-        drop = population.teacher_accuracy - population.at_threshold(threshold).accuracy
-        violations += drop > eps
+    drops = run_all(pair_guarantee_run, [("cifar10_resnet20.npz", "cifar10_repvgg_a2.npz",
+                                          "energy", seed, "iid", "wsr") for seed in range(runs)])
+    violations = sum(drop > eps for drop, _ in drops)
     assert violations <= stats.binom.ppf(0.99, runs, delta), f"{violations} of {runs} runs"

@@ -15,8 +15,9 @@ from ebjr.calibration import MaxCost, MaxDrop, TeacherAccuracy
 from ebjr.calibration.chain import chain_points, pareto_order
 from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.calibration.zoo import Zoo, search_cascade
-from ebjr.joint.cascade import Cascade, exit_stages
+from ebjr.joint.cascade import exit_stages
 from helpers import synthetic_zoo
+from simulation import run_all, zoo_search_run
 
 
 def _brute(scores, correct, costs, ref_right, grids):
@@ -177,22 +178,10 @@ def test_unreachable_targets_and_bad_options_are_refused():
                        progress=False)
 
 
-def _population_drop(cascade: Cascade, outputs, y, ref) -> float:
-    r = cascade.apply(outputs)
-    return float(np.mean(np.argmax(outputs[ref], 1) == y) - np.mean(r.predictions == y))
-
-
-def _violations(runs: int, n_cal: int, eps: float, delta: float, target_of) -> tuple[int, float]:
-    outputs, y, costs = synthetic_zoo(20_000, seed=99)
-    ref = "m3"
-    bad, ratio = 0, []
-    for run in range(runs):
-        rows = np.random.default_rng(run).choice(y.size, n_cal, replace=True)
-        c = search_cascade({m: z[rows] for m, z in outputs.items()}, y[rows], costs,
-                           target_of(eps, delta), reference=ref, seed=run, progress=False)
-        bad += _population_drop(c, outputs, y, ref) > eps
-        ratio.append(costs[ref] / c.apply(outputs).cost.mean())
-    return bad, float(np.mean(ratio))
+def _violations(runs: int, n_cal: int, eps: float, delta: float, guaranteed: bool):
+    results = run_all(zoo_search_run, [(run, n_cal, eps, delta, guaranteed)
+                                       for run in range(runs)])
+    return sum(d > eps for d, _ in results), float(np.mean([r for _, r in results]))
 
 
 @pytest.mark.integration
@@ -203,10 +192,10 @@ def test_the_whole_cascades_guarantee_holds_by_simulation():
     from scipy import stats
 
     runs, eps, delta = 200, 0.01, 0.1
-    bad, ratio = _violations(runs, 1500, eps, delta, lambda e, d: GuaranteedDrop(e, d))
+    bad, ratio = _violations(runs, 1500, eps, delta, guaranteed=True)
     assert bad <= stats.binom.ppf(0.99, runs, delta), (bad, runs)
     assert ratio > 1.2  # it does save cost, not only fall back to the reference
-    bad_in_sample, _ = _violations(60, 1500, eps, delta, lambda e, _d: MaxDrop(e))
+    bad_in_sample, _ = _violations(60, 1500, eps, delta, guaranteed=False)
     assert bad_in_sample / 60 > 2 * delta  # the test can fail: the in-sample pick violates
 
 
