@@ -28,7 +28,7 @@ LAYERS = [
     ("ebjr.serve",),
     ("ebjr.ray",),
     ("ebjr.examples",),
-    ("ebjr.cli",),
+    ("ebjr.cli", "ebjr.__main__"),  # the command line and its python -m entry
 ]
 
 

@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.evaluation import evaluate, mcnemar
     from ebjr.evaluation.report import write_report
     from ebjr.joint.cascade import Cascade, CascadeResult
+    from ebjr.joint.cascade_model import CascadeModel, CascadePrediction
     from ebjr.joint.cost import count_flops, joint_cost, measure_latency
     from ebjr.joint.detector import JointDetector
     from ebjr.joint.model import JointModel, JointPrediction
@@ -113,6 +114,8 @@ _LAZY = {
     "search_cascade": "ebjr.calibration.zoo",
     "Cascade": "ebjr.joint.cascade",
     "CascadeResult": "ebjr.joint.cascade",
+    "CascadeModel": "ebjr.joint.cascade_model",
+    "CascadePrediction": "ebjr.joint.cascade_model",
 }
 
 __all__ = [

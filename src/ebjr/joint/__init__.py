@@ -1,4 +1,5 @@
-"""The joint model: the functional split and merge, the live ``JointModel``, costs.
+"""The joint model: the functional split and merge, the live ``JointModel``, costs, and
+cascades of N models (``Cascade`` on precomputed outputs, ``CascadeModel`` on live ones).
 
 Every name of the former ``ebjr.joint`` module is here; ``cost`` and the
 detector load on first use.
@@ -10,7 +11,12 @@ from ebjr._utils.lazy import lazy_getattr
 from ebjr.joint.functional import RoutedBatch, concat_rows, take_rows
 from ebjr.joint.model import JointModel, JointPrediction
 
-_LAZY = {"JointDetector": "ebjr.joint.detector", "joint_detections": "ebjr.joint.detector"}
+_LAZY = {
+    "JointDetector": "ebjr.joint.detector",
+    "joint_detections": "ebjr.joint.detector",
+    "Cascade": "ebjr.joint.cascade",
+    "CascadeModel": "ebjr.joint.cascade_model",
+}
 
 __all__ = [
     "JointModel",

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ebjr._utils.arrays import namespace
 from ebjr._utils.validation import check_cost
 from ebjr.exceptions import InputError
 from ebjr.routing import Router, check_threshold, get_router
@@ -51,6 +52,7 @@ __all__ = [
     "answer_logits",
     "check_combine",
     "exit_stages",
+    "stage_answer",
 ]
 
 #: how a stage forms its answer: its own probabilities, or the mean of the stages run so far
@@ -71,16 +73,25 @@ def check_combine(combine: str, router: Router) -> str:
     return combine
 
 
-def answer_logits(logits: Sequence[np.ndarray], combine: str) -> list[np.ndarray]:
-    """Each stage's answer as logits (rows aligned across stages): its own logits for
-    ``"last"``; for ``"mean"``, the log of the average softmax of stages ``0..i``."""
+def stage_answer(logits: Any, running: Any, i: int, combine: str) -> tuple[Any, Any]:
+    """Stage ``i``'s answer as logits, and the running sum of probabilities to pass on (numpy
+    or torch, rows aligned with ``running``): its own logits for ``"last"``; for ``"mean"``,
+    the log of the average softmax of stages ``0..i``."""
     if combine == "last":
-        return [np.asarray(z) for z in logits]
-    out, total = [], None
-    for i, z in enumerate(logits, start=1):
-        p = softmax(np.asarray(z), validate=False)
-        total = p if total is None else total + p
-        out.append(np.log(np.maximum(total / i, _TINY)).astype(p.dtype, copy=False))
+        return logits, None
+    xp = namespace(logits)
+    p = softmax(logits, validate=False)
+    total = p if running is None else running + p
+    return xp.log(xp.clip(total / (i + 1), min=_TINY)), total
+
+
+def answer_logits(logits: Sequence[np.ndarray], combine: str) -> list[np.ndarray]:
+    """Each stage's answer as logits, on rows aligned across stages (:func:`stage_answer`
+    of every stage on every row)."""
+    out, running = [], None
+    for i, z in enumerate(logits):
+        answer, running = stage_answer(np.asarray(z), running, i, combine)
+        out.append(answer)
     return out
 
 
