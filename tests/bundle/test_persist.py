@@ -134,3 +134,69 @@ def test_weights_are_loaded_without_unpickling_objects(joint, tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(BundleError, match="not a plain state dict of tensors"):
         ebjr.load(path)
+
+
+@pytest.fixture
+def cascade_model():
+    from ebjr.joint.cascade import Cascade
+    from ebjr.joint.cascade_model import CascadeModel
+
+    torch.manual_seed(2)
+    models = {
+        "small": TorchAdapter(make_student(), factory="ebjr.zoo.digits:make_student"),
+        "mid": TorchAdapter(make_teacher(width=2), factory="ebjr.zoo.digits:make_teacher",
+                            factory_kwargs={"width": 2}),
+        "big": TorchAdapter(make_teacher(width=4), factory="ebjr.zoo.digits:make_teacher",
+                            factory_kwargs={"width": 4}),
+    }
+    cascade = Cascade(tuple(models), (0.2, 0.2), costs=(1, 3, 9), router="softmax",
+                      combine="mean", reference="big", details={"note": "test"})
+    return CascadeModel(models, cascade)
+
+
+def test_a_cascade_of_models_round_trips(cascade_model, tmp_path):
+    from ebjr.joint.cascade_model import CascadeModel
+
+    with torch.no_grad():  # the small stage answers about a third of the rows, mid some more
+        conf = torch.softmax(cascade_model.adapters["small"].forward(X), 1).max(1).values
+    knob = (float(conf.quantile(0.66)), float(conf.quantile(0.5)))
+    cascade_model.set_thresholds(knob)  # the live knob is what is saved
+    path = ebjr.save(cascade_model, tmp_path / "c" / "cascade.json")
+    back = ebjr.load(path)
+    assert isinstance(back, CascadeModel) and back.thresholds == knob
+    assert back.cascade.combine == "mean" and back.cascade.details == {"note": "test"}
+    a, b = cascade_model.predict(X), back.predict(X)
+    assert torch.equal(a.predictions, b.predictions)
+    assert np.array_equal(a.exit_stage, b.exit_stage) and len(set(a.exit_stage.tolist())) > 1
+    doc = json.loads(path.read_text())
+    assert [s["model"]["kind"] for s in doc["stages"]] == ["factory"] * 3
+    assert doc["stages"][2]["model"]["kwargs"] == {"width": 4}
+
+
+def test_a_cascades_models_are_checked_before_any_is_built(cascade_model, tmp_path):
+    path = ebjr.save(cascade_model, tmp_path / "cascade.json")
+    weights = tmp_path / "cascade.stage1.state_dict.pt"
+    assert weights.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"stage 'mid''s model file .* does not match"):
+        ebjr.load(path)
+    d = json.loads(path.read_text())
+    d["stages"][0]["model"]["factory"] = "os:system"
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="'os:system' is not a registered model builder"):
+        ebjr.load(path)
+    d["stages"][0]["model"] = {"kind": "pickle", "file": "x"}
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="small"):
+        ebjr.load(path)
+
+
+def test_an_outputs_only_cascade_document_is_explained(tmp_path):
+    from ebjr.bundle.cascade import write_cascade
+    from ebjr.joint.cascade import Cascade
+
+    p = write_cascade(Cascade(("a", "b"), (0.5,), router="softmax"), tmp_path / "c.json")
+    with pytest.raises(BundleError, match=r"without model references for \['a', 'b'\]"):
+        ebjr.load(p)

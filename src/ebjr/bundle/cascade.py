@@ -9,8 +9,12 @@ came from. Reading it never runs anything: the document is checked against
 :class:`CascadeDocument` (strict JSON, bounded sizes, every field typed) and
 every failure is a :class:`~ebjr.exceptions.BundleError` naming the field.
 
-The pair bundle (:mod:`ebjr.bundle.schema`) is what ``ebjr serve`` runs; a
-cascade document is what ``ebjr cascade`` writes from precomputed outputs.
+A stage may also carry its model's reference (the kinds of
+:mod:`ebjr.bundle.persist`): ``ebjr.save`` of a
+:class:`~ebjr.joint.cascade_model.CascadeModel` writes one, and ``ebjr.load``
+rebuilds the live cascade from it. The pair bundle (:mod:`ebjr.bundle.schema`)
+is what ``ebjr serve`` runs; ``ebjr cascade`` writes a cascade document from
+precomputed outputs (no models).
 
 >>> import tempfile, os
 >>> from ebjr.joint.cascade import Cascade
@@ -36,11 +40,13 @@ from pydantic import (
 )
 
 from ebjr._utils.json import dumps, loads_strict
+from ebjr.adapters.references import describe_errors, validate_reference
 from ebjr.bundle.schema import MAX_BUNDLE_BYTES, RouterSpec
 from ebjr.exceptions import BundleError, InputError
 from ebjr.joint.cascade import COMBINES, Cascade
 
-__all__ = ["CASCADE_FORMAT", "CascadeDocument", "read_cascade", "write_cascade"]
+__all__ = ["CASCADE_FORMAT", "CascadeDocument", "read_cascade", "read_cascade_document",
+           "write_cascade"]
 
 CASCADE_FORMAT = "ebjr.cascade"
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -57,6 +63,7 @@ class StageRecord(_Strict):
     cost: Annotated[StrictFloat, Field(ge=0)]
     threshold: StrictFloat | None = None
     source: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    model: dict[str, JsonValue] | None = None  # checked against its kind's schema on read
 
 
 class CascadeDocument(_Strict):
@@ -73,15 +80,22 @@ class CascadeDocument(_Strict):
 
 
 def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | None = None,
-                  created_by: str | None = None) -> Path:
-    """Write ``cascade`` as a cascade document; returns the path."""
+                  created_by: str | None = None,
+                  models: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write ``cascade`` as a cascade document; returns the path.
+
+    Args:
+        sources: stage name -> where its outputs came from (a file), for the record.
+        models: stage name -> model reference (what :func:`ebjr.save` writes for a
+            :class:`~ebjr.joint.cascade_model.CascadeModel`).
+    """
     from ebjr._version import __version__
 
     d = cascade.to_dict()
     stages = [
         {"name": name, "cost": float(cost),
          "threshold": d["thresholds"][i] if i < len(d["thresholds"]) else None,
-         "source": (sources or {}).get(name)}
+         "source": (sources or {}).get(name), "model": (models or {}).get(name)}
         for i, (name, cost) in enumerate(zip(d["stages"], d["costs"], strict=True))
     ]
     doc = {"format": CASCADE_FORMAT, "schema_version": 1,
@@ -97,7 +111,13 @@ def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | 
 
 
 def read_cascade(path: str | Path) -> Cascade:
-    """Read and check a cascade document.
+    """Read and check a cascade document (see :func:`read_cascade_document`)."""
+    return read_cascade_document(path)[0]
+
+
+def read_cascade_document(path: str | Path) -> tuple[Cascade, dict[str, dict[str, Any]]]:
+    """Read and check a cascade document: the cascade, and the model reference of each stage
+    that has one (checked against its kind's schema; nothing is built).
 
     Raises:
         BundleError: missing, too large, not strict JSON, or not a valid document (the
@@ -108,20 +128,21 @@ def read_cascade(path: str | Path) -> Cascade:
         raise BundleError(f"cascade file not found: {str(p)!r}")
     if p.stat().st_size > MAX_BUNDLE_BYTES:
         raise BundleError(f"{str(p)!r} is over {MAX_BUNDLE_BYTES} bytes")
+    raw = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
     try:
-        raw = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
         doc = CascadeDocument.model_validate(raw)
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
-                          for e in exc.errors()[:5])
-        raise BundleError(f"{str(p)!r} is not a valid cascade document: {where}") from exc
+        raise BundleError(f"{str(p)!r} is not a valid cascade document: "
+                          f"{describe_errors(exc)}") from None
     stages = doc.stages
     missing = [s.name for s in stages[:-1] if s.threshold is None]
     if missing or stages[-1].threshold is not None:
         raise BundleError(f"{str(p)!r}: every stage but the last needs a threshold (missing for "
                           f"{missing}) and the last has none")
+    models = {s.name: validate_reference(dict(s.model), s.name)
+              for s in stages if s.model is not None}
     try:
-        return Cascade(
+        cascade = Cascade(
             tuple(s.name for s in stages),
             tuple(float(s.threshold) for s in stages[:-1]),  # type: ignore[arg-type]
             tuple(s.cost for s in stages),
@@ -130,8 +151,9 @@ def read_cascade(path: str | Path) -> Cascade:
             doc.reference,
             dict(doc.details),
         )
-    except InputError as exc:
+    except (InputError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{str(p)!r}: {exc}") from exc
+    return cascade, models
 
 
 def _router(spec: dict[str, Any]):

@@ -42,6 +42,7 @@ from ebjr.adapters.builders import check_allowed_names, check_builder, resolve_b
 from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
 from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
+from ebjr.joint.cascade_model import CascadeModel
 
 __all__ = ["check", "load", "load_model", "save"]
 
@@ -53,7 +54,9 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _save_model(adapter: Adapter, role: str, folder: Path, stem: str) -> dict[str, Any]:
+def _save_model(adapter: Adapter, role: str, folder: Path, prefix: str) -> dict[str, Any]:
+    """Write one model's files (named ``prefix.*``) and return its reference; ``role`` names
+    the model in messages."""
     ref = adapter.reference()
     if ref is None:
         raise BundleError(
@@ -61,15 +64,19 @@ def _save_model(adapter: Adapter, role: str, folder: Path, stem: str) -> dict[st
             "(TorchAdapter(module, factory='pkg.mod:fn', factory_kwargs={...})), script it "
             "with torch.jit, or export it to ONNX"
         )
-    ref = adapter.write_files(dict(ref), folder, f"{stem}.{role}")
+    ref = adapter.write_files(dict(ref), folder, prefix)
     if "file" in ref:
         ref["sha256"] = _sha256(folder / ref["file"])
     return ref
 
 
-def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None = None,
-         inputs: tuple = ()) -> Path:
+def save(joint: JointModel | CascadeModel, path: str | Path,
+         calibration: RoutingBundle | None = None, inputs: tuple = ()) -> Path:
     """Write ``joint`` as a bundle JSON at ``path`` with its model files beside it.
+
+    A :class:`~ebjr.joint.cascade_model.CascadeModel` is written as a cascade
+    document (:mod:`ebjr.bundle.cascade`) whose every stage holds its model's
+    reference (``calibration`` does not apply to it).
 
     Args:
         joint: the joint model (its router, current threshold and class map are saved).
@@ -81,7 +88,10 @@ def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None 
     from ebjr._utils.files import check_output
 
     p = check_output(path, inputs, "bundle")
-    models = {role: _save_model(getattr(joint, role), role, p.parent, p.stem) for role in ROLES}
+    if isinstance(joint, CascadeModel):
+        return _save_cascade(joint, p)
+    models = {role: _save_model(getattr(joint, role), role, p.parent, f"{p.stem}.{role}")
+              for role in ROLES}
     base = calibration or RoutingBundle(
         router=joint.router.to_spec(),
         threshold=joint.threshold,
@@ -103,6 +113,50 @@ def save(joint: JointModel, path: str | Path, calibration: RoutingBundle | None 
         extra=base.extra,
     )
     return write_bundle(bundle, p, inputs)
+
+
+def _save_cascade(model: CascadeModel, p: Path) -> Path:
+    from dataclasses import replace
+
+    from ebjr.bundle.cascade import write_cascade
+
+    refs = {name: _save_model(model.adapters[name], f"stage {name!r}", p.parent,
+                              f"{p.stem}.stage{i}")  # stage names need not be file names
+            for i, name in enumerate(model.stages)}
+    live = replace(model.cascade, thresholds=model.thresholds)  # the knob as it is now
+    return write_cascade(live, p, models=refs)
+
+
+def _load_cascade(p: Path, device: Any, allow: list[str] | None,
+                  allow_torchscript: bool) -> CascadeModel:
+    from ebjr.bundle.cascade import read_cascade_document
+
+    cascade, refs = read_cascade_document(p)
+    missing = [s for s in cascade.stages if s not in refs]
+    if missing:
+        raise BundleError(
+            f"{str(p)!r} is a cascade document without model references for {missing}: "
+            "it was written by 'ebjr cascade' for precomputed outputs; build a CascadeModel "
+            "from your models and ebjr.bundle.cascade.read_cascade(path) instead"
+        )
+    files = {s: _files(p.parent, f"stage {s!r}", device, allow, allow_torchscript)
+             for s in cascade.stages}
+    for s in cascade.stages:  # every model checked before any is built
+        _check_model(files[s], refs[s])
+    return CascadeModel({s: _build(refs[s], files[s]) for s in cascade.stages}, cascade)
+
+
+def _format_of(p: Path) -> str | None:
+    """The ``format`` field of the JSON document at ``p`` (``None`` if it has none)."""
+    from ebjr._utils.json import loads_strict
+    from ebjr.bundle.schema import MAX_BUNDLE_BYTES
+
+    if not p.is_file():
+        raise BundleError(f"bundle not found: {str(p)!r}")
+    if p.stat().st_size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{str(p)!r} is over {MAX_BUNDLE_BYTES} bytes")
+    doc = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
+    return doc.get("format") if isinstance(doc, dict) else None
 
 
 def _check_file(folder: Path, name: str, expected: str, role: str) -> Path:
@@ -245,8 +299,9 @@ def load(
     allow_torchscript: bool = False,
     teacher: Any = None,
     student_side: bool = False,
-) -> JointModel:
-    """Rebuild the :class:`~ebjr.joint.JointModel` saved at ``path``.
+) -> Any:
+    """Rebuild the :class:`~ebjr.joint.JointModel` saved at ``path`` (or the
+    :class:`~ebjr.joint.cascade_model.CascadeModel`, for a cascade document).
 
     Args:
         allow_factories: exact model-builder names (``"mypkg.models:make_net"``) to
@@ -263,6 +318,12 @@ def load(
             untrusted builder or TorchScript, or weights that do not fit the
             architecture; checked for every model before any is built.
     """
+    p = Path(path)
+    if _format_of(p) == "ebjr.cascade":
+        if teacher is not None or student_side:
+            raise BundleError(f"{str(p)!r} is a cascade of models: teacher= and student_side= "
+                              "apply to a student/teacher bundle")
+        return _load_cascade(p, device, allow_factories, allow_torchscript)
     roles = ("student",) if teacher is not None or student_side else ROLES
     bundle, files = _checked(Path(path), roles, device, allow_factories, allow_torchscript)
     adapters = {role: _build(bundle.models[role], files[role]) for role in roles}
