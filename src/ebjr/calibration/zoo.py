@@ -15,10 +15,11 @@ accurate one):
 The first three are measured in-sample on the calibration rows (as FrugalGPT
 and hand-tuned cascades are); only the last is a guarantee.
 
-**Candidates.** Models are pruned to the cost/accuracy Pareto set (a model
-that is both dearer and no more accurate than another never helps a chain of
-one combine rule by itself), then every chain of 1 to ``max_stages`` of them
-in order of cost, under each ``combine`` rule. For each chain, every threshold
+**Candidates.** Models are pruned to the cost/accuracy Pareto set: a model
+dearer and no more accurate than another is not tried (it could still add to
+a committee, but the pruning keeps a 19-model zoo to a few hundred chains).
+Then every chain of 1 to ``max_stages`` of them in order of cost is tried,
+under each ``combine`` rule. For each chain, every threshold
 vector on a grid is counted at once (:mod:`ebjr.calibration.chain`).
 
 **The guarantee.** The calibration rows are split at random (seeded) into a
@@ -223,8 +224,10 @@ def search_cascade(
 
     Returns:
         A :class:`~ebjr.joint.cascade.Cascade` whose ``details`` hold the evidence:
-        the calibration accuracy and cost, the reference's, and for a guarantee the
-        rows used to select and to certify, the p-value and the hypotheses tested.
+        the calibration accuracy and cost and the reference's (for a guarantee, on the
+        certification rows), and for a guarantee the rows used to select and to
+        certify, the finalists, whether a cheaper cascade was certified, the p-value
+        and the hypotheses tested.
     """
     zoo = Zoo.check(outputs, labels, costs)
     check_int(max_stages, "max_stages", 1)
