@@ -41,7 +41,7 @@ from pydantic import (
 
 from ebjr._utils.json import dumps, loads_strict
 from ebjr.adapters.references import describe_errors, validate_reference
-from ebjr.bundle.schema import MAX_BUNDLE_BYTES, RouterSpec
+from ebjr.bundle.schema import RouterSpec, read_document
 from ebjr.exceptions import BundleError, InputError
 from ebjr.joint.cascade import COMBINES, Cascade
 
@@ -124,11 +124,7 @@ def read_cascade_document(path: str | Path) -> tuple[Cascade, dict[str, dict[str
             message names the field).
     """
     p = Path(path)
-    if not p.is_file():
-        raise BundleError(f"cascade file not found: {str(p)!r}")
-    if p.stat().st_size > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{str(p)!r} is over {MAX_BUNDLE_BYTES} bytes")
-    raw = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
+    raw = read_document(p, "cascade")
     try:
         doc = CascadeDocument.model_validate(raw)
     except ValidationError as exc:

@@ -148,14 +148,9 @@ def _load_cascade(p: Path, device: Any, allow: list[str] | None,
 
 def _format_of(p: Path) -> str | None:
     """The ``format`` field of the JSON document at ``p`` (``None`` if it has none)."""
-    from ebjr._utils.json import loads_strict
-    from ebjr.bundle.schema import MAX_BUNDLE_BYTES
+    from ebjr.bundle.schema import read_document
 
-    if not p.is_file():
-        raise BundleError(f"bundle not found: {str(p)!r}")
-    if p.stat().st_size > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{str(p)!r} is over {MAX_BUNDLE_BYTES} bytes")
-    doc = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
+    doc = read_document(p)
     return doc.get("format") if isinstance(doc, dict) else None
 
 

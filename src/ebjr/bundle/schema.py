@@ -42,7 +42,7 @@ from ebjr.exceptions import BundleError
 from ebjr.routing import Router, router_from_spec
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "BundleDocument", "RoutingBundle", "curve_point_at",
-           "read_bundle", "write_bundle"]
+           "read_bundle", "read_document", "write_bundle"]
 
 FORMAT = "ebjr.bundle"
 SCHEMA_VERSION = 2
@@ -249,6 +249,20 @@ def write_bundle(bundle: RoutingBundle, path: str | Path, inputs: tuple = ()) ->
     return write_atomic(path, text.encode(), "bundle", inputs)
 
 
+def read_document(path: str | Path, what: str = "bundle") -> Any:
+    """The strict JSON of a bundle or cascade document file, not yet checked against a schema.
+
+    Raises:
+        BundleError: missing file, larger than :data:`MAX_BUNDLE_BYTES`, or not strict JSON.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BundleError(f"{what} file not found: {str(p)!r}")
+    if p.stat().st_size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{str(p)!r} is larger than a {what} may be ({MAX_BUNDLE_BYTES} bytes)")
+    return loads_strict(p.read_bytes(), repr(str(p)), BundleError)
+
+
 def read_bundle(path: str | Path) -> RoutingBundle:
     """Read and validate a bundle file.
 
@@ -256,13 +270,7 @@ def read_bundle(path: str | Path) -> RoutingBundle:
         BundleError: missing file, too large, not strict JSON, wrong format or version, or a
             field that does not fit the schema (named).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise BundleError(f"bundle file not found: {str(p)!r}")
-    if p.stat().st_size > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{str(p)!r} is larger than a bundle may be ({MAX_BUNDLE_BYTES} bytes)")
-    d = loads_strict(p.read_bytes(), repr(str(p)), BundleError)
-    return RoutingBundle.from_dict(d, source=repr(str(p)))
+    return RoutingBundle.from_dict(read_document(path), source=repr(str(path)))
 
 
 def curve_point_at(curve: dict | None, threshold: float) -> dict | None:
