@@ -84,3 +84,61 @@ def test_bad_inputs_are_refused_with_what_was_expected(bundle, tmp_path, capsys,
     args = ["predict", bundle, str(src), "-o", str(tmp_path / output), "--no-progress"]
     assert main(args + (["--column", column] if column else [])) == 2
     assert message in capsys.readouterr().err
+
+
+def test_images_are_preprocessed_as_the_input_record_says_so_files_equal_arrays(bundle, tmp_path):
+    """A model trained on 0-1 pixels: with ``pixel_scale: 1/255`` in its record, a folder of
+    PNGs gives the answers the same images give as a 0-1 array (without it, the 0-255 pixels
+    would reach the model unscaled)."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads(Path(bundle).read_text())
+    doc["input"]["pixel_scale"] = 1 / 255
+    scaled = Path(bundle).with_name("scaled.json")
+    scaled.write_text(json.dumps(doc))
+    x = random_rows(120, seed=5)
+    pixels = write_inputs(tmp_path, x)
+    joint = ebjr.load(scaled)
+    want = joint.predict(pixels / np.float32(255))  # the same images, as an array of 0-1 rows
+    out = predict_file(scaled, tmp_path / "images", tmp_path / "img.parquet", progress=False)
+    check(pq.read_table(out["output"]), want, sorted(str(p) for p in (tmp_path / "images")
+                                                     .iterdir()))
+    unscaled = joint.predict(pixels)
+    assert not np.array_equal(unscaled.predictions.numpy(), want.predictions.numpy())
+
+
+def test_mean_and_std_apply_per_channel_in_either_layout():
+    from ebjr.bundle.inputs import ImagePreprocessing
+
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    img = Image.fromarray(rgb, mode="RGB")
+    prep = ImagePreprocessing(1 / 255, (0.5, 0.4, 0.3), (0.2, 0.25, 0.5))
+    want = (rgb / 255 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])
+    hwc = images_to_rows([img], (4, 6, 3), np.dtype(np.float32), prep)[0]
+    np.testing.assert_allclose(hwc, want, rtol=1e-5)
+    chw = images_to_rows([img], (3, 4, 6), np.dtype(np.float32), prep)[0]
+    np.testing.assert_allclose(chw, want.transpose(2, 0, 1), rtol=1e-5)
+    grey = images_to_rows([img.convert("L")], (4, 6), np.dtype(np.float32),
+                          ImagePreprocessing(1 / 255, (0.5,), (0.25,)))[0]
+    np.testing.assert_allclose(grey, (np.asarray(img.convert("L")) / 255 - 0.5) / 0.25,
+                               rtol=1e-5)
+    with pytest.raises(InputError, match="2 mean values for images of 3 channels"):
+        images_to_rows([img], (4, 6, 3), np.dtype(np.float32),
+                       ImagePreprocessing(1.0, (0.1, 0.2), (1.0,)))
+
+
+@pytest.mark.parametrize(("field", "value"), [("pixel_scale", 0.0), ("std", [0.0]),
+                                              ("mean", []), ("pixel_scale", "1/255")])
+def test_bad_preprocessing_records_are_refused_naming_the_field(bundle, field, value):
+    import json
+    from pathlib import Path
+
+    from ebjr.exceptions import BundleError
+
+    doc = json.loads(Path(bundle).read_text())
+    doc["input"][field] = value
+    bad = Path(bundle).with_name(f"bad-{field}.json")
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=f"input.{field}"):
+        ebjr.load(bad)

@@ -11,7 +11,9 @@ and ``datatype``, as ``ebjr serve`` reads it). Batch prediction reads:
   ``.webp``): each image decoded to 0-255 pixels, converted to the record's
   channels (grey for ``[H, W]`` or one channel, RGB for three), resized to
   its height and width, laid out as the record says (``[H, W, C]`` or
-  ``[C, H, W]``) and cast to its datatype. Images need the input record.
+  ``[C, H, W]``), preprocessed as the record says (``(pixels * pixel_scale -
+  mean) / std``; a model trained on 0-1 pixels needs ``pixel_scale: 1/255``)
+  and cast to its datatype. Images need the input record.
 
 Rows are then checked against the record's shape when there is one.
 """
@@ -19,6 +21,7 @@ Rows are then checked against the record's shape when there is one.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from ebjr.exceptions import InputError, missing_dependency
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "ImagePreprocessing",
     "InputSource",
     "check_finite_rows",
     "image_files",
@@ -43,6 +47,39 @@ _NUMPY_TYPES = {
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "UINT8": np.uint8,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
 }
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """How decoded pixels (0-255) become a row: ``(pixels * scale - mean) / std`` per channel
+    (the bundle's input record: ``pixel_scale``, ``mean``, ``std``). The default leaves the
+    pixels as they are."""
+
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    @classmethod
+    def of(cls, bundle: Any) -> ImagePreprocessing:
+        spec = (bundle.input if bundle is not None else None) or {}
+        mean = tuple(float(v) for v in spec.get("mean") or (0.0,))
+        std = tuple(float(v) for v in spec.get("std") or (1.0,))
+        return cls(float(spec.get("pixel_scale") or 1.0), mean, std)
+
+    def apply(self, pixels: np.ndarray, channels_first: bool) -> np.ndarray:
+        """``pixels`` (rows x image, HW, HWC or CHW) as float32 rows."""
+        out = pixels.astype(np.float32) * np.float32(self.scale)
+        if self.mean == (0.0,) and self.std == (1.0,):
+            return out
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        channels = out.shape[1] if channels_first else (out.shape[-1] if out.ndim == 4 else 1)
+        for name, v in (("mean", mean), ("std", std)):
+            if v.size not in (1, channels):
+                raise InputError(f"the bundle's input record gives {v.size} {name} values for "
+                                 f"images of {channels} channels: give one, or one per channel")
+        if channels_first and out.ndim == 4:
+            mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+        return (out - mean) / std
 
 
 def input_record(bundle: Any) -> tuple[tuple[int, ...] | None, np.dtype]:
@@ -73,8 +110,10 @@ def _image_layout(shape: tuple[int, ...] | None) -> tuple[str, int, int, bool]:
     )
 
 
-def images_to_rows(images: list[Any], shape: tuple[int, ...] | None, dtype: np.dtype) -> np.ndarray:
-    """PIL images (or HWC/HW uint8 arrays) as model rows of ``shape`` and ``dtype``."""
+def images_to_rows(images: list[Any], shape: tuple[int, ...] | None, dtype: np.dtype,
+                   preprocessing: ImagePreprocessing | None = None) -> np.ndarray:
+    """PIL images (or HWC/HW uint8 arrays) as model rows of ``shape`` and ``dtype``, through
+    the record's ``preprocessing`` (every path that decodes images calls this)."""
     from PIL import Image
 
     mode, h, w, channels_first = _image_layout(shape)
@@ -89,7 +128,10 @@ def images_to_rows(images: list[Any], shape: tuple[int, ...] | None, dtype: np.d
         if mode == "RGB" and channels_first:
             a = a.transpose(2, 0, 1)
         rows.append(a.reshape(shape))  # type: ignore[arg-type]
-    return np.stack(rows).astype(dtype, copy=False)
+    pixels = np.stack(rows)
+    if preprocessing is not None and preprocessing != ImagePreprocessing():
+        pixels = preprocessing.apply(pixels, channels_first)
+    return pixels.astype(dtype, copy=False)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -111,6 +153,7 @@ class InputSource:
     def __init__(self, path: str | Path, bundle: Any, column: str | None = None) -> None:
         self.path = Path(path)
         self.shape, self.dtype = input_record(bundle)
+        self.preprocessing = ImagePreprocessing.of(bundle)
         self.kind = self._kind()
         self.column = column
         self._array: Any = None
@@ -209,7 +252,8 @@ class InputSource:
                     with Image.open(f) as im:
                         im.load()
                         images.append(im.copy())
-                yield [str(f) for f in files], images_to_rows(images, self.shape, self.dtype)
+                yield [str(f) for f in files], images_to_rows(images, self.shape, self.dtype,
+                                                              self.preprocessing)
 
 
 def check_finite_rows(rows: np.ndarray, ids: list[Any], source: Any) -> None:

@@ -72,12 +72,18 @@ class Costs(_Strict):
 
 
 class InputRecord(_Strict):
-    """One row of the model's input: its shape and Open Inference Protocol datatype."""
+    """One row of the model's input: its shape and Open Inference Protocol datatype, and how
+    a decoded image (pixels 0-255) becomes a row: ``row = (pixels * pixel_scale - mean) /
+    std``, per channel (one value, or one per channel)."""
 
     shape: Annotated[list[Annotated[StrictInt, Field(ge=1, le=1 << 20)]],
                      Field(min_length=1, max_length=8)]
     datatype: Literal[INPUT_DATATYPES] = "FP32"  # type: ignore[valid-type]
     description: Text | None = None
+    pixel_scale: Annotated[Number, Field(gt=0)] | None = None
+    mean: Annotated[list[Number], Field(min_length=1, max_length=4)] | None = None
+    std: Annotated[list[Annotated[Number, Field(gt=0)]],
+                   Field(min_length=1, max_length=4)] | None = None
 
 
 class CurveRecord(_Strict):

@@ -246,7 +246,9 @@ def run_quickstart(
     result.bundle.input = {
         "shape": [8, 8],
         "datatype": "FP32",
-        "description": "an 8x8 grey image of one digit, ink = 1, background = 0",
+        "description": "an 8x8 grey image of one digit, ink = 1, background = 0; an image "
+        "file's pixels (ink 255) are scaled to that",
+        "pixel_scale": 1 / 255,
     }
     bundle_path = persist.save(joint, out / "bundle" / "quickstart.json", result.bundle)
     summary = {

@@ -243,10 +243,11 @@ def _parquet_rows(batch: Any, column: str, dtype: str) -> Any:
     return {"data": rows_of_cells(batch[column], np.dtype(dtype))}
 
 
-def _decode_images(batch: Any, shape: tuple[int, ...] | None, dtype: str) -> Any:
+def _decode_images(batch: Any, shape: tuple[int, ...] | None, dtype: str,
+                   preprocessing: Any = None) -> Any:
     from ebjr.bundle.inputs import images_to_rows
 
-    rows = images_to_rows(list(batch["image"]), shape, np.dtype(dtype))
+    rows = images_to_rows(list(batch["image"]), shape, np.dtype(dtype), preprocessing)
     return {"path": batch["path"], "data": rows}
 
 
@@ -289,7 +290,8 @@ def read_inputs(
     files = [str(f) for f in image_files(p)]
     ds = ray.data.read_images(files, include_paths=True, mode=None)
     ds = ds.map_batches(
-        functools.partial(_decode_images, shape=shape, dtype=dtype.name), batch_format="numpy"
+        functools.partial(_decode_images, shape=shape, dtype=dtype.name,
+                          preprocessing=source.preprocessing), batch_format="numpy"
     )
     return ds, "path", n
 
