@@ -16,7 +16,7 @@ from ebjr.calibration.chain import chain_points, pareto_order
 from ebjr.calibration.guarantee import GuaranteedDrop
 from ebjr.calibration.zoo import Zoo, search_cascade
 from ebjr.joint.cascade import exit_stages
-from helpers import shared_file, synthetic_zoo
+from helpers import synthetic_zoo
 from simulation import run_all, zoo_search_run
 
 
@@ -206,19 +206,3 @@ def test_the_guarantee_without_a_cheaper_certified_point_returns_the_reference()
     assert c.stages == ("m3",) and c.details["certified"] is False
     assert c.apply(outputs).exit_stage.tolist() == [0] * 300
 
-
-def test_the_docs_first_example_runs_on_the_public_zoo(monkeypatch, capsys):
-    """docs/cascades.md's first snippet, as written, in ../shared/data."""
-    import re
-    from pathlib import Path
-
-    from helpers import DATA
-
-    shared_file("cifar100_repvgg_a2.npz")
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "cascades.md").read_text()
-    example = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
-    monkeypatch.chdir(DATA)
-    scope: dict = {}
-    exec(compile(example, "docs/cascades.md", "exec"), scope)
-    assert scope["result"].predictions.shape == (10_000,)
-    assert "certified" in scope["cascade"].details and "(" in capsys.readouterr().out
