@@ -200,3 +200,14 @@ def test_an_outputs_only_cascade_document_is_explained(tmp_path):
     p = write_cascade(Cascade(("a", "b"), (0.5,), router="softmax"), tmp_path / "c.json")
     with pytest.raises(BundleError, match=r"without model references for \['a', 'b'\]"):
         ebjr.load(p)
+
+
+def test_what_cannot_be_saved_is_refused_with_a_reason(tmp_path):
+    from ebjr.joint.detector import JointDetector
+
+    detector = JointDetector(lambda x: [], lambda x: [], threshold=0.0)
+    with pytest.raises(BundleError, match="a JointDetector has no bundle yet"):
+        ebjr.save(detector, tmp_path / "d.json")
+    with pytest.raises(BundleError, match="JointModel or a CascadeModel, got dict"):
+        ebjr.save({}, tmp_path / "d.json")
+    assert not (tmp_path / "d.json").exists()

@@ -87,6 +87,13 @@ def save(joint: JointModel | CascadeModel, path: str | Path,
     """
     from ebjr._utils.files import check_output
 
+    if not isinstance(joint, JointModel | CascadeModel):
+        raise BundleError(
+            f"ebjr.save writes a JointModel or a CascadeModel, got {type(joint).__name__}"
+            + (": a JointDetector has no bundle yet (detection bundles are planned); save its "
+               "two detectors in their own formats and rebuild it with JointDetector(...)"
+               if type(joint).__name__ == "JointDetector" else "")
+        )
     p = check_output(path, inputs, "bundle")
     if isinstance(joint, CascadeModel):
         return _save_cascade(joint, p)
