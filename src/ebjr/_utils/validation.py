@@ -10,11 +10,14 @@ import numpy as np
 from ebjr._utils.arrays import Array, check_logits, to_numpy
 from ebjr.exceptions import InputError
 
-__all__ = ["check_cost", "check_int", "check_labels", "check_pair", "check_probability"]
+__all__ = ["check_class_map", "check_cost", "check_int", "check_labels", "check_pair",
+           "check_probability"]
 
 
-def check_pair(student_logits: Array, teacher_logits: Array) -> tuple[Array, Array]:
-    """Validate student and teacher logits of the same inputs (same ``n`` and ``C``)."""
+def check_pair(student_logits: Array, teacher_logits: Array,
+               class_map: Any = None) -> tuple[Array, Array]:
+    """Validate student and teacher logits of the same inputs (same ``n``; same ``C``, or a
+    ``class_map`` taking each student class to a teacher class, see :func:`check_class_map`)."""
     s = check_logits(student_logits, "student_logits")
     t = check_logits(teacher_logits, "teacher_logits")
     if s.shape[0] != t.shape[0]:
@@ -22,17 +25,39 @@ def check_pair(student_logits: Array, teacher_logits: Array) -> tuple[Array, Arr
             f"student and teacher outputs must cover the same inputs: the student has "
             f"{s.shape[0]} rows, the teacher {t.shape[0]}"
         )
-    if s.shape[1] != t.shape[1]:
+    if class_map is not None:
+        check_class_map(class_map, s.shape[1], t.shape[1])
+    elif s.shape[1] != t.shape[1]:
         raise InputError(
             f"student and teacher must share the label space: the student has {s.shape[1]} "
             f"classes, the teacher {t.shape[1]} (a student over a subset of the teacher's "
-            "classes needs a class_map)"
+            "classes needs a class_map: class_map=..., or --class-map FILE)"
         )
     return s, t
 
 
-def check_labels(labels: Any, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
-    """Validate integer labels in ``[0, n_classes)`` for ``n`` rows; return int64 numpy."""
+def check_class_map(class_map: Any, n_student: int, n_teacher: int) -> np.ndarray:
+    """``class_map[j]``: the teacher class of student class ``j`` (``-1``: none, e.g. a
+    specialized student's ``other``), as an int64 array; else a clear error."""
+    try:
+        m = np.asarray(class_map)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"class_map must be a list of integers, got {class_map!r}") from exc
+    if m.ndim != 1 or m.dtype.kind not in "iu" or m.shape[0] != n_student:
+        raise InputError(
+            f"class_map must list one teacher class (or -1) per student class: {n_student} "
+            f"integers, got shape {m.shape} of {m.dtype}"
+        )
+    if m.size and (m.min() < -1 or m.max() >= n_teacher):
+        raise InputError(f"class_map values must lie in -1 .. {n_teacher - 1} (the teacher's "
+                         f"classes), got {int(m.min())} .. {int(m.max())}")
+    return m.astype(np.int64)
+
+
+def check_labels(labels: Any, n: int, n_classes: int | None, name: str = "labels") -> np.ndarray:
+    """Validate integer labels in ``[0, n_classes)`` for ``n`` rows; return int64 numpy.
+    ``n_classes=None`` checks only that they are class indices (the classes are known later,
+    e.g. a specialized student's file holding the teacher's labels)."""
     y = to_numpy(labels) if not isinstance(labels, list | tuple) else np.asarray(labels)
     if y.ndim != 1:
         raise InputError(f"{name} must be a 1-d array of class indices, got shape {y.shape}")
@@ -45,6 +70,10 @@ def check_labels(labels: Any, n: int, n_classes: int, name: str = "labels") -> n
     elif y.dtype.kind not in "iu":
         raise InputError(f"{name} must be integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64, copy=False)
+    if n_classes is None:
+        if n and y.min() < 0:
+            raise InputError(f"{name} must be class indices >= 0, got {int(y.min())}")
+        return y
     if n and (y.min() < 0 or y.max() >= n_classes):
         bad = y[(y < 0) | (y >= n_classes)]
         raise InputError(

@@ -11,7 +11,7 @@ import numpy as np
 from ebjr._utils.validation import check_labels
 from ebjr.exceptions import InputError
 
-__all__ = ["ModelOutputs", "load_outputs", "load_zoo", "resolve_labels"]
+__all__ = ["ModelOutputs", "load_class_map", "load_outputs", "load_zoo", "resolve_labels"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ def load_outputs(path: str | Path) -> ModelOutputs:
             f"{logits.shape} and dtype {logits.dtype}"
         )
     if labels is not None:
-        labels = check_labels(labels, logits.shape[0], logits.shape[1], f"'labels' in {p.name}")
+        # their range is checked against the pair's or the zoo's classes (resolve_labels):
+        # a specialized student's file may hold the teacher's labels
+        labels = check_labels(labels, logits.shape[0], None, f"'labels' in {p.name}")
     return ModelOutputs(logits, labels, flag, str(p))
 
 
@@ -97,7 +99,8 @@ def resolve_labels(*outputs: ModelOutputs, labels_path: str | Path | None = None
     given, else from the first file that has them. Labels that the files
     disagree on are an error: the rows are then not the same inputs.
     """
-    n, c = outputs[0].logits.shape
+    n = outputs[0].logits.shape[0]
+    c = max(o.logits.shape[1] for o in outputs)  # a specialized student has fewer classes
     candidates = [(o.path, o.labels) for o in outputs if o.labels is not None]
     if labels_path is not None:
         p = Path(labels_path)
@@ -119,6 +122,7 @@ def resolve_labels(*outputs: ModelOutputs, labels_path: str | Path | None = None
     if not candidates:
         raise InputError("no labels: no outputs file has a 'labels' array; pass --labels FILE")
     ref_path, ref = candidates[0]
+    ref = check_labels(ref, n, c, f"labels in {Path(ref_path).name}")
     for other_path, other in candidates[1:]:
         if other.shape != ref.shape or not np.array_equal(other, ref):
             diff = int(np.sum(other != ref)) if other.shape == ref.shape else "all"
@@ -127,3 +131,24 @@ def resolve_labels(*outputs: ModelOutputs, labels_path: str | Path | None = None
                 "the files must hold the same inputs in the same order"
             )
     return ref
+
+
+def load_class_map(path: str | Path) -> np.ndarray:
+    """A class map from a file: a JSON list of integers, or a 1-d integer ``.npy`` (entry ``j``
+    is the teacher class of student class ``j``; ``-1`` for none, e.g. ``other``). Its length
+    and range are checked against the models when it is used."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"class map file not found: {str(p)!r}")
+    try:
+        m = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.asarray(
+            json.loads(p.read_text(encoding="utf-8")))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{str(p)!r} is not a class map (a JSON list of integers or a .npy "
+                         f"of them): {exc}") from exc
+    if m.ndim != 1 or m.dtype.kind not in "iu":
+        raise InputError(f"{str(p)!r} must hold a flat list of integers (one teacher class, or "
+                         f"-1, per student class), got shape {m.shape} of {m.dtype}")
+    return m.astype(np.int64)

@@ -233,6 +233,9 @@ class RoutingBundle:
             raise BundleError(f"{source}: {describe_errors(exc)}") from None
         models = {role: validate_reference(ref, role) for role, ref in doc.models.items()}
         data = doc.model_dump(exclude={"format", "schema_version", "created_by"})
+        if data.get("input"):  # image preprocessing only where a bundle states it
+            data["input"] = {k: v for k, v in data["input"].items()
+                             if v is not None or k not in ("pixel_scale", "mean", "std")}
         bundle = cls(**{**data, "models": models, "threshold": float(doc.threshold)})
         try:
             bundle.make_router()

@@ -93,21 +93,27 @@ def calibrate_outputs(
     cost_unit: str = "",
     seed: int = 0,
     sources: dict[str, str] | None = None,
+    class_map: Any = None,
 ) -> CalibrationResult:
     """Choose a router's threshold for ``target`` on calibration outputs and build a bundle.
 
     With ``router="auto"`` the score is chosen by cross-validation first. If
     the target is a guarantee, the router is chosen on a seeded
     ``AUTO_SELECTION_SHARE`` of the rows and the guarantee is computed on the
-    others, so the router does not depend on the data the test uses.
+    others, so the router does not depend on the data the test uses. ``class_map`` (a
+    specialized student's classes in the teacher's, see :func:`tradeoff_curve`) is kept in
+    the bundle.
     """
-    s, t = check_pair(student_logits, teacher_logits)
+    s, t = check_pair(student_logits, teacher_logits, class_map)
     s_np, t_np = to_numpy(s), to_numpy(t)
     y = None if labels is None else to_numpy(labels)
     r = get_router(router, **(router_params or {}))
     evidence: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     if isinstance(r, AutoRouter):
+        if class_map is not None:
+            raise InputError("router 'auto' compares scores of a student in the teacher's "
+                             "classes; with a class_map name the router (e.g. specialized)")
         if y is None:
             raise InputError("router 'auto' needs labels to compare candidate scores")
         guaranteed = target.kind == "guaranteed_drop"
@@ -131,7 +137,8 @@ def calibrate_outputs(
         evidence = [e.as_dict() for e in auto.evidence_]
         extra["auto_evidence"] = evidence
         r = auto.selected_
-    curve = tradeoff_curve(s_np, t_np, y, r, student_cost, teacher_cost, cost_unit=cost_unit)
+    curve = tradeoff_curve(s_np, t_np, y, r, student_cost, teacher_cost, cost_unit=cost_unit,
+                           class_map=class_map)
     selection = select_threshold(curve, target)
     p = selection.point
     calibration = {
@@ -149,6 +156,7 @@ def calibrate_outputs(
         target=selection.target,
         calibration=calibration,
         curve=curve.summary(),
+        class_map=None if class_map is None else np.asarray(class_map).astype(int).tolist(),
         extra={**extra, **({"sources": sources} if sources else {})},
     )
     return CalibrationResult(bundle, selection, curve, r, evidence)

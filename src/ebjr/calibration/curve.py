@@ -476,6 +476,7 @@ def tradeoff_curve(
     teacher_cost: float = 1.0,
     *,
     cost_unit: str = "",
+    class_map: Any = None,
 ) -> TradeoffCurve:
     """The full trade-off curve of ``router`` on a labelled calibration set.
 
@@ -487,6 +488,9 @@ def tradeoff_curve(
         router: a registered router name or a :class:`~ebjr.routing.Router`.
         student_cost, teacher_cost: per-input costs (FLOPs, seconds, ...).
         cost_unit: the unit of the costs, for reports.
+        class_map: for a student over a subset of the teacher's classes (a specialized
+            student), the teacher class of each student class (``-1`` for ``other``);
+            labels are then in the teacher's classes.
 
     Returns:
         A :class:`TradeoffCurve` with one point per distinct score value.
@@ -496,8 +500,8 @@ def tradeoff_curve(
         LogProbabilityInputError: an energy router on log-probabilities.
         NotFittedError: an ``auto`` router that was not fitted.
     """
-    s, t = check_pair(student_logits, teacher_logits)
-    y = None if labels is None else check_labels(labels, s.shape[0], s.shape[1])
+    s, t = check_pair(student_logits, teacher_logits, class_map)
+    y = None if labels is None else check_labels(labels, s.shape[0], t.shape[1])
     r = get_router(router)
     if getattr(r, "requires_fit", False) and not getattr(r, "is_fitted", False):
         raise NotFittedError(
@@ -507,6 +511,8 @@ def tradeoff_curve(
     r.check_raw_logits(s)  # s is checked by check_pair: only this is left
     score = to_numpy(r.score(s, validate=False), np.float64)
     ps = to_numpy(s).argmax(axis=1)
+    if class_map is not None:  # into the teacher's classes; "other" (-1) is never right
+        ps = np.asarray(class_map, dtype=np.int64)[ps]
     pt = to_numpy(t).argmax(axis=1)
     curve = curve_from_scores(
         score,

@@ -27,6 +27,13 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
         help="labels (.npz with 'labels', or .npy); default: from the outputs files",
     )
     p.add_argument(
+        "--class-map",
+        metavar="FILE",
+        help="for a student over a subset of the teacher's classes: a JSON list (or .npy) "
+        "giving the teacher class of each student class, -1 for none (a specialized "
+        "student's 'other'); labels are the teacher's",
+    )
+    p.add_argument(
         "--student-cost",
         type=float,
         default=1.0,
@@ -46,6 +53,13 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
         metavar="UNIT",
         help="name of the cost unit for reports, e.g. FLOPs or ms",
     )
+
+
+def class_map(args: argparse.Namespace) -> Any:
+    """The ``--class-map`` file's map, or ``None``."""
+    from ebjr.bundle.outputs import load_class_map
+
+    return None if args.class_map is None else load_class_map(args.class_map)
 
 
 def load_pair(args: argparse.Namespace, need_labels: bool = True) -> tuple[Any, Any, Any]:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ebjr._options import LOSSES, P_VALUES
-from ebjr.cli._common import add_pair_args, load_pair
+from ebjr.cli._common import add_pair_args, class_map, load_pair
 
 __all__ = ["add_parser", "run"]
 
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     target = target_from_spec(target_spec(args))
     label_free = getattr(target, "loss", None) == "disagreement"
     s, t, y = load_pair(args, need_labels=not label_free)
+    cmap = class_map(args)
     params = {} if args.temperature is None else {"temperature": args.temperature}
     result = calibrate_outputs(
         s.logits,
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         cost_unit=args.cost_unit,
         seed=args.seed,
         sources={"student": s.path, "teacher": t.path},
+        class_map=cmap,
     )
     path = write_bundle(result.bundle, args.output,
                         inputs=(args.student, args.teacher, args.labels))
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             student_cost=args.student_cost,
             teacher_cost=args.teacher_cost,
             cost_unit=args.cost_unit,
+            class_map=cmap,
         )
         index = write_report(
             ev, args.report, selection=result.selection, title="ebjr calibration (in-sample)"

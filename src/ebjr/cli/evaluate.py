@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ebjr.cli._common import add_pair_args, load_pair
+from ebjr.cli._common import add_pair_args, class_map, load_pair
 
 __all__ = ["add_parser", "run"]
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         teacher_cost=args.teacher_cost,
         cost_unit=args.cost_unit,
         random_seeds=args.random_seeds,
+        class_map=class_map(args),
     )
     if args.report:
         from ebjr.evaluation.report import write_report

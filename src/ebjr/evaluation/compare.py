@@ -271,6 +271,7 @@ def evaluate(
     teacher_cost: float = 1.0,
     cost_unit: str = "",
     random_seeds: int = 10,
+    class_map: Any = None,
 ) -> Evaluation:
     """Compare routers on one labelled set: curves, teacher-accuracy points, AUC, oracle.
 
@@ -282,10 +283,14 @@ def evaluate(
             log-probabilities.
         student_cost, teacher_cost: per-input costs; ``cost_unit`` names them.
         random_seeds: how many seeds of the random router to summarise (0: none).
+        class_map: a specialized student's classes in the teacher's (``-1``: ``other``);
+            labels are then the teacher's.
     """
-    s, t = check_pair(student_logits, teacher_logits)
-    y = check_labels(labels, s.shape[0], s.shape[1])
+    s, t = check_pair(student_logits, teacher_logits, class_map)
+    y = check_labels(labels, s.shape[0], t.shape[1])
     ps, pt = to_numpy(s).argmax(axis=1), to_numpy(t).argmax(axis=1)
+    if class_map is not None:  # into the teacher's classes; "other" (-1) is never right
+        ps = np.asarray(class_map, dtype=np.int64)[ps]
     kwargs: dict[str, Any] = {
         "student_cost": student_cost, "teacher_cost": teacher_cost, "cost_unit": cost_unit
     }
