@@ -52,12 +52,12 @@ def test_a_calibrated_specialized_bundle_routes_as_calibrated(target):
 
 
 def test_bad_class_maps_are_refused_with_what_was_expected():
-    s, t, y, cmap = specialized_pair(300)
+    s, t, y, _ = specialized_pair(300)
     with pytest.raises(InputError, match="needs a class_map"):
         tradeoff_curve(s, t, y, "specialized")
     with pytest.raises(InputError, match="5 integers, got shape \\(4,\\)"):
         tradeoff_curve(s, t, y, "specialized", class_map=[0, 1, 2, 3])
-    with pytest.raises(InputError, match="lie in -1 .. 9"):
+    with pytest.raises(InputError, match=r"lie in -1 \.\. 9"):
         tradeoff_curve(s, t, y, "specialized", class_map=[0, 1, 2, 10, -1])
     with pytest.raises(InputError, match="router 'auto'"):
         calibrate_outputs(s, t, y, MaxDrop(0.01), router="auto", class_map=[0, 1, 2, 3, -1])
