@@ -48,12 +48,12 @@ class RowCounter:
 
 def test_joint_map_batches_equals_the_joint_model_row_for_row(local_ray, bundle):
     x = random_rows(6000, seed=11)
-    ds = ray.data.from_numpy(x).repartition(6).materialize()
-    assert ds.num_blocks() >= 4
     counter = RowCounter.remote()
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
+    ctx.execution_options.preserve_order = True  # before the dataset: it copies the context
     try:
+        ds = ray.data.from_numpy(x).repartition(6).materialize()
+        assert ds.num_blocks() >= 4
         out = joint_map_batches(
             ds, bundle, batch_size=512, teacher_batch_size=64,
             on_teacher_batch=lambda n: counter.add.remote(n),

@@ -313,12 +313,17 @@ def predict_files(
     from ebjr.bundle.predict import PredictionWriter
 
     record = read_bundle(bundle)
-    ds, id_name, n = read_inputs(input_path, record, column)
-    out = joint_map_batches(ds, bundle, **options)
-    writer = PredictionWriter(output, id_name or "row", inputs=(bundle, input_path))
+    # input order, row for row: a Dataset copies the DataContext when it is created, so the
+    # option is set before the datasets are made (setting it later has no effect on them)
     ctx = ray.data.DataContext.get_current()
     before = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # input order, row for row
+    ctx.execution_options.preserve_order = True
+    try:
+        ds, id_name, n = read_inputs(input_path, record, column)
+        out = joint_map_batches(ds, bundle, **options)
+    finally:
+        ctx.execution_options.preserve_order = before
+    writer = PredictionWriter(output, id_name or "row", inputs=(bundle, input_path))
     bar = tqdm(total=n, unit="row", desc="predict (ray)", disable=not progress or None)
     start = 0
     try:
@@ -333,5 +338,4 @@ def predict_files(
         raise
     finally:
         bar.close()
-        ctx.execution_options.preserve_order = before
     return writer.close()
