@@ -58,3 +58,30 @@ def zoo_search_run(task: tuple) -> tuple[float, float]:
     r = c.apply(outputs)
     drop = float(np.mean(np.argmax(outputs["m3"], 1) == y) - np.mean(r.predictions == y))
     return drop, costs["m3"] / float(r.cost.mean())
+
+
+def loss_population(n: int = 20_000, seed: int = 7) -> tuple[np.ndarray, ...]:
+    """Per-row absolute errors of a student and a teacher (the student's larger where its
+    score is low), clipped at 10, and the student's score."""
+    rng = np.random.default_rng(seed)
+    hard = rng.random(n)
+    student = np.clip(rng.gamma(2.0, 0.15 + 3.0 * hard**2), 0, 10)
+    teacher = np.clip(rng.gamma(2.0, 0.35 + 0.4 * hard), 0, 10)
+    score = -hard + rng.normal(scale=0.3, size=n)
+    return score, student, teacher
+
+
+def loss_guarantee_run(task: tuple) -> tuple[float, float]:
+    """One draw of ``n_cal`` rows from :func:`loss_population`: (the population's loss
+    increase at the chosen threshold, its teacher share)."""
+    from ebjr.calibration import MaxDrop, curve_from_loss
+
+    seed, n_cal, eps, delta, guaranteed = task
+    score, student, teacher = loss_population()
+    rows = np.random.default_rng(seed).integers(0, score.size, n_cal)
+    curve = curve_from_loss(score[rows], student[rows], teacher[rows])
+    target = (GuaranteedDrop(eps, delta, p_value="wsr", seed=seed, loss_range=(0, 10))
+              if guaranteed else MaxDrop(eps))
+    threshold = select_threshold(curve, target).threshold
+    point = curve_from_loss(score, student, teacher).at_threshold(threshold)
+    return float(-teacher.mean() - point.accuracy), float(point.teacher_fraction)

@@ -130,12 +130,29 @@ def wsr_pvalue(x: np.ndarray, level: float, delta: float, truncation: float = 0.
     return np.exp(-best)
 
 
-def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray) -> np.ndarray:
+def loss_matrix(curve: TradeoffCurve, loss: str, indices: np.ndarray,
+                loss_range: tuple[float, float] | None = None) -> np.ndarray:
     """Per-sample losses at the curve points ``indices``, shape ``(n, len(indices))``.
 
     Rows are in the curve's sorted-score order; values as in the module docs
-    (``signed`` in ``{-1, 0, 1}``, the others in ``{0, 1}``).
+    (``signed`` in ``{-1, 0, 1}``, the others in ``{0, 1}``). For a curve of a
+    per-sample quality (a loss, negated), ``loss_range`` states the range of the
+    per-row loss; both models' losses are clipped to it and the signed loss is the
+    increase of the student's loss over the teacher's, in ``[-(hi - lo), hi - lo]``.
     """
+    if curve.quality != "accuracy" and loss_range is not None:
+        if loss != "signed":
+            raise InputError(f"a loss curve's guarantee controls the signed loss increase, "
+                             f"got loss={loss!r}")
+        sq, tq = curve.correctness("the guaranteed loss increase")
+        if not (np.all(np.isfinite(sq)) and np.all(np.isfinite(tq))):
+            raise InputError("the guarantee needs a quality per sample; this curve's quality "
+                             f"{curve.quality!r} is a set-level metric")
+        lo, hi = loss_range
+        # quality = -loss: clip the losses to the stated range, then student minus teacher
+        g = np.clip(-sq, lo, hi) - np.clip(-tq, lo, hi)
+        rows = np.arange(curve.n)[:, None]
+        return g[:, None] * (rows >= curve.n_teacher[indices][None, :])
     need_correctness(curve, "the guaranteed drop")
     if loss == "disagreement":
         g = (~curve.agree).astype(np.float64)
@@ -194,6 +211,7 @@ class GuaranteedDrop(Target):
     loss: str = "signed"
     p_value: str = "exact"
     seed: int = 0
+    loss_range: tuple[float, float] | None = None
     kind: ClassVar[str] = "guaranteed_drop"
     block: ClassVar[int] = 256
 
@@ -206,13 +224,30 @@ class GuaranteedDrop(Target):
             raise InputError(f"p_value must be one of {', '.join(P_VALUES)}, got {self.p_value!r}")
         if self.delta >= 1:
             raise InputError(f"delta must be below 1, got {self.delta}")
+        if self.loss_range is not None:
+            try:
+                lo, hi = (float(v) for v in self.loss_range)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"loss_range must be (low, high), got {self.loss_range!r}"
+                                 ) from exc
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise InputError(f"loss_range must be finite with low < high, got {(lo, hi)}")
+            if self.p_value == "exact":
+                raise InputError("a bounded loss has no exact test of counts: use "
+                                 "p_value='wsr' (betting) or 'hb' with loss_range")
+            object.__setattr__(self, "loss_range", (lo, hi))
 
     def drop_bound(self) -> float | None:
         return float(self.eps)
 
+    def _width(self) -> float:
+        """Half the span of the signed loss: 1 for right/wrong rows, ``hi - lo`` for a loss."""
+        return 1.0 if self.loss_range is None else self.loss_range[1] - self.loss_range[0]
+
     def _level(self) -> float:
         """The null's boundary on the ``[0, 1]`` scale the p-values work on."""
-        return (1.0 + self.eps) / 2.0 if self.loss == "signed" else self.eps
+        r = self._width()
+        return (r + self.eps) / (2.0 * r) if self.loss == "signed" else self.eps
 
     def _pvalues(self, curve: TradeoffCurve, idx: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Betting or Hoeffding-Bentkus p-values at the curve points ``idx``."""
@@ -221,8 +256,9 @@ class GuaranteedDrop(Target):
             return np.zeros(idx.shape[0])  # every loss is <= 1: the null is impossible
         if level <= 0.0:
             return np.ones(idx.shape[0])  # "mean > 0" can never be rejected
-        losses = loss_matrix(curve, self.loss, idx)
-        x = (losses + 1.0) / 2.0 if self.loss == "signed" else losses  # map {-1, 0, 1} to [0, 1]
+        losses = loss_matrix(curve, self.loss, idx, self.loss_range)
+        r = self._width()  # map [-r, r] (the signed loss) to [0, 1]
+        x = (losses + r) / (2.0 * r) if self.loss == "signed" else losses
         if self.p_value == "hb":
             return hoeffding_bentkus_pvalue(x.mean(axis=0), curve.n, level)
         return wsr_pvalue(x[order], level, self.delta)
@@ -284,7 +320,14 @@ class GuaranteedDrop(Target):
         return chosen, p_chosen, stop, tested, extra
 
     def select_index(self, curve: TradeoffCurve) -> tuple[int, dict[str, Any]]:
-        need_correctness(curve, "the guaranteed drop")
+        if curve.quality != "accuracy" and self.loss_range is None:
+            raise InputError(
+                f"this curve's quality is {curve.quality!r}: a guarantee on a loss needs the "
+                "range each row's loss lies in (it is clipped to it): GuaranteedDrop(eps, "
+                "delta, p_value='wsr', loss_range=(low, high))"
+            )
+        if self.loss_range is None:
+            need_correctness(curve, "the guaranteed drop")
         if curve.router_fit_rows:
             raise InputError(
                 f"the guarantee needs a router chosen without the calibration rows, but "
