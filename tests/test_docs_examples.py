@@ -37,7 +37,7 @@ def test_regression_examples_run():
     np.testing.assert_allclose(scope["est"].free_energy, want, atol=5 * scope["est"].std_error
                                .max() + 1e-3)
     assert scope["choice"].point.teacher_fraction <= 1.0
-    assert scope["guaranteed"].target["loss_range"] == (0.0, 300.0)
+    assert scope["guaranteed"].target["loss_range"] == [0.0, 300.0]
 
 
 @pytest.mark.integration  # trains two small detectors (~20 s)

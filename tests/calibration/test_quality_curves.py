@@ -53,7 +53,9 @@ def test_targets_work_in_quality_units_and_correctness_targets_refuse():
     assert -p.accuracy <= lt.mean() + 0.05 + 1e-12
     assert select_threshold(curve, TeacherAccuracy()).point.accuracy >= curve.teacher_accuracy
     assert select_threshold(curve, MaxTeacherFraction(0.2)).point.teacher_fraction <= 0.2
-    for target in (HistogramCrossing(), GuaranteedDrop(0.01)):
+    with pytest.raises(InputError, match="needs the range each row's loss lies in"):
+        select_threshold(curve, GuaranteedDrop(0.01))  # a loss guarantee states its range
+    for target in (HistogramCrossing(),):
         with pytest.raises(InputError, match="per-sample correctness"):
             select_threshold(curve, target)
 

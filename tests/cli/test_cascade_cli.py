@@ -33,7 +33,8 @@ def test_cascade_writes_a_document_that_applies_as_searched(zoo_files, tmp_path,
     assert "guarantee: " in text and f"cascade document: {out}" in text
     c = read_cascade(out)
     assert c.details["target"] == {"kind": "guaranteed_drop", "eps": 0.02, "delta": 0.1,
-                                   "loss": "signed", "p_value": "exact", "seed": 0}
+                                   "loss": "signed", "p_value": "exact", "seed": 0,
+                                   "loss_range": None}
     from ebjr import search_cascade
     from ebjr.calibration.guarantee import GuaranteedDrop
 

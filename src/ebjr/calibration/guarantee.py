@@ -240,6 +240,11 @@ class GuaranteedDrop(Target):
     def drop_bound(self) -> float | None:
         return float(self.eps)
 
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()  # every field, as the target registry's conformance asks
+        d["loss_range"] = None if self.loss_range is None else list(self.loss_range)
+        return d
+
     def _width(self) -> float:
         """Half the span of the signed loss: 1 for right/wrong rows, ``hi - lo`` for a loss."""
         return 1.0 if self.loss_range is None else self.loss_range[1] - self.loss_range[0]
