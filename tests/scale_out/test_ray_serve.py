@@ -121,11 +121,15 @@ def test_tritonclient_gets_answers_equal_to_the_offline_joint_model(url, offline
         got = {n: result.as_numpy(n) for n in ("predictions", "probabilities", "scores",
                                                 "answered_by")}
         _check(got, offline(x))
-    stats = client.get_inference_statistics("small")["model_stats"][0]
-    # Triton's statistics are the answering ingress replica's: with the student in the
-    # two ingress replicas, one replica saw some of the rows
-    assert stats["inference_count"] >= (265 if mode == "student_deployment" else 1)
-    assert stats["execution_count"] >= 1
+    if mode == "student_deployment":  # one student deployment counts every row
+        stats = client.get_inference_statistics("small")["model_stats"][0]
+        assert stats["inference_count"] >= 265 and stats["execution_count"] >= 1
+    else:  # documented: the statistics are those of the ingress replica that answers, and
+        # either of the two may answer a statistics call: ask until one that served rows does
+        seen = [client.get_inference_statistics("small")["model_stats"][0]
+                for _ in range(30)]
+        best = max(seen, key=lambda st: st["inference_count"])
+        assert 1 <= best["inference_count"] <= 265 and best["execution_count"] >= 1
 
 
 def test_the_teacher_deployment_gets_only_the_routed_rows(url, offline):
