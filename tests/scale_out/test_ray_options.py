@@ -1,6 +1,9 @@
 """Building the Ray Serve application: options by name, deployment options per role,
 YAML config, and clear errors. No cluster is started (binding needs none)."""
 
+import asyncio
+
+import numpy as np
 import pytest
 
 pytest.importorskip("ray.serve", reason="pip install 'ebjr[ray]'")
@@ -140,3 +143,48 @@ def test_app_args_follow_the_serve_settings():
             assert name not in taken  # the single-process server's
         elif name in taken and name != "bundle":
             assert AppArgs.model_fields[name].default == f.get_default(call_default_factory=True)
+
+
+class _Method:
+    """What ``handle.infer`` is to TeacherDeployment: ``.remote(rows)`` gives an awaitable."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def remote(self, rows):
+        async def answer():
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            await asyncio.sleep(self.outcome)
+            return rows
+
+        return answer()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind"),
+    [
+        ("actor_died", "model_error"),  # the teacher's process was killed mid-call
+        ("back_pressure", "queue_full"),
+        (5.0, "timeout"),  # no answer within the request timeout
+    ],
+)
+def test_the_teacher_deployments_failures_become_the_fallback_policys_input(outcome, kind):
+    """A dead, overloaded or silent teacher deployment is TeacherUnavailable of the right kind
+    (the fallback policy, tested row for row in tests/joint/test_step.py, takes it from there),
+    without timing a real kill."""
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from ebjr.exceptions import TeacherUnavailable
+    from ebjr.ray.student_in_ingress import TeacherDeployment
+
+    error = {"actor_died": ActorDiedError(), "back_pressure": BackPressureError(
+        num_queued_requests=9, max_queued_requests=8)}.get(outcome, outcome)
+    handle = type("Handle", (), {"infer": _Method(error)})()
+    teacher = TeacherDeployment(handle, timeout_s=0.05)
+    with pytest.raises(TeacherUnavailable) as info:
+        asyncio.run(teacher(np.zeros((3, 8, 8), np.float32)))
+    assert info.value.kind == kind
+    ok = TeacherDeployment(type("Handle", (), {"infer": _Method(0.0)})(), timeout_s=1.0)
+    assert asyncio.run(ok(np.ones((2, 1)))).shape == (2, 1)

@@ -311,10 +311,12 @@ def test_killing_the_teacher_under_load_loses_no_request(slow_url, offline, mode
         np.testing.assert_array_equal(who != "student", routed)  # routing itself unchanged
         fallback += int((who == "student_fallback").sum())
         assert payload["parameters"]["degraded"] == bool((who == "student_fallback").any())
-    if mode == "student_deployment":
-        assert fallback > 0, "the teacher calls in flight at the kill should have fallen back"
-    # (with the student in the ingress, Ray 2.60 held the calls in flight at the kill until
-    # the replacement teacher answered them, ~15 s: no fallback, no request lost)
+    # The calls in flight at the kill either fell back to the student (answered_by
+    # "student_fallback", checked row for row above) or were held by Ray until the replacement
+    # teacher answered them (~15 s; seen with both layouts on Ray 2.60): either way no request
+    # is lost and every answer is the model's that the response names. The mapping of a dead
+    # teacher to the fallback is tested without timing in test_ray_options.py (Ray errors to
+    # TeacherUnavailable) and tests/joint/test_step.py (the policy, row for row).
     _wait_for_a_new_teacher(pid)
     x = random_rows(64, seed=5)  # the replaced teacher answers again
     r = httpx.post(f"{slow_url}/v2/models/slow/infer", json=infer_body(x), timeout=60)
