@@ -64,7 +64,7 @@ from ebjr.calibration.chain import ChainPoints, chain_points, pareto_order
 from ebjr.calibration.exact import critical_value, exact_pvalue, tango_statistic
 from ebjr.calibration.targets import MaxCost, MaxDrop, Target, TeacherAccuracy
 from ebjr.exceptions import InputError, TargetUnreachableError
-from ebjr.joint.cascade import COMBINES, Cascade, answer_logits, check_combine, exit_stages
+from ebjr.joint.cascade import COMBINES, Cascade, answer_logits, check_combine
 from ebjr.routing import Router, get_router
 
 __all__ = ["Zoo", "search_cascade"]
@@ -133,11 +133,13 @@ class Zoo:
     def n(self) -> int:
         return int(self.labels.shape[0])
 
+    def right(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Whether model ``name`` is right on each row (of ``rows``, if given)."""
+        ok = np.argmax(self.outputs[name], axis=1) == self.labels
+        return ok if rows is None else ok[rows]
+
     def accuracy(self, name: str, rows: np.ndarray | None = None) -> float:
-        z, y = self.outputs[name], self.labels
-        if rows is not None:
-            z, y = z[rows], y[rows]
-        return float(np.mean(np.argmax(z, axis=1) == y))
+        return float(np.mean(self.right(name, rows)))
 
 
 class _Stages:
@@ -269,7 +271,7 @@ def _meets(target: Target, points: ChainPoints, ref_correct: int) -> np.ndarray:
 
 def _best(zoo, stages, target, reference, combines, max_stages, rows, max_cells, progress):
     """The best candidate on ``rows`` for an in-sample target."""
-    ref_correct = int(np.sum(np.argmax(zoo.outputs[reference][rows], 1) == zoo.labels[rows]))
+    ref_correct = int(np.sum(zoo.right(reference, rows)))
     best: _Candidate | None = None
     for chain, comb in _bar(list(_chains(_pareto_models(zoo, rows), max_stages, combines)),
                             progress):
@@ -303,29 +305,22 @@ def _bar(items: list, progress: bool | None):
                 else not progress, leave=False)
 
 
-def _evaluate(zoo: Zoo, stages: _Stages, chain, comb, thresholds, rows) -> np.ndarray:
-    """Whether the cascade is right on each of ``rows``."""
-    scores, correct = stages.chain(chain, comb, rows)
-    exit_at = exit_stages(scores, thresholds, rows.size)
-    return np.stack(correct)[exit_at, np.arange(rows.size)]
-
-
 def _cascade(zoo, stages, cand: _Candidate, reference, target, rows, details) -> Cascade:
-    thresholds = cand.points.thresholds(cand.cell)
-    right = _evaluate(zoo, stages, cand.chain, cand.combine, thresholds, rows)
-    ref_right = np.argmax(zoo.outputs[reference][rows], 1) == zoo.labels[rows]
+    """The candidate as a Cascade; its figures are the counts of ``cand.points``, which were
+    made on ``rows``."""
+    pts = cand.points
     return Cascade(
         cand.chain,
-        thresholds,
+        pts.thresholds(cand.cell),
         tuple(zoo.costs[m] for m in cand.chain),
         stages.router,
         cand.combine,
         reference,
         {
             "target": target.to_dict(),
-            "calibration_accuracy": float(right.mean()),
-            "calibration_cost": float(cand.points.cost[cand.cell]),
-            "reference_accuracy": float(ref_right.mean()),
+            "calibration_accuracy": float(pts.correct[cand.cell] / pts.n),
+            "calibration_cost": float(pts.cost[cand.cell]),
+            "reference_accuracy": zoo.accuracy(reference, rows),
             "reference_cost": zoo.costs[reference],
             "models": zoo.names,
             **details,
@@ -404,12 +399,12 @@ def _guaranteed(zoo, stages, target, reference, combines, max_stages, fraction, 
         raise InputError(f"{zoo.n} calibration rows cannot be split for a guarantee "
                          f"(selection_fraction={fraction})")
     fit, check = _split(sel, 0.5, rng)  # inside the selection rows: an honest estimate
-    ref_right = np.argmax(zoo.outputs[reference], 1) == zoo.labels
+    ref_right = zoo.right(reference)
     eps, delta = float(target.eps), float(target.delta)
     ref_cost = zoo.costs[reference]
+    candidates = list(_chains(_pareto_models(zoo, sel), max_stages, combines))
     estimates = []  # (estimated certified cost, chain, combine)
-    for chain, comb in _bar(list(_chains(_pareto_models(zoo, sel), max_stages, combines)),
-                            progress):
+    for chain, comb in _bar(candidates, progress):
         pts, cell, _ = _tested_path(stages, chain, comb, zoo, fit, check, ref_right, eps,
                                     delta, max_cells, step)
         if cell >= 0 and pts.cost[cell] < ref_cost:
@@ -424,7 +419,7 @@ def _guaranteed(zoo, stages, target, reference, combines, max_stages, fraction, 
     finalists = chosen + ([safe] if safe else ranked[finalists - 1 : finalists])
     details: dict[str, Any] = {
         "selection_rows": int(sel.size), "certification_rows": int(cert.size),
-        "chains_tried": len(list(_chains(_pareto_models(zoo, sel), max_stages, combines))),
+        "chains_tried": len(candidates),
         "chains_certified_each_at": delta / max(len(finalists), 1),
         "finalists": [{"stages": list(c), "combine": m, "selection_cost_estimate": e}
                       for e, c, m in finalists],

@@ -36,7 +36,7 @@ from ebjr._utils.arrays import Array, namespace, to_numpy
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
 from ebjr.joint.cascade import Cascade, stage_answer
-from ebjr.joint.functional import into_namespace, scatter_rows, take_rows
+from ebjr.joint.functional import device_of, into_namespace, scatter_rows, take_rows
 from ebjr.routing import Router, check_threshold
 from ebjr.routing.base import teacher_mask
 from ebjr.scores import softmax
@@ -133,7 +133,7 @@ class CascadeModel:
         reached: dict[str, int] = {}
         first = self._run(self.stages[0], batch)
         xp = namespace(first)
-        rows = xp.arange(n, device=_device(first))  # batch rows at the current stage
+        rows = xp.arange(n, device=device_of(first))  # batch rows at the current stage
         pred = probs = running = None
         logits = first
         for i, name in enumerate(self.stages):
@@ -149,15 +149,15 @@ class CascadeModel:
                 go_on = teacher_mask(self.router.score(answer, validate=False), thresholds[i])
                 here = xp.nonzero(~go_on)[0]
             else:
-                go_on, here = None, xp.arange(int(rows.shape[0]), device=_device(first))
+                go_on, here = None, xp.arange(int(rows.shape[0]), device=device_of(first))
             answer_here = take_rows(answer, here)
             p_here = softmax(answer_here, validate=False)
             c_here = xp.argmax(answer_here, axis=1)
             at = take_rows(rows, here)
             if pred is None:
-                pred = xp.zeros(n, dtype=c_here.dtype, device=_device(first))
+                pred = xp.zeros(n, dtype=c_here.dtype, device=device_of(first))
                 probs = xp.zeros((n, p_here.shape[1]), dtype=p_here.dtype,
-                                 device=_device(first))
+                                 device=device_of(first))
             pred = scatter_rows(xp, pred, at, c_here)
             probs = scatter_rows(xp, probs, at, p_here)
             exit_stage[to_numpy(at)] = i
@@ -182,9 +182,3 @@ class CascadeModel:
     def __repr__(self) -> str:
         return (f"CascadeModel(stages={list(self.stages)}, thresholds={list(self._thresholds)}, "
                 f"router={self.router!r}, combine={self.cascade.combine!r})")
-
-
-def _device(x: Array) -> Any:
-    from array_api_compat import device
-
-    return device(x)
