@@ -48,6 +48,42 @@ def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
     return persist.save(joint, folder / "small.json", result.bundle)
 
 
+def make_cascade_bundle(folder: Path, combine: str = "last", name: str = "zoo",
+                        faulty_last: bool = False) -> Path:
+    """A real 3-stage cascade document: seeded digits models of growing size (untrained),
+    softmax router, thresholds that pass about 60 % of random rows on from the first stage and
+    half of those from the second; with the input record. ``faulty_last``: the last stage
+    is :func:`faulty_student` (a RuntimeError on negative inputs)."""
+    import torch
+
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import persist
+    from ebjr.joint.cascade import Cascade, answer_logits
+    from ebjr.joint.cascade_model import CascadeModel
+    from ebjr.routing import get_router
+    from ebjr.zoo import digits
+
+    torch.manual_seed(0)
+    f = "ebjr.zoo.digits:"
+    models = {
+        "small": TorchAdapter(digits.make_student(hidden=8).eval(), factory=f + "make_student",
+                              factory_kwargs={"hidden": 8}),
+        "mid": TorchAdapter(digits.make_student(hidden=64).eval(), factory=f + "make_student",
+                            factory_kwargs={"hidden": 64}),
+        "big": TorchAdapter(faulty_student() if faulty_last else digits.make_teacher().eval(),
+                            factory="serve_support:faulty_student" if faulty_last
+                            else f + "make_teacher"),
+    }
+    x = random_rows(600, seed=1)
+    answers = answer_logits([models[m](x).numpy() for m in ("small", "mid")], combine)
+    router = get_router("softmax")
+    t0 = float(np.quantile(router.score(answers[0]), 0.6))
+    t1 = float(np.quantile(router.score(answers[1]), 0.5))
+    cascade = Cascade(("small", "mid", "big"), (t0, t1), (1.0, 8.0, 60.0), router, combine)
+    live = CascadeModel(models, cascade, input={"shape": list(ROW_SHAPE), "datatype": "FP32"})
+    return persist.save(live, folder / f"{name}.json")
+
+
 def faulty_student() -> Any:
     """A digits student that fails like a broken model: logits that overflow to NaN on inputs
     beyond 1e30, and a RuntimeError on negative inputs."""

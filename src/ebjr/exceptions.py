@@ -84,12 +84,15 @@ class Overloaded(EBJRError, RuntimeError):
 
 
 class TeacherUnavailable(EBJRError, RuntimeError):
-    """The teacher could not answer (down, slow, overloaded, or broken); ``kind`` says how."""
+    """The teacher (or, in a cascade, a later ``stage``) could not answer (down, slow,
+    overloaded, or broken); ``kind`` says how."""
 
-    def __init__(self, message: str, kind: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, kind: str, retry_after: float = 1.0, *,
+                 stage: str = "teacher") -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.stage = stage
 
 
 class BundleError(EBJRError, ValueError):

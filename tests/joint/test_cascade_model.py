@@ -109,5 +109,6 @@ def test_thresholds_are_a_live_knob_and_bad_input_is_refused():
         live.predict(np.zeros((0, 1)))
     odd = CascadeModel({"a": Recorder(z["m0"]), "b": Recorder(z["m1"][:, :4])},
                        Cascade(("a", "b"), (np.inf,), router="softmax"))
-    with pytest.raises(InputError, match="stage 'b' gives 4 classes but 'a' gives 6"):
+    with pytest.raises(InputError, match=r"stage 'b' gave outputs of shape \[3, 4\] for 3 "
+                                         r"rows; expected \[3, 6\]"):
         odd.predict(np.arange(3)[:, None])

@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,12 +42,12 @@ from pydantic import (
 
 from ebjr._utils.json import dumps, loads_strict
 from ebjr.adapters.references import describe_errors, validate_reference
-from ebjr.bundle.schema import RouterSpec, read_document
+from ebjr.bundle.schema import InputRecord, RouterSpec, read_document
 from ebjr.exceptions import BundleError, InputError
 from ebjr.joint.cascade import COMBINES, Cascade
 
-__all__ = ["CASCADE_FORMAT", "CascadeDocument", "read_cascade", "read_cascade_document",
-           "write_cascade"]
+__all__ = ["CASCADE_FORMAT", "CascadeDocument", "CascadeRecord", "read_cascade",
+           "read_cascade_document", "write_cascade"]
 
 CASCADE_FORMAT = "ebjr.cascade"
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -77,17 +78,48 @@ class CascadeDocument(_Strict):
     combine: Literal[COMBINES]  # type: ignore[valid-type]
     reference: Name | None = None
     details: dict[str, JsonValue] = {}
+    input: InputRecord | None = None
+
+
+@dataclass
+class CascadeRecord:
+    """A read cascade document: the cascade, each stage's model reference (where recorded)
+    and the per-row input record; read as a pair bundle is where servers need it (the
+    thresholds, the costs, the search's details as its calibration; no single curve)."""
+
+    cascade: Cascade
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    input: dict[str, Any] | None = None
+    curve: None = None
+
+    @property
+    def threshold(self) -> list[float]:
+        return list(self.cascade.thresholds)
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return dict(zip(self.cascade.stages, self.cascade.costs or (), strict=False))
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return dict(self.cascade.details.get("target") or {})
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return dict(self.cascade.details)
 
 
 def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | None = None,
                   created_by: str | None = None,
-                  models: dict[str, dict[str, Any]] | None = None) -> Path:
+                  models: dict[str, dict[str, Any]] | None = None,
+                  input: dict[str, Any] | None = None) -> Path:
     """Write ``cascade`` as a cascade document; returns the path.
 
     Args:
         sources: stage name -> where its outputs came from (a file), for the record.
         models: stage name -> model reference (what :func:`ebjr.save` writes for a
             :class:`~ebjr.joint.cascade_model.CascadeModel`).
+        input: the per-row input record (:class:`~ebjr.bundle.schema.InputRecord`).
     """
     from ebjr._version import __version__
 
@@ -101,7 +133,7 @@ def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | 
     doc = {"format": CASCADE_FORMAT, "schema_version": 1,
            "created_by": created_by or f"ebjr {__version__}", "stages": stages,
            "router": d["router"], "combine": d["combine"], "reference": d["reference"],
-           "details": d["details"]}
+           "details": d["details"], "input": input}
     text = dumps(doc, indent=2)  # +-inf as the largest double: it routes identically
     CascadeDocument.model_validate(loads_strict(text, "the cascade", BundleError))
     p = Path(path)
@@ -112,12 +144,12 @@ def write_cascade(cascade: Cascade, path: str | Path, sources: dict[str, str] | 
 
 def read_cascade(path: str | Path) -> Cascade:
     """Read and check a cascade document (see :func:`read_cascade_document`)."""
-    return read_cascade_document(path)[0]
+    return read_cascade_document(path).cascade
 
 
-def read_cascade_document(path: str | Path) -> tuple[Cascade, dict[str, dict[str, Any]]]:
-    """Read and check a cascade document: the cascade, and the model reference of each stage
-    that has one (checked against its kind's schema; nothing is built).
+def read_cascade_document(path: str | Path) -> CascadeRecord:
+    """Read and check a cascade document: the cascade, the model reference of each stage
+    that has one (checked against its kind's schema; nothing is built) and the input record.
 
     Raises:
         BundleError: missing, too large, not strict JSON, or not a valid document (the
@@ -149,7 +181,8 @@ def read_cascade_document(path: str | Path) -> tuple[Cascade, dict[str, dict[str
         )
     except (InputError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{str(p)!r}: {exc}") from exc
-    return cascade, models
+    record = None if doc.input is None else doc.input.model_dump(exclude_none=True)
+    return CascadeRecord(cascade, models, record)
 
 
 def _router(spec: dict[str, Any]):

@@ -131,14 +131,15 @@ def _save_cascade(model: CascadeModel, p: Path) -> Path:
                               f"{p.stem}.stage{i}")  # stage names need not be file names
             for i, name in enumerate(model.stages)}
     live = replace(model.cascade, thresholds=model.thresholds)  # the knob as it is now
-    return write_cascade(live, p, models=refs)
+    return write_cascade(live, p, models=refs, input=model.input)
 
 
 def _load_cascade(p: Path, device: Any, allow: list[str] | None,
                   allow_torchscript: bool) -> CascadeModel:
     from ebjr.bundle.cascade import read_cascade_document
 
-    cascade, refs = read_cascade_document(p)
+    record = read_cascade_document(p)
+    cascade, refs = record.cascade, record.models
     missing = [s for s in cascade.stages if s not in refs]
     if missing:
         raise BundleError(
@@ -150,7 +151,10 @@ def _load_cascade(p: Path, device: Any, allow: list[str] | None,
              for s in cascade.stages}
     for s in cascade.stages:  # every model checked before any is built
         _check_model(files[s], refs[s])
-    return CascadeModel({s: _build(refs[s], files[s]) for s in cascade.stages}, cascade)
+    model = CascadeModel({s: _build(refs[s], files[s]) for s in cascade.stages}, cascade,
+                         input=record.input)
+    model.bundle = record  # type: ignore[attr-defined]
+    return model
 
 
 def _format_of(p: Path) -> str | None:

@@ -2,7 +2,7 @@
 
 The output is one parquet file, a row per input row, in input order:
 ``row`` (the row number) or ``path`` (for image folders), ``prediction``,
-``score``, ``answered_by`` (``student`` or ``teacher``) and
+``score``, ``answered_by`` (``student`` or ``teacher``; a cascade's stage names) and
 ``probabilities`` (a fixed-size list per row). :mod:`ebjr.ray.data` writes
 the same file from a Ray Dataset, through the same :class:`PredictionWriter`.
 """
@@ -21,6 +21,7 @@ from ebjr._utils.files import AtomicWriter
 from ebjr._utils.validation import check_int
 from ebjr.bundle.inputs import open_inputs
 from ebjr.exceptions import InputError, missing_dependency
+from ebjr.joint.cascade_model import CascadeModel
 
 __all__ = ["PredictionWriter", "predict_file"]
 
@@ -44,6 +45,7 @@ class PredictionWriter:
         self._writer: Any = None
         self.rows = 0
         self.teacher_rows = 0
+        self.answered: dict[str, int] = {}
 
     def write(
         self, ids: list[Any], predictions: Any, scores: Any, answered_by: Any, probabilities: Any
@@ -69,6 +71,9 @@ class PredictionWriter:
             raise self._file.error(exc) from None
         self.rows += len(ids)
         self.teacher_rows += int((answered == "teacher").sum())
+        labels, counts = np.unique(answered, return_counts=True)
+        for label, c in zip(labels.tolist(), counts.tolist(), strict=True):
+            self.answered[label] = self.answered.get(label, 0) + int(c)
 
     def abort(self) -> None:
         """Drop what was written: the output stays as it was."""
@@ -96,6 +101,7 @@ class PredictionWriter:
             "rows": self.rows,
             "teacher_rows": self.teacher_rows,
             "teacher_fraction": self.teacher_rows / self.rows if self.rows else 0.0,
+            "answered_by": dict(sorted(self.answered.items())),
         }
 
 
@@ -110,9 +116,11 @@ def predict_file(
     allow_torchscript: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the joint model of ``bundle_path`` over ``input_path`` into ``output`` (parquet).
+    """Run the joint model (or the cascade) of ``bundle_path`` over ``input_path`` into
+    ``output`` (parquet).
 
-    Returns the output's path, its rows, and the rows and share the teacher answered.
+    Returns the output's path, its rows, the rows and share the teacher answered, the rows
+    each ``answered_by`` label got, and for a cascade its ``stages``.
     """
     from tqdm.auto import tqdm
 
@@ -134,4 +142,7 @@ def predict_file(
     except BaseException:
         writer.abort()
         raise
-    return writer.close()
+    summary = writer.close()
+    if isinstance(joint, CascadeModel):
+        summary["stages"] = list(joint.stages)
+    return summary

@@ -74,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif "stages" in summary:
+        n = max(summary["rows"], 1)
+        shares = ", ".join(f"{s} {100 * summary['answered_by'].get(s, 0) / n:.1f} %"
+                           for s in summary["stages"])
+        print(f"wrote {summary['rows']} predictions to {summary['output']} (answered by: "
+              f"{shares})")
     else:
         print(f"wrote {summary['rows']} predictions to {summary['output']} "
               f"({100 * summary['teacher_fraction']:.1f} % answered by the teacher)")

@@ -27,45 +27,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ebjr._utils.arrays import Array, namespace, to_numpy
+from ebjr._utils.arrays import Array
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
-from ebjr.joint.cascade import Cascade, stage_answer
-from ebjr.joint.functional import device_of, into_namespace, scatter_rows, take_rows
+from ebjr.joint.cascade import Cascade
+from ebjr.joint.cascade_walk import CascadePrediction, CascadeWalk
+from ebjr.joint.functional import take_rows
 from ebjr.routing import Router, check_threshold
-from ebjr.routing.base import teacher_mask
-from ebjr.scores import softmax
 
 __all__ = ["CascadeModel", "CascadePrediction"]
-
-
-@dataclass(frozen=True)
-class CascadePrediction:
-    """A cascade's answer for one batch.
-
-    Attributes:
-        predictions: class per row, shape ``(n,)``.
-        probabilities: the answering stage's probabilities, shape ``(n, C)``.
-        exit_stage: index of the stage that answered each row (numpy).
-        stages: the stage names.
-        thresholds: the one threshold vector this batch was routed with.
-    """
-
-    predictions: Array
-    probabilities: Array
-    exit_stage: np.ndarray
-    stages: tuple[str, ...]
-    thresholds: tuple[float, ...]
-
-    @property
-    def answered_by(self) -> np.ndarray:
-        """The name of the stage that answered each row."""
-        return np.asarray(self.stages)[self.exit_stage]
 
 
 class CascadeModel:
@@ -76,10 +50,13 @@ class CascadeModel:
         cascade: stages, thresholds, router and combine rule (e.g. from
             :func:`ebjr.search_cascade`, or :func:`ebjr.bundle.cascade.read_cascade`).
         validate: check every model's outputs (shape, NaN/inf) at the adapters' boundary.
+        input: the per-row input record ``{"shape": [...], "datatype": "FP32", ...}``
+            (:class:`~ebjr.bundle.schema.InputRecord`) that :func:`ebjr.save` writes, so
+            that ``ebjr serve`` checks request shapes and ``ebjr predict`` decodes images.
     """
 
     def __init__(self, models: Mapping[str, Any], cascade: Cascade, *,
-                 validate: bool = True) -> None:
+                 validate: bool = True, input: dict[str, Any] | None = None) -> None:
         missing = [s for s in cascade.stages if s not in models]
         if missing:
             raise InputError(f"no model for stage(s) {missing}; got {sorted(models)}")
@@ -87,6 +64,7 @@ class CascadeModel:
         self.adapters: dict[str, Adapter] = {s: as_adapter(models[s]) for s in cascade.stages}
         self.router: Router = cascade.router  # type: ignore[assignment]
         self.validate = validate
+        self.input = None if input is None else dict(input)
         self._thresholds = tuple(cascade.thresholds)
         self._lock = threading.Lock()
         self._reached = dict.fromkeys(cascade.stages, 0)
@@ -118,7 +96,8 @@ class CascadeModel:
             return {"batches": self._batches, "rows": self._reached[self.stages[0]],
                     "stage_rows": dict(self._reached), "answered": dict(self._answered)}
 
-    def _run(self, name: str, rows: Any) -> Array:
+    def run_stage(self, name: str, rows: Any) -> Array:
+        """Stage ``name``'s model on ``rows`` (its outputs checked unless ``validate=False``)."""
         adapter = self.adapters[name]
         return adapter(rows) if self.validate else adapter.forward(rows)
 
@@ -127,54 +106,23 @@ class CascadeModel:
         n = batch_size(batch)
         if n == 0:
             raise InputError("the batch is empty: expected at least one input")
-        thresholds = self._thresholds  # one read: the whole batch uses this vector
-        last = len(self.stages) - 1
-        exit_stage = np.full(n, last, dtype=np.int64)
-        reached: dict[str, int] = {}
-        first = self._run(self.stages[0], batch)
-        xp = namespace(first)
-        rows = xp.arange(n, device=device_of(first))  # batch rows at the current stage
-        pred = probs = running = None
-        logits = first
-        for i, name in enumerate(self.stages):
-            if i:
-                logits = into_namespace(self._run(name, take_rows(batch, rows)), xp, first)
-                if logits.shape[1] != first.shape[1]:
-                    raise InputError(f"stage {name!r} gives {logits.shape[1]} classes but "
-                                     f"{self.stages[0]!r} gives {first.shape[1]}: the stages "
-                                     "of a cascade share one label space")
-            reached[name] = int(rows.shape[0])
-            answer, running = stage_answer(logits, running, i, self.cascade.combine)
-            if i < last:
-                go_on = teacher_mask(self.router.score(answer, validate=False), thresholds[i])
-                here = xp.nonzero(~go_on)[0]
-            else:
-                go_on, here = None, xp.arange(int(rows.shape[0]), device=device_of(first))
-            answer_here = take_rows(answer, here)
-            p_here = softmax(answer_here, validate=False)
-            c_here = xp.argmax(answer_here, axis=1)
-            at = take_rows(rows, here)
-            if pred is None:
-                pred = xp.zeros(n, dtype=c_here.dtype, device=device_of(first))
-                probs = xp.zeros((n, p_here.shape[1]), dtype=p_here.dtype,
-                                 device=device_of(first))
-            pred = scatter_rows(xp, pred, at, c_here)
-            probs = scatter_rows(xp, probs, at, p_here)
-            exit_stage[to_numpy(at)] = i
-            if go_on is None:
-                break
-            keep = xp.nonzero(go_on)[0]
-            rows = take_rows(rows, keep)
-            running = None if running is None else take_rows(running, keep)
-            if not int(rows.shape[0]):
-                break
+        walk = CascadeWalk(self.cascade, self._thresholds, n)  # one read of the knob
+        rows = walk.feed(self.run_stage(self.stages[0], batch))
+        while rows is not None:
+            rows = walk.feed(self.run_stage(walk.stage_name, take_rows(batch, rows)))
+        out = walk.result()
+        self.count(out)
+        return out
+
+    def count(self, out: CascadePrediction) -> None:
+        """Add one answered batch to :meth:`counts` (servers that walk the cascade
+        themselves call it)."""
+        reached = out.stage_rows()
         with self._lock:
             self._batches += 1
-            for name, k in reached.items():
-                self._reached[name] += k
             for i, name in enumerate(self.stages):
-                self._answered[name] += int(np.sum(exit_stage == i))
-        return CascadePrediction(pred, probs, exit_stage, self.stages, thresholds)
+                self._reached[name] += reached[name]
+                self._answered[name] += int(np.sum(out.exit_stage == i))
 
     def __call__(self, batch: Any) -> CascadePrediction:
         return self.predict(batch)

@@ -23,7 +23,7 @@ from ebjr._utils.arrays import to_numpy
 from ebjr.exceptions import ModelError, TeacherUnavailable
 from ebjr.joint.functional import RoutedBatch, take_rows
 
-__all__ = ["ANSWERED_BY", "JointAnswer", "finish_batch", "model_failure"]
+__all__ = ["ANSWERED_BY", "JointAnswer", "finish_batch", "model_failure", "split_answers"]
 
 #: who answered a row: the student, the teacher, or the student because the teacher failed
 ANSWERED_BY = ("student", "teacher", "student_fallback")
@@ -34,20 +34,28 @@ AskTeacher = Callable[[Any], Awaitable[tuple[Any, TeacherUnavailable | None]]]
 
 @dataclass
 class JointAnswer:
-    """The joint model's answer for one request's rows."""
+    """The answer of a joint model (or of a cascade) for one request's rows."""
 
     predictions: np.ndarray
     probabilities: np.ndarray
     scores: np.ndarray
-    answered_by: np.ndarray  # one of ANSWERED_BY per row
-    threshold: float
-    degraded: bool  # routed rows answered by the student because the teacher failed
+    answered_by: np.ndarray  # one of ANSWERED_BY per row; a cascade's: its stage names
+    threshold: float | tuple[float, ...]  # a cascade's: one per stage but the last
+    degraded: bool  # routed rows answered by an earlier stage because a later one failed
+    stages: tuple[str, ...] = ("student", "teacher")
 
     @property
     def path(self) -> str:
+        """``fallback`` if degraded, else the last stage that answered a row."""
         if self.degraded:
             return "fallback"
-        return "teacher" if (self.answered_by == "teacher").any() else "student"
+        present = set(self.answered_by.tolist())
+        return next(s for s in reversed(self.stages) if s in present or s == self.stages[0])
+
+    @property
+    def passed_on(self) -> int:
+        """Rows the first stage did not answer (the teacher's rows, for a pair)."""
+        return int((self.answered_by != self.stages[0]).sum())
 
     def counts(self) -> dict[str, int]:
         """Rows per :data:`ANSWERED_BY` label (those with rows)."""
@@ -83,19 +91,35 @@ async def finish_batch(
     if routed.k:
         t_logits, failure = await ask_teacher(take_rows(batch, np.flatnonzero(mask)))
     pred = joint.merge(routed, t_logits)
-    predictions = to_numpy(pred.predictions)
-    probs = to_numpy(pred.probabilities)
-    scores = to_numpy(routed.scores)
     answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
+    answer = JointAnswer(to_numpy(pred.predictions), to_numpy(pred.probabilities),
+                         to_numpy(routed.scores), answered, routed.threshold, False)
+    return split_answers(answer, mask if failure else np.zeros_like(mask), failure, sizes,
+                         fallback)
+
+
+def split_answers(
+    batch: JointAnswer,
+    fell_back: np.ndarray,
+    failure: TeacherUnavailable | None,
+    sizes: Sequence[int],
+    fallback: str,
+) -> list[JointAnswer | TeacherUnavailable]:
+    """A batch's answer split into one per request (``sizes`` rows each, in order).
+
+    ``fell_back`` marks the rows answered by an earlier stage because a later one
+    failed with ``failure``: a request with such a row is ``degraded``, or under the
+    fallback policy ``"error"`` gets the failure instead of an answer.
+    """
     out: list[JointAnswer | TeacherUnavailable] = []
     start = 0
     for n in sizes:
         a, start = start, start + n
-        hit = bool(mask[a:start].any())
+        hit = bool(fell_back[a:start].any())
         if failure is not None and hit and fallback == "error":
             out.append(failure)
             continue
-        out.append(JointAnswer(predictions[a:start], probs[a:start], scores[a:start],
-                               answered[a:start], routed.threshold,
-                               failure is not None and hit))
+        out.append(JointAnswer(batch.predictions[a:start], batch.probabilities[a:start],
+                               batch.scores[a:start], batch.answered_by[a:start],
+                               batch.threshold, hit, batch.stages))
     return out

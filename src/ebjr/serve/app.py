@@ -45,7 +45,9 @@ from starlette.exceptions import HTTPException
 
 from ebjr._version import __version__
 from ebjr.exceptions import EBJRError, Overloaded
+from ebjr.joint.cascade_model import CascadeModel
 from ebjr.serve.bodies import describe
+from ebjr.serve.cascade_engine import CascadeEngine
 from ebjr.serve.edge import BodyGuard, BrowserGuard, RequestEdge, request_id_of
 from ebjr.serve.engine import JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
@@ -70,7 +72,7 @@ _BODIES: tuple[type[BaseModel], ...] = (InferRequest, PredictRequest, ThresholdU
 
 
 def load_models(s: ServeSettings) -> tuple[Any, Any]:
-    """The model(s) ``s`` serves, loaded: ``(JointModel or adapter, bundle)``.
+    """The model(s) ``s`` serves, loaded: ``(JointModel, CascadeModel or adapter, bundle)``.
 
     Raises:
         BundleError: anything wrong with the bundle or its models.
@@ -93,7 +95,9 @@ def install(state: AppState, models: tuple[Any, Any]) -> None:
     """Make loaded ``models`` (:func:`load_models`) the app's engine."""
     model, state.bundle = models
     s = state.settings
-    if s.role == "joint":
+    if isinstance(model, CascadeModel):
+        state.engine = CascadeEngine(model, s, state.metrics)
+    elif s.role == "joint":
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(model, s, state.metrics, remote)
     else:

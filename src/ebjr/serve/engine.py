@@ -28,7 +28,7 @@ from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
 __all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
-           "TeacherUnavailable"]
+           "ModelRunner", "TeacherUnavailable", "ask_stage", "split_rows"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -84,7 +84,7 @@ class JointEngineAPI(Engine, Protocol):
     async def counts(self) -> dict[str, int]: ...
 
 
-def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
+def split_rows(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
     out, start = [], 0
     for b in blocks:
         out.append((start, start + int(b.shape[0])))
@@ -92,7 +92,28 @@ def _split(blocks: list[np.ndarray]) -> list[tuple[int, int]]:
     return out
 
 
-class _ModelRunner:
+async def ask_stage(batcher: Batcher, rows: np.ndarray, who: str, metrics: ServeMetrics
+                    ) -> tuple[np.ndarray | None, TeacherUnavailable | None]:
+    """``(logits, None)`` from a later stage's batcher, or ``(None, why it could not
+    answer)``: overloaded, closing, unavailable or failed, counted in the metrics."""
+    try:
+        return await batcher.submit(rows), None
+    except Overloaded as exc:
+        kind = "shutting_down" if exc.closing else "queue_full"
+        err = TeacherUnavailable(f"the {who} is overloaded: {exc}", kind, exc.retry_after,
+                                 stage=who)
+    except TeacherUnavailable as exc:
+        err = exc
+        err.stage = who
+    except Exception as exc:  # a broken local model must not take the request down
+        log.exception("the %s failed on %d rows", who, len(rows))
+        err = TeacherUnavailable(f"the {who} failed: {type(exc).__name__}: {exc}",
+                                 "model_error", stage=who)
+    metrics.teacher_errors.labels(err.kind).inc()
+    return None, err
+
+
+class ModelRunner:
     """Runs ``fn`` on its own thread: ``await runner(*args) -> fn(*args)``.
 
     The inputs were checked at the protocol edge, so anything ``fn`` raises
@@ -125,7 +146,7 @@ class ModelEngine:
         self.adapter = adapter
         self.settings = settings
         self.metrics = metrics
-        self._runner = _ModelRunner(lambda rows: to_numpy(adapter(rows)), settings.role)
+        self._runner = ModelRunner(lambda rows: to_numpy(adapter(rows)), settings.role)
         self.batcher = Batcher(
             settings.role,
             self._run,
@@ -146,7 +167,7 @@ class ModelEngine:
                 f"the {self.settings.role} model emitted NaN or infinity on a batch of "
                 f"{len(batch)} rows of shape {list(batch.shape[1:])}", self.settings.role
             )
-        return [logits[a:b] for a, b in _split(blocks)]
+        return [logits[a:b] for a, b in split_rows(blocks)]
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         return await self.batcher.submit(x)
@@ -182,12 +203,12 @@ class JointEngine:
         self.joint = joint
         self.settings = settings
         self.metrics = metrics
-        self._student = _ModelRunner(joint.route, "student")
+        self._student = ModelRunner(joint.route, "student")
         self._remote = teacher is not None  # its calls are counted here, not by the joint model
         self._teacher = (
             teacher
             if teacher is not None
-            else _ModelRunner(lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher")
+            else ModelRunner(lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher")
         )
         self.control: LoadAwareThreshold | None = None
         if settings.load_mode is not None:
@@ -302,25 +323,12 @@ class JointEngine:
         logits = await self._teacher(np.concatenate(blocks))
         if self._remote:
             self.joint.count_teacher_call()
-        return [logits[a:b] for a, b in _split(blocks)]
+        return [logits[a:b] for a, b in split_rows(blocks)]
 
     async def _ask_teacher(
         self, rows: np.ndarray
     ) -> tuple[np.ndarray | None, TeacherUnavailable | None]:
-        try:
-            return await self.teacher_batcher.submit(rows), None
-        except Overloaded as exc:
-            kind = "shutting_down" if exc.closing else "queue_full"
-            err = TeacherUnavailable(f"the teacher is overloaded: {exc}", kind, exc.retry_after)
-        except TeacherUnavailable as exc:
-            err = exc
-        except Exception as exc:  # a broken local teacher must not take the request down
-            log.exception("the teacher failed on %d rows", len(rows))
-            err = TeacherUnavailable(
-                f"the teacher failed: {type(exc).__name__}: {exc}", "model_error"
-            )
-        self.metrics.teacher_errors.labels(err.kind).inc()
-        return None, err
+        return await ask_stage(self.teacher_batcher, rows, "teacher", self.metrics)
 
     async def _run_student(self, blocks: list[np.ndarray]) -> list[Any]:
         batch = np.concatenate(blocks)

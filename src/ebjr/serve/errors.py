@@ -55,7 +55,7 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     if isinstance(exc, Overloaded):
         return ErrorAnswer(503 if exc.closing else 429, str(exc), exc.retry_after)
     if isinstance(exc, TeacherUnavailable):
-        return ErrorAnswer(503, f"the teacher could not answer ({exc.kind}) and the fallback "
+        return ErrorAnswer(503, f"the {exc.stage} could not answer ({exc.kind}) and the fallback "
                            "policy is 'error'; retry later", exc.retry_after)
     if isinstance(exc, ModelError):
         return ErrorAnswer(502, f"model fault, not a bad request: the {exc.model or 'model'} "

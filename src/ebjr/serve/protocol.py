@@ -131,12 +131,14 @@ class PredictRequest(BaseModel):
 
 
 class ThresholdUpdate(BaseModel):
-    """Set the live threshold directly, or by a target teacher share on the bundle's curve."""
+    """Set the live threshold directly, or by a target teacher share on the bundle's curve;
+    for a cascade, ``thresholds``: one per stage but the last."""
 
     model_config = ConfigDict(extra="forbid")
 
     threshold: float | None = None
     teacher_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    thresholds: Annotated[list[float], Field(min_length=1, max_length=64)] | None = None
 
 
 class TensorMetadata(BaseModel):

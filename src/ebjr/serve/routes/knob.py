@@ -2,8 +2,9 @@
 
 ``GET|PUT /v2/models/{name}/threshold`` (writes need ``Authorization: Bearer <admin
 token>``; a write gives a threshold, or a teacher fraction turned into one on the
-bundle's curve), ``GET /v2/models/{name}/curve``, ``GET /v2/models/{name}/routing_stats``.
-A plain model has none of them (404).
+bundle's curve; for a cascade, ``thresholds``, one per stage but the last),
+``GET /v2/models/{name}/curve`` (not for a cascade: 404),
+``GET /v2/models/{name}/routing_stats``. A plain model has none of them (404).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ async def _threshold_state(state: AppState, engine: JointEngineAPI) -> dict[str,
         "router": engine.router.name,
         "load_control": json_safe(info["load_control"]),
         "writable": state.settings.admin_token is not None,
+        **({"stages": info["stages"]} if "stages" in info else {}),
     }
 
 
@@ -61,7 +63,19 @@ def _check_writer(token: str | None, authorization: str | None) -> None:
                             {"WWW-Authenticate": "Bearer"})
 
 
-def _new_threshold(state: AppState, body: ThresholdUpdate) -> float:
+def _new_threshold(state: AppState, body: ThresholdUpdate, engine: JointEngineAPI) -> Any:
+    if engine.kind == "cascade":
+        n = len(state.bundle.cascade.stages) - 1
+        if body.thresholds is None or body.threshold is not None or body.teacher_fraction:
+            raise InputError(f"a cascade takes 'thresholds': a list of {n} numbers, one per "
+                             "stage but the last")
+        bad = [t for t in body.thresholds if not math.isfinite(t)]
+        if bad:
+            raise InputError(f"thresholds must be finite numbers, got {bad}")
+        return list(body.thresholds)
+    if body.thresholds is not None:
+        raise InputError("'thresholds' (a list) is for a cascade; this model has one "
+                         "'threshold'")
     if body.threshold is not None and body.teacher_fraction is None:
         if not math.isfinite(body.threshold):
             raise InputError(f"threshold must be a finite number, got {body.threshold!r}")
@@ -83,7 +97,7 @@ async def set_threshold(
     _check_writer(state.settings.admin_token, authorization)
     body: ThresholdUpdate = await state.bodies.parse(await state.bodies.read(request),
                                                      ThresholdUpdate)
-    new = _new_threshold(state, body)
+    new = _new_threshold(state, body, engine)
     old = await engine.set_threshold(new)
     client = request.client.host if request.client else "?"
     log.warning("threshold of %r changed from %r to %r by %s (%s)", name, old, new, client,
@@ -94,6 +108,9 @@ async def set_threshold(
 @router.get("/v2/models/{name}/curve", responses=ERRORS)
 async def curve(state: State,
                 engine: Joint) -> dict:
+    if engine.kind == "cascade":
+        raise HTTPException(404, "a cascade has no single trade-off curve: its frontier is in "
+                                 "the report of 'ebjr cascade --report DIR'")
     c = state.bundle.curve
     return {
         "curve": c,
@@ -110,7 +127,8 @@ async def routing_stats(state: State,
         "counts": await engine.counts(),
         "recent_teacher_fraction": state.metrics.recent_teacher_fraction(),
         "queue_rows": await engine.queue_rows(),
-        "operating_point": curve_point_at(state.bundle.curve, await engine.threshold()),
+        "operating_point": None if engine.kind == "cascade"
+        else curve_point_at(state.bundle.curve, await engine.threshold()),
         **(await _threshold_state(state, engine)),
     }
 

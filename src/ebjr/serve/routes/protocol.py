@@ -114,6 +114,8 @@ async def all_stats(state: State) -> dict:
 
 # ---------------------------------------------------------------- one model
 def _platform(engine: Engine) -> str:
+    if engine.kind == "cascade":
+        return "ebjr_cascade"
     return "ebjr_joint" if isinstance(engine, JointEngineAPI) else "ebjr_model"
 
 
@@ -137,6 +139,9 @@ async def metadata(request: Request, name: str, engine: Serving) -> dict:
                       calibration=json_safe(state.bundle.calibration), fallback=s.fallback)
         if s.remote_teacher:
             params["remote_teacher"] = s.remote_teacher
+        if engine.kind == "cascade":
+            params["stages"] = list(state.bundle.cascade.stages)
+            params["combine"] = state.bundle.cascade.combine
     return {"name": name, "versions": [VERSION], "platform": _platform(engine),
             "inputs": _inputs(state), "outputs": _outputs(engine), "parameters": params}
 
@@ -225,11 +230,12 @@ def _tensors(engine: Engine, result: np.ndarray | JointAnswer
         ("answered_by", result.answered_by.astype(str)),
     ]
     router_name = engine.router.name if isinstance(engine, JointEngineAPI) else None
+    moved = "passed_on" if engine.kind == "cascade" else "teacher_rows"
     return tensors, {
         "threshold": json_safe(result.threshold),
         "degraded": result.degraded,
         "router": router_name,
-        "teacher_rows": int((result.answered_by != "student").sum()),
+        moved: result.passed_on,
     }
 
 
