@@ -84,6 +84,35 @@ def make_cascade_bundle(folder: Path, combine: str = "last", name: str = "zoo",
     return persist.save(live, folder / f"{name}.json")
 
 
+def cascade_reference(bundle, x, thresholds=None):
+    """Every stage on every row, then Cascade.apply: predictions, probabilities, scores,
+    answered_by."""
+    from scipy.special import softmax
+
+    import ebjr
+    from ebjr.joint.cascade import answer_logits
+
+    live = ebjr.load(bundle)
+    c = live.cascade
+    if thresholds is not None:
+        from dataclasses import replace
+
+        c = replace(c, thresholds=tuple(thresholds))
+    logits = {s: live.adapters[s](x).numpy().astype(np.float64) for s in c.stages}
+    r = c.apply(logits)
+    answers = np.stack(answer_logits([logits[s] for s in c.stages], c.combine))
+    mine = answers[r.exit_stage, np.arange(len(x))]
+    return {"predictions": r.predictions, "probabilities": softmax(mine, axis=1),
+            "scores": softmax(mine, axis=1).max(axis=1), "answered_by": r.answered_by}
+
+
+def check_cascade(got, want):
+    np.testing.assert_array_equal(got["predictions"], want["predictions"])
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=2e-6)
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=2e-6)
+    assert [str(a) for a in got["answered_by"]] == want["answered_by"].tolist()
+
+
 def faulty_student() -> Any:
     """A digits student that fails like a broken model: logits that overflow to NaN on inputs
     beyond 1e30, and a RuntimeError on negative inputs."""

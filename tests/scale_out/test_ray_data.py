@@ -1,5 +1,6 @@
 """Cascaded batch inference on Ray Data, on a real local Ray cluster: row for row what
-:meth:`JointModel.predict` gives, with the teacher given only the routed rows."""
+:meth:`JointModel.predict` gives, with the teacher given only the routed rows; a cascade
+of 3 models row for row what its reference gives."""
 
 import subprocess
 import sys
@@ -17,7 +18,13 @@ from ebjr.bundle.predict import predict_file  # noqa: E402
 from ebjr.exceptions import InputError  # noqa: E402
 from ebjr.ray.data import joint_map_batches, predict_files  # noqa: E402
 from predict_support import check, write_inputs  # noqa: E402
-from serve_support import make_serve_bundle, random_rows  # noqa: E402
+from serve_support import (  # noqa: E402
+    cascade_reference,
+    check_cascade,
+    make_cascade_bundle,
+    make_serve_bundle,
+    random_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +96,29 @@ def test_predict_files_writes_what_the_in_process_predict_writes(local_ray, bund
         ids = tb[tb.column_names[0]].to_pylist()
         rows = x if name != "images" else (x * 255).round().astype(np.float32)
         check(ta, ebjr.load(bundle).predict(rows), ids)
+
+
+@pytest.mark.parametrize("combine", ["last", "mean"])
+def test_a_cascade_runs_one_stage_per_map_batches_row_for_row(local_ray, tmp_path, combine):
+    """Each stage's actors see only the rows still open; the file equals the in-process
+    ``ebjr predict`` of the cascade and the independent reference (Cascade.apply)."""
+    path = str(make_cascade_bundle(tmp_path, combine=combine))
+    x = random_rows(900, seed=14)
+    np.save(tmp_path / "x.npy", x)
+    a = predict_files(path, tmp_path / "x.npy", tmp_path / "ray.parquet", progress=False,
+                      batch_size=128)
+    b = predict_file(path, tmp_path / "x.npy", tmp_path / "local.parquet", progress=False)
+    want = cascade_reference(path, x)
+    assert a["stages"] == b["stages"] == ["small", "mid", "big"]
+    assert a["answered_by"] == b["answered_by"] == {
+        s: int((want["answered_by"] == s).sum()) for s in ("small", "mid", "big")}
+    ta = pq.read_table(a["output"])
+    assert ta.column_names == pq.read_table(b["output"]).column_names
+    assert ta["row"].to_pylist() == list(range(900))
+    check_cascade({"predictions": ta["prediction"].to_numpy(),
+                   "scores": ta["score"].to_numpy(),
+                   "probabilities": np.stack(ta["probabilities"].to_numpy(zero_copy_only=False)),
+                   "answered_by": ta["answered_by"].to_pylist()}, want)
 
 
 def test_bad_datasets_and_bundles_are_refused(local_ray, bundle, tmp_path):

@@ -11,13 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from scipy.special import softmax
 
 import ebjr
 from ebjr.joint.cascade import answer_logits
 from ebjr.serve.app import create_app
 from ebjr.serve.settings import ServeSettings
-from serve_support import ROW_SHAPE, infer_body, make_cascade_bundle, outputs, random_rows
+from serve_support import (
+    ROW_SHAPE,
+    cascade_reference,
+    check_cascade,
+    infer_body,
+    make_cascade_bundle,
+    outputs,
+    random_rows,
+)
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,30 +40,6 @@ def client(bundle):
     app = create_app(ServeSettings(bundle=bundle, admin_token=TOKEN, max_request_rows=256))
     with TestClient(app) as c:
         yield c
-
-
-def reference(bundle, x, thresholds=None):
-    """Every stage on every row, then Cascade.apply: predictions, probabilities, scores,
-    answered_by."""
-    live = ebjr.load(bundle)
-    c = live.cascade
-    if thresholds is not None:
-        from dataclasses import replace
-
-        c = replace(c, thresholds=tuple(thresholds))
-    logits = {s: live.adapters[s](x).numpy().astype(np.float64) for s in c.stages}
-    r = c.apply(logits)
-    answers = np.stack(answer_logits([logits[s] for s in c.stages], c.combine))
-    mine = answers[r.exit_stage, np.arange(len(x))]
-    return {"predictions": r.predictions, "probabilities": softmax(mine, axis=1),
-            "scores": softmax(mine, axis=1).max(axis=1), "answered_by": r.answered_by}
-
-
-def check(got, want):
-    np.testing.assert_array_equal(got["predictions"], want["predictions"])
-    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=2e-6)
-    np.testing.assert_allclose(got["scores"], want["scores"], atol=2e-6)
-    assert [str(a) for a in got["answered_by"]] == want["answered_by"].tolist()
 
 
 def test_metadata_names_the_stages_and_their_thresholds(client, bundle):
@@ -75,8 +58,8 @@ def test_infer_equals_the_cascade_applied_to_every_models_outputs(client, bundle
     r = client.post("/v2/models/zoo/infer", json=infer_body(x))
     assert r.status_code == 200, r.text
     got = outputs(r.json())
-    want = reference(bundle, x)
-    check(got, want)
+    want = cascade_reference(bundle, x)
+    check_cascade(got, want)
     assert set(want["answered_by"]) == {"small", "mid", "big"}  # every stage answers some
     p = r.json()["parameters"]
     assert p["passed_on"] == int((want["answered_by"] != "small").sum())
@@ -100,7 +83,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(client, bundle
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(one, xs))
     for x, g in zip(xs, got, strict=True):
-        check(g, reference(bundle, x))
+        check_cascade(g, cascade_reference(bundle, x))
     counts = client.get("/v2/models/zoo/routing_stats").json()["counts"]
     assert counts["rows"] == sum(len(x) for x in xs)
     assert counts["batches"] < len(xs)  # requests were batched together
@@ -115,7 +98,7 @@ def test_the_thresholds_are_a_live_knob(client, bundle):
     assert r.json()["threshold"] == [0.2, 0.3]
     assert r.json()["old_threshold"] == pytest.approx(list(ebjr.load(bundle).thresholds))
     got = outputs(client.post("/v2/models/zoo/infer", json=infer_body(x)).json())
-    check(got, reference(bundle, x, thresholds=(0.2, 0.3)))
+    check_cascade(got, cascade_reference(bundle, x, thresholds=(0.2, 0.3)))
     # everything answered by the first stage, then everything sent on to the last
     client.put("/v2/models/zoo/threshold", json={"thresholds": [-1e308, 0.5]}, headers=AUTH)
     got = outputs(client.post("/v2/models/zoo/infer", json=infer_body(x)).json())
@@ -177,3 +160,69 @@ def test_a_failing_later_stage_falls_back_to_the_stage_before_or_fails_the_reque
         ok = c.post("/v2/models/faulty/infer", json=infer_body(random_rows(3)))
         assert ok.status_code == 200 and "degraded" in ok.json()["parameters"]
         assert 'ebjr_teacher_errors_total{kind="model_error"}' in c.get("/metrics").text
+
+
+# ------------------------------------------------------------ a real server, real clients
+def test_tritonclient_and_kserve_call_a_served_cascade_unchanged(tmp_path):
+    """``ebjr serve`` in its own process; Triton's and KServe's clients as their docs show."""
+    import asyncio
+
+    httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'ebjr[test]'")
+    pytest.importorskip("kserve", reason="pip install 'ebjr[test]'")
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    from serve_support import ServerProcess
+
+    path = make_cascade_bundle(tmp_path, combine="mean")
+    x = random_rows(64, seed=21)
+    want = cascade_reference(path, x)
+    names = ("predictions", "probabilities", "scores", "answered_by")
+    with ServerProcess(str(path)) as srv:
+        client = httpclient.InferenceServerClient(url=srv.url.removeprefix("http://"))
+        assert client.is_model_ready("zoo")
+        assert client.get_model_metadata("zoo")["platform"] == "ebjr_cascade"
+        for binary in (True, False):
+            inp = httpclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            result = client.infer("zoo", [inp])
+            got = {n: result.as_numpy(n) for n in names}
+            got["answered_by"] = [a.decode() for a in got["answered_by"]]
+            check_cascade(got, want)
+        client.close()
+
+        async def kserve_infer():
+            kc = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+            try:
+                inp = InferInput(name="input", shape=list(x.shape), datatype="FP32")
+                inp.set_data_from_numpy(x, binary_data=True)
+                return await kc.infer(srv.url, InferRequest(model_name="zoo",
+                                                            infer_inputs=[inp]),
+                                      model_name="zoo")
+            finally:
+                await kc.close()
+
+        response = asyncio.run(kserve_infer())
+        got = {o.name: o.as_numpy() for o in response.outputs}
+        got["answered_by"] = [a.decode() if isinstance(a, bytes) else str(a)
+                              for a in got["answered_by"]]
+        check_cascade(got, want)
+
+
+def test_ebjr_predict_writes_the_cascades_answers_in_order(tmp_path, capsys):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pip install 'ebjr[predict]'")
+    from ebjr.cli import main
+
+    path = make_cascade_bundle(tmp_path)
+    x = random_rows(150, seed=8)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(path), str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "out.parquet"), "--batch-size", "32", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "answered by: small" in printed and "mid" in printed and "big" in printed
+    table = pq.read_table(tmp_path / "out.parquet")
+    want = cascade_reference(path, x)
+    assert table["row"].to_pylist() == list(range(150))
+    got = {"predictions": table["prediction"].to_numpy(), "scores": table["score"].to_numpy(),
+           "probabilities": np.stack(table["probabilities"].to_numpy(zero_copy_only=False)),
+           "answered_by": table["answered_by"].to_pylist()}
+    check_cascade(got, want)

@@ -40,11 +40,12 @@ from typing import Any
 from ebjr.adapters.base import Adapter, adapter_for_reference
 from ebjr.adapters.builders import check_allowed_names, check_builder, resolve_builder
 from ebjr.bundle import RoutingBundle, read_bundle, write_bundle
+from ebjr.bundle.cascade import CascadeRecord, read_cascade_document
 from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
 from ebjr.joint.cascade_model import CascadeModel
 
-__all__ = ["check", "load", "load_model", "save"]
+__all__ = ["check", "load", "load_model", "read_record", "save"]
 
 ROLES = ("student", "teacher")
 
@@ -125,6 +126,10 @@ def save(joint: JointModel | CascadeModel, path: str | Path,
 def _save_cascade(model: CascadeModel, p: Path) -> Path:
     from dataclasses import replace
 
+    if model.elsewhere:
+        raise BundleError(f"cannot save a CascadeModel whose stages {list(model.elsewhere)} run "
+                          "elsewhere: save the one that holds every stage's model")
+
     from ebjr.bundle.cascade import write_cascade
 
     refs = {name: _save_model(model.adapters[name], f"stage {name!r}", p.parent,
@@ -134,10 +139,11 @@ def _save_cascade(model: CascadeModel, p: Path) -> Path:
     return write_cascade(live, p, models=refs, input=model.input)
 
 
-def _load_cascade(p: Path, device: Any, allow: list[str] | None,
-                  allow_torchscript: bool) -> CascadeModel:
-    from ebjr.bundle.cascade import read_cascade_document
-
+def _cascade_checked(p: Path, stages: tuple[str, ...] | None, device: Any,
+                     allow: list[str] | None, allow_torchscript: bool, first_only: bool = False
+                     ) -> tuple[CascadeRecord, dict[str, _BundleFiles]]:
+    """The cascade document at ``p`` and the checked files of ``stages`` (default: all; the
+    first one only with ``first_only``)."""
     record = read_cascade_document(p)
     cascade, refs = record.cascade, record.models
     missing = [s for s in cascade.stages if s not in refs]
@@ -147,14 +153,34 @@ def _load_cascade(p: Path, device: Any, allow: list[str] | None,
             "it was written by 'ebjr cascade' for precomputed outputs; build a CascadeModel "
             "from your models and ebjr.bundle.cascade.read_cascade(path) instead"
         )
+    unknown = [s for s in stages or () if s not in cascade.stages]
+    if unknown:
+        raise BundleError(f"{str(p)!r} has no stage(s) {unknown}; its stages are "
+                          f"{list(cascade.stages)}")
+    names = cascade.stages[:1] if first_only else cascade.stages if stages is None else stages
     files = {s: _files(p.parent, f"stage {s!r}", device, allow, allow_torchscript)
-             for s in cascade.stages}
-    for s in cascade.stages:  # every model checked before any is built
+             for s in names}
+    for s in names:  # every model checked before any is built
         _check_model(files[s], refs[s])
-    model = CascadeModel({s: _build(refs[s], files[s]) for s in cascade.stages}, cascade,
-                         input=record.input)
+    return record, files
+
+
+def _load_cascade(p: Path, device: Any, allow: list[str] | None,
+                  allow_torchscript: bool, first_only: bool = False) -> CascadeModel:
+    record, files = _cascade_checked(p, None, device, allow, allow_torchscript, first_only)
+    cascade = record.cascade
+    built = {s: _build(record.models[s], files[s]) for s in files}
+    model = CascadeModel(built, cascade, input=record.input,
+                         elsewhere=cascade.stages[1:] if first_only else ())
     model.bundle = record  # type: ignore[attr-defined]
     return model
+
+
+def read_record(path: str | Path) -> RoutingBundle | CascadeRecord:
+    """The bundle (or the cascade document) at ``path``, read and checked as a document; no
+    model file is read (:func:`check` checks those too)."""
+    p = Path(path)
+    return read_cascade_document(p) if _format_of(p) == "ebjr.cascade" else read_bundle(p)
 
 
 def _format_of(p: Path) -> str | None:
@@ -259,16 +285,21 @@ def check(
     *,
     allow_factories: list[str] | None = None,
     allow_torchscript: bool = False,
-) -> RoutingBundle:
+) -> Any:
     """Check the bundle at ``path`` and the models of ``roles`` without building any.
 
     The document against its schema, each model's builder against the trusted
     ones, TorchScript against ``allow_torchscript``, and every file against its
     SHA-256. What :func:`load` does first; ``ebjr serve`` calls it before it starts.
 
+    A cascade document (:mod:`ebjr.bundle.cascade`) has every stage's model checked
+    (``roles`` does not apply) and its :class:`~ebjr.bundle.cascade.CascadeRecord` returned.
+
     Raises:
         BundleError: the first problem found, naming the role and the field.
     """
+    if _format_of(Path(path)) == "ebjr.cascade":
+        return _cascade_checked(Path(path), None, None, allow_factories, allow_torchscript)[0]
     return _checked(Path(path), roles, None, allow_factories, allow_torchscript)[0]
 
 
@@ -284,13 +315,18 @@ def load_model(
     device: Any = None,
     allow_factories: list[str] | None = None,
     allow_torchscript: bool = False,
-) -> tuple[Adapter, RoutingBundle]:
-    """Load one model (``"student"`` or ``"teacher"``) of the bundle at ``path``, and the bundle.
+) -> tuple[Adapter, Any]:
+    """Load one model (``"student"`` or ``"teacher"``; of a cascade document, a stage's name)
+    of the bundle at ``path``, and the bundle.
 
     Args:
         allow_factories: exact builder names to trust besides the registered ones.
         allow_torchscript: load a TorchScript archive (a program) if the bundle has one.
     """
+    if _format_of(Path(path)) == "ebjr.cascade":
+        record, files = _cascade_checked(Path(path), (role,), device, allow_factories,
+                                         allow_torchscript)
+        return _build(record.models[role], files[role]), record
     if role not in ROLES:
         raise BundleError(f"role must be one of {ROLES}, got {role!r}")
     bundle, files = _checked(Path(path), (role,), device, allow_factories, allow_torchscript)
@@ -317,7 +353,8 @@ def load(
             a :class:`~ebjr.adapters.remote.RemoteV2Adapter` for an edge/cloud
             split); the bundle's teacher is then not loaded.
         student_side: load no teacher at all: the model routes and merges, and
-            the teacher's logits come from elsewhere (``ebjr.ray``'s stages).
+            the teacher's logits come from elsewhere (``ebjr.ray``'s stages); of a
+            cascade, only the first stage's model is loaded.
 
     Raises:
         BundleError: a malformed bundle, a missing or altered model file, an
@@ -326,10 +363,10 @@ def load(
     """
     p = Path(path)
     if _format_of(p) == "ebjr.cascade":
-        if teacher is not None or student_side:
-            raise BundleError(f"{str(p)!r} is a cascade of models: teacher= and student_side= "
-                              "apply to a student/teacher bundle")
-        return _load_cascade(p, device, allow_factories, allow_torchscript)
+        if teacher is not None:
+            raise BundleError(f"{str(p)!r} is a cascade of models: teacher= applies to a "
+                              "student/teacher bundle")
+        return _load_cascade(p, device, allow_factories, allow_torchscript, student_side)
     roles = ("student",) if teacher is not None or student_side else ROLES
     bundle, files = _checked(Path(path), roles, device, allow_factories, allow_torchscript)
     adapters = {role: _build(bundle.models[role], files[role]) for role in roles}

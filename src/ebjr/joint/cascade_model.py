@@ -39,7 +39,19 @@ from ebjr.joint.cascade_walk import CascadePrediction, CascadeWalk
 from ebjr.joint.functional import take_rows
 from ebjr.routing import Router, check_threshold
 
-__all__ = ["CascadeModel", "CascadePrediction"]
+__all__ = ["CascadeModel", "CascadePrediction", "check_thresholds"]
+
+
+def check_thresholds(thresholds: Sequence[float], n_stages: int) -> tuple[float, ...]:
+    """``thresholds`` as a tuple, if they are ``n_stages - 1`` numbers (not NaN); else a
+    clear :class:`InputError`."""
+    if isinstance(thresholds, str) or not isinstance(thresholds, Sequence):
+        raise InputError(f"a cascade of {n_stages} stages takes a list of {n_stages - 1} "
+                         f"thresholds, got {type(thresholds).__name__}")
+    new = tuple(check_threshold(t) for t in thresholds)
+    if len(new) != n_stages - 1:
+        raise InputError(f"{n_stages} stages need {n_stages - 1} thresholds, got {len(new)}")
+    return new
 
 
 class CascadeModel:
@@ -53,15 +65,24 @@ class CascadeModel:
         input: the per-row input record ``{"shape": [...], "datatype": "FP32", ...}``
             (:class:`~ebjr.bundle.schema.InputRecord`) that :func:`ebjr.save` writes, so
             that ``ebjr serve`` checks request shapes and ``ebjr predict`` decodes images.
+        elsewhere: later stages whose models run elsewhere (``ebjr.ray``'s stage
+            deployments): not given here, and a server runs them on its own.
     """
 
     def __init__(self, models: Mapping[str, Any], cascade: Cascade, *,
-                 validate: bool = True, input: dict[str, Any] | None = None) -> None:
-        missing = [s for s in cascade.stages if s not in models]
+                 validate: bool = True, input: dict[str, Any] | None = None,
+                 elsewhere: Sequence[str] = ()) -> None:
+        unknown = [s for s in elsewhere if s not in cascade.stages[1:]]
+        if unknown:
+            raise InputError(f"elsewhere names {unknown}, which are not later stages of "
+                             f"{list(cascade.stages)}")
+        missing = [s for s in cascade.stages if s not in models and s not in elsewhere]
         if missing:
             raise InputError(f"no model for stage(s) {missing}; got {sorted(models)}")
         self.cascade = cascade
-        self.adapters: dict[str, Adapter] = {s: as_adapter(models[s]) for s in cascade.stages}
+        self.elsewhere = tuple(elsewhere)
+        self.adapters: dict[str, Adapter] = {s: as_adapter(models[s]) for s in cascade.stages
+                                             if s not in self.elsewhere}
         self.router: Router = cascade.router  # type: ignore[assignment]
         self.validate = validate
         self.input = None if input is None else dict(input)
@@ -81,10 +102,7 @@ class CascadeModel:
 
     def set_thresholds(self, thresholds: Sequence[float]) -> tuple[float, ...]:
         """Change every threshold for the batches that start from now on; returns the old."""
-        new = tuple(check_threshold(t) for t in thresholds)
-        if len(new) != len(self.stages) - 1:
-            raise InputError(f"{len(self.stages)} stages need {len(self.stages) - 1} "
-                             f"thresholds, got {len(new)}")
+        new = check_thresholds(thresholds, len(self.stages))
         with self._lock:
             old, self._thresholds = self._thresholds, new
         return old
@@ -98,6 +116,9 @@ class CascadeModel:
 
     def run_stage(self, name: str, rows: Any) -> Array:
         """Stage ``name``'s model on ``rows`` (its outputs checked unless ``validate=False``)."""
+        if name in self.elsewhere:
+            raise InputError(f"stage {name!r} runs elsewhere (this CascadeModel was loaded "
+                             "with its first stage only)")
         adapter = self.adapters[name]
         return adapter(rows) if self.validate else adapter.forward(rows)
 

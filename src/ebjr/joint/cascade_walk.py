@@ -39,7 +39,7 @@ from ebjr.joint.functional import device_of, into_namespace, scatter_rows, take_
 from ebjr.routing.base import teacher_mask
 from ebjr.scores import softmax
 
-__all__ = ["CascadePrediction", "CascadeWalk"]
+__all__ = ["CascadePrediction", "CascadeWalk", "StageStep", "stage_step"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,28 @@ class CascadePrediction:
         answered it, and the one that failed it)."""
         reached = self.exit_stage + self.fallback.astype(np.int64)
         return {s: int(np.sum(reached >= i)) for i, s in enumerate(self.stages)}
+
+
+@dataclass(frozen=True)
+class StageStep:
+    """One stage's decision on the rows that reached it: its answer (as logits), the
+    running sum to pass on (``combine="mean"``; else ``None``), the router's scores of the
+    answer, and which rows go on (``None`` at the last stage: it answers every row)."""
+
+    answer: Any
+    running: Any
+    scores: Any
+    go_on: Any
+
+
+def stage_step(cascade: Cascade, i: int, thresholds: Sequence[float], logits: Any,
+               running: Any) -> StageStep:
+    """Stage ``i``'s step on its rows (numpy or torch; ``running`` aligned with ``logits``)."""
+    answer, running = stage_answer(logits, running, i, cascade.combine)
+    scores = cascade.router.score(answer, validate=False)  # type: ignore[union-attr]
+    last = i == len(cascade.stages) - 1
+    return StageStep(answer, running, scores,
+                     None if last else teacher_mask(scores, thresholds[i]))
 
 
 class CascadeWalk:
@@ -135,7 +157,7 @@ class CascadeWalk:
         stage, or ``None`` when the batch is answered."""
         if self.done:
             raise InputError("this batch is already answered")
-        i, last = self.stage, len(self.cascade.stages) - 1
+        i = self.stage
         if i == 0:
             self._like, self._xp = logits, namespace(logits)
             self.rows = self._xp.arange(self.n, device=device_of(logits))
@@ -148,12 +170,11 @@ class CascadeWalk:
                 f"{expected[0]} rows; expected {list(expected)}: the stages of a cascade share "
                 f"one label space ({expected[1]} classes, from {self.cascade.stages[0]!r})")
         xp = self._xp
-        answer, self._running = stage_answer(logits, self._running, i, self.cascade.combine)
-        scores = self.cascade.router.score(answer, validate=False)  # type: ignore[union-attr]
-        if i == last:
+        step = stage_step(self.cascade, i, self.thresholds, logits, self._running)
+        answer, scores, go_on, self._running = step.answer, step.scores, step.go_on, step.running
+        if go_on is None:
             self._answer(self.rows, answer, scores, i)
             return self._finish()
-        go_on = teacher_mask(scores, self.thresholds[i])
         here = xp.nonzero(~go_on)[0]
         self._answer(take_rows(self.rows, here), take_rows(answer, here),
                      take_rows(scores, here), i)

@@ -32,7 +32,7 @@ from ebjr.joint.counts import RoutingCounts
 from ebjr.routing.base import check_threshold
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 
-__all__ = ["Broadcast", "RoutingControl"]
+__all__ = ["Broadcast", "CascadeControl", "RoutingControl"]
 
 log = logging.getLogger("ebjr.ray")
 
@@ -227,3 +227,69 @@ class RoutingControl:
             f"RoutingControl(threshold={self._threshold!r}, "
             f"load_aware={self.control is not None}, teacher_queued={self.teacher_queued})"
         )
+
+
+class CascadeControl:
+    """The shared thresholds (one per stage but the last) and counts of a Ray Serve cascade
+    application: pushed to every ingress replica (which runs the first stage) as
+    :class:`RoutingControl` pushes a pair's, and the replicas' reported counts summed.
+
+    Args:
+        thresholds: the cascade's calibrated thresholds, to start with.
+        stages: the stage names, in order.
+        metrics: optional recorder with ``set_threshold(kind, value)``.
+    """
+
+    def __init__(self, thresholds: Any, stages: Any, metrics: Any = None) -> None:
+        from ebjr.joint.cascade_model import check_thresholds
+
+        self.stages = tuple(stages)
+        self._check = lambda t: check_thresholds(t, len(self.stages))
+        self._thresholds = self._check(thresholds)
+        self._metrics = metrics
+        self._reported: dict[str, dict[str, Any]] = {}
+        self.broadcast = Broadcast(self._thresholds)
+        self._record()
+
+    def _record(self) -> None:
+        if self._metrics is not None:
+            for name, t in zip(self.stages, self._thresholds, strict=False):
+                self._metrics.set_threshold(f"set:{name}", t)
+
+    async def watch(self, replica: str, applied: int, wait_s: float = 10.0
+                    ) -> tuple[int, Any]:
+        """A replica has applied thresholds version ``applied``: the next version and value."""
+        return await self.broadcast.watch(replica, applied, wait_s)
+
+    def report(self, replica: str, counts: dict[str, Any]) -> None:
+        """A replica reports its counts so far (they replace its last)."""
+        self._reported[str(replica)] = counts
+
+    def get_threshold(self) -> list[float]:
+        return list(self._thresholds)
+
+    async def publish_threshold(self, thresholds: Any) -> list[float]:
+        """Set the thresholds for every later batch on every replica; returns the old ones
+        once every replica has applied the new ones."""
+        old, self._thresholds = self._thresholds, self._check(thresholds)
+        self._record()
+        await self.broadcast.publish(self._thresholds)
+        return list(old)
+
+    def counts(self) -> dict[str, Any]:
+        """Every replica's last report, summed (per stage for ``stage_rows`` and
+        ``answered``)."""
+        total: dict[str, Any] = {"batches": 0, "rows": 0,
+                                 "stage_rows": dict.fromkeys(self.stages, 0),
+                                 "answered": dict.fromkeys(self.stages, 0)}
+        for counts in self._reported.values():
+            for k, v in counts.items():
+                if isinstance(v, dict):
+                    for name, n in v.items():
+                        total[k][name] = total[k].get(name, 0) + int(n)
+                else:
+                    total[k] = total.get(k, 0) + int(v)
+        return total
+
+    def __repr__(self) -> str:
+        return f"CascadeControl(stages={list(self.stages)}, thresholds={list(self._thresholds)})"

@@ -109,6 +109,70 @@ class _TeacherStage:
         return out
 
 
+class _CascadeStage:
+    """Holds stage ``i`` of a cascade; runs it on the rows of each batch still open (every
+    row at the first stage), answers those it keeps (:func:`stage_step`, the one step of
+    every cascade server) and leaves the rest open for the next stage."""
+
+    def __init__(self, bundle: str, i: int, column: str, trust: dict[str, Any],
+                 threads: int | None, keep_input: bool) -> None:
+        from ebjr.bundle import persist
+        from ebjr.bundle.cascade import read_cascade_document
+
+        _threads(threads)
+        self.cascade = read_cascade_document(bundle).cascade
+        self.i, self.name = i, self.cascade.stages[i]
+        self.model, _ = persist.load_model(bundle, self.name, **trust)
+        self.column = column
+        self.keep_input = keep_input
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ebjr.joint.cascade_walk import stage_step
+        from ebjr.scores import softmax
+
+        x = _column(batch, self.column)
+        n, first = len(x), self.i == 0
+        out = dict(batch)
+        open_rows = np.ones(n, dtype=bool) if first else np.asarray(batch["_open"], dtype=bool)
+        at = np.flatnonzero(open_rows)
+        if at.size:
+            logits = np.asarray(to_numpy(self.model(take_rows(x, at))))
+            running = None if first or "_running" not in batch else batch["_running"][at]
+            step = stage_step(self.cascade, self.i, self.cascade.thresholds, logits, running)
+            if first:
+                out["prediction"] = np.zeros(n, dtype=np.int64)
+                out["probabilities"] = np.zeros((n, logits.shape[1]), dtype=np.float32)
+                out["score"] = np.zeros(n, dtype=np.float64)
+                out["answered_by"] = np.full(n, "", dtype=object)
+            else:  # a batch's arrays may be read-only views of the object store
+                for k in ("prediction", "probabilities", "score", "answered_by"):
+                    out[k] = np.array(batch[k], dtype=object if k == "answered_by" else None)
+            here = np.ones(at.size, dtype=bool) if step.go_on is None \
+                else ~np.asarray(step.go_on, dtype=bool)
+            rows = at[here]
+            answer = step.answer[here]
+            out["prediction"][rows] = np.argmax(answer, axis=1)
+            out["probabilities"][rows] = softmax(answer, validate=False)
+            out["score"][rows] = np.asarray(step.scores, dtype=np.float64)[here]
+            out["answered_by"][rows] = self.name
+            open_rows = open_rows.copy()
+            open_rows[rows] = False
+            if step.running is not None:
+                full = np.zeros((n, logits.shape[1]), dtype=step.running.dtype)
+                full[at] = step.running
+                out["_running"] = full
+        last = self.i == len(self.cascade.stages) - 1
+        if last:
+            for k in ("_open", "_running"):
+                out.pop(k, None)
+            if not self.keep_input:
+                out.pop(self.column, None)
+            out["answered_by"] = np.asarray(out["answered_by"], dtype=str)
+        else:
+            out["_open"] = open_rows
+        return out
+
+
 def _threads(n: int | None) -> None:
     if n is not None:
         import torch
@@ -148,6 +212,11 @@ def joint_map_batches(
 ) -> ray.data.Dataset:
     """``ds`` with the joint model's answer in every row (lazy, like any ``map_batches``).
 
+    A cascade document (:mod:`ebjr.bundle.cascade`) runs as one ``map_batches`` per stage
+    (the first with the student's options, each later one with the teacher's; every stage
+    ``batch_size`` rows per batch), each stage's model only on the rows still open, and
+    ``answered_by`` names the stage.
+
     Args:
         ds: rows whose ``column`` holds one model input each (``ray.data.from_numpy``
             and ``read_numpy`` name it ``data``).
@@ -177,6 +246,7 @@ def joint_map_batches(
         ``answered_by`` added.
     """
     from ebjr.bundle import curve_point_at, persist
+    from ebjr.bundle.cascade import CascadeRecord
 
     if batch_size < 1 or teacher_batch_size < 1:
         raise InputError(
@@ -187,6 +257,10 @@ def joint_map_batches(
     trust = {"allow_factories": list(allow_factories or []),
              "allow_torchscript": allow_torchscript}
     record = persist.check(path, **trust)  # in the driver: a bad bundle fails before any actor
+    if isinstance(record, CascadeRecord):
+        return _cascade_map_batches(ds, path, record, column, batch_size, student_concurrency,
+                                    teacher_concurrency, student_num_cpus, teacher_num_cpus,
+                                    torch_threads, trust, keep_input)
     point = curve_point_at(record.curve, record.threshold)
     share = None if point is None else float(point["teacher_fraction"])
     stream_batch = (
@@ -212,6 +286,30 @@ def joint_map_batches(
         num_cpus=default_cpus if teacher_num_cpus is None else teacher_num_cpus,
         **(teacher_ray_args or {}),
     )
+
+
+def _cascade_map_batches(ds: ray.data.Dataset, path: str, record: Any, column: str,
+                         batch_size: int, first_concurrency: Any, later_concurrency: Any,
+                         first_cpus: float | None, later_cpus: float | None,
+                         threads: int | None, trust: dict[str, Any],
+                         keep_input: bool) -> ray.data.Dataset:
+    """A cascade's stages, one ``map_batches`` each (the first with the student's actor
+    options, every later one with the teacher's); each stage's model sees only the rows
+    still open when a batch reaches it."""
+    stages = record.cascade.stages
+    pools = [_pool(first_concurrency)] + [_pool(later_concurrency) for _ in stages[1:]]
+    default_cpus = _default_cpus(sum(int(p.max_size or p.min_size or 1) for p in pools))
+    for i in range(len(stages)):
+        cpus = first_cpus if i == 0 else later_cpus
+        ds = ds.map_batches(
+            _CascadeStage,
+            fn_constructor_args=(path, i, column, trust, threads, keep_input),
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=pools[i],
+            num_cpus=default_cpus if cpus is None else cpus,
+        )
+    return ds
 
 
 def _pool(concurrency: int | tuple[int, int]) -> ray.data.ActorPoolStrategy:
@@ -309,10 +407,11 @@ def predict_files(
     order, in one parquet file; ``options`` go to :func:`joint_map_batches`."""
     from tqdm.auto import tqdm
 
-    from ebjr.bundle import read_bundle
+    from ebjr.bundle import persist
+    from ebjr.bundle.cascade import CascadeRecord
     from ebjr.bundle.predict import PredictionWriter
 
-    record = read_bundle(bundle)
+    record = persist.read_record(bundle)
     # input order, row for row: a Dataset copies the DataContext when it is created, so the
     # option is set before the datasets are made (setting it later has no effect on them)
     ctx = ray.data.DataContext.get_current()
@@ -338,4 +437,7 @@ def predict_files(
         raise
     finally:
         bar.close()
-    return writer.close()
+    summary = writer.close()
+    if isinstance(record, CascadeRecord):
+        summary["stages"] = list(record.cascade.stages)
+    return summary

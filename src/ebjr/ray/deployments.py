@@ -430,7 +430,8 @@ class Ingress:
     ``model`` is the first stage's deployment (the student of a joint model, or the one
     model served alone); ``None`` runs that stage here, in this replica, with ``ebjr
     serve``'s own engine: a joint model's routed rows then go to ``teacher`` (the teacher
-    deployment), and its threshold comes from ``control``.
+    deployment; of a cascade, a dict of each later stage's deployment by stage name), and
+    its threshold comes from ``control``.
     """
 
     def __init__(self, settings: ServeSettings, model: Any = None, control: Any = None,
@@ -460,7 +461,8 @@ class Ingress:
     def _load_here(self, state: Any) -> None:
         """The first stage in this replica (as ``ebjr serve`` runs it)."""
         from ebjr.bundle import persist
-        from ebjr.ray.student_in_ingress import IngressJointEngine
+        from ebjr.joint.cascade_model import CascadeModel
+        from ebjr.ray.student_in_ingress import IngressCascadeEngine, IngressJointEngine
         from ebjr.serve.app import install, load_models
 
         s = self.settings
@@ -471,8 +473,13 @@ class Ingress:
                              allow_torchscript=s.allow_torchscript)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         replica = serve.get_replica_context().replica_id.unique_id
-        engine = IngressJointEngine(joint, s, state.metrics, self.teacher, self.control,
-                                    replica)
+        engine: Any
+        if isinstance(joint, CascadeModel):  # ``teacher``: each later stage's deployment
+            engine = IngressCascadeEngine(joint, s, state.metrics, self.teacher, self.control,
+                                          replica)
+        else:
+            engine = IngressJointEngine(joint, s, state.metrics, self.teacher, self.control,
+                                        replica)
         self._engine = engine  # its start() takes the application's threshold
         state.engine = engine
 
@@ -484,8 +491,10 @@ class Ingress:
                                "node": ray.get_runtime_context().get_node_id()}
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            out.update(batches=engine.joint.counts()["batches"],
-                       threshold=engine.joint.threshold, version=engine.version)
+            joint = getattr(engine, "joint", None)
+            model = engine.model if joint is None else joint
+            out.update(batches=model.counts()["batches"], version=engine.version,
+                       threshold=list(model.thresholds) if joint is None else joint.threshold)
         return out
 
     def __serve_build_asgi_app__(self) -> Any:

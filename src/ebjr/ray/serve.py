@@ -46,8 +46,10 @@ from pydantic import BaseModel, ConfigDict, create_model, field_validator
 from ray import serve
 from ray.serve import Application
 
+from ebjr.bundle.cascade import CascadeRecord
 from ebjr.exceptions import InputError
 from ebjr.ray.auth import token_path, use_cluster_token
+from ebjr.ray.control import CascadeControl
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
 from ebjr.serve.settings import ServeSettings
 
@@ -60,6 +62,7 @@ __all__ = [
     "deployment_options",
     "run",
     "settings_for_ray",
+    "stage_deployment",
 ]
 
 log = logging.getLogger("ebjr.ray")
@@ -262,6 +265,17 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     settings, bundle, opts = _prepare(bundle_path, dict(options))
     here = options.get("first_stage_in_ingress", True)
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
+    if isinstance(bundle, CascadeRecord):  # the first stage in the ingress, then one each
+        stages = bundle.cascade.stages
+        control = serve.deployment(
+            CascadeControl, name="control", num_replicas=1,
+            ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
+            logging_config={"enable_access_log": False},
+        ).bind(list(bundle.cascade.thresholds), list(stages))
+        handles = {name: serve.deployment(ModelReplica, name=stage_deployment(i),
+                                          **opts[stage_deployment(i)]).bind(settings, name)
+                   for i, name in enumerate(stages) if i}
+        return ingress.bind(settings, None, control, handles)
     if settings.role != "joint":  # one model alone, as ebjr serve --role
         if here:
             return ingress.bind(settings)
@@ -316,7 +330,33 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
     settings = ServeSettings(bundle=str(path), **options)
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
-    return settings, bundle, deployment_options(settings, sections, replicas, here)
+    opts = deployment_options(settings, sections, replicas, here)
+    if isinstance(bundle, CascadeRecord):
+        opts = _cascade_options(settings, bundle, opts, here)
+    return settings, bundle, opts
+
+
+def stage_deployment(i: int) -> str:
+    """The deployment name of a cascade's stage ``i`` (its first stage runs in the ingress)."""
+    return f"stage{i}"
+
+
+def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
+                     opts: dict[str, dict[str, Any]], here: bool) -> dict[str, dict[str, Any]]:
+    """A cascade's deployments: the ingress (with the first stage, as the student of a pair)
+    and, for each later stage, a deployment with the teacher's options."""
+    if settings.role != "joint":
+        raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
+                         "not one model of it")
+    if not here:
+        raise InputError("a cascade runs its first stage in the ingress replicas "
+                         "(first_stage_in_ingress=True); each later stage gets a deployment")
+    if settings.load_mode is not None:
+        raise InputError("the load-aware threshold (load_mode) moves one threshold; a cascade "
+                         "has one per stage: serve it without load_mode")
+    stages = bundle.cascade.stages
+    return {"ingress": opts["ingress"],
+            **{stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}}
 
 
 def cpus_needed(bundle_path: str | Path, **options: Any) -> dict[str, float]:

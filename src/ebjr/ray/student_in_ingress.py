@@ -1,5 +1,6 @@
 """The student inside the ingress replicas: one hop per request, and only routed rows take a
-second one, to the teacher deployment.
+second one, to the teacher deployment (of a cascade: the first stage inside, each later
+stage a deployment that only the rows passed on to it reach).
 
 An ingress replica runs ``ebjr serve``'s own engine (:class:`~ebjr.serve.engine.JointEngine`:
 the student batcher, routing, the teacher batcher, the fallback policy) with
@@ -25,11 +26,13 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 
 from ebjr.exceptions import ModelError, TeacherUnavailable
 from ebjr.joint import JointModel
+from ebjr.joint.cascade_model import CascadeModel, check_thresholds
+from ebjr.serve.cascade_engine import CascadeEngine
 from ebjr.serve.engine import JointEngine
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["IngressJointEngine", "TeacherDeployment"]
+__all__ = ["IngressCascadeEngine", "IngressJointEngine", "TeacherDeployment"]
 
 log = logging.getLogger("ebjr.ray")
 
@@ -38,58 +41,70 @@ REPORT_EVERY_S = 1.0
 
 
 class TeacherDeployment:
-    """The teacher deployment as :class:`JointEngine`'s teacher: ``await teacher(rows)`` ->
-    logits, with Ray's failures mapped to :class:`TeacherUnavailable` (its fallback policy
-    then decides) and the request timeout applied."""
+    """A later stage's deployment (the teacher, or a cascade's stage ``who``) as the
+    engine's callable: ``await stage(rows)`` -> logits, with Ray's failures mapped to
+    :class:`TeacherUnavailable` (the fallback policy then decides) and the request timeout
+    applied."""
 
-    def __init__(self, handle: Any, timeout_s: float, max_in_flight: int = 4) -> None:
+    def __init__(self, handle: Any, timeout_s: float, max_in_flight: int = 4,
+                 who: str = "teacher") -> None:
         self.handle = handle
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
+        self.who = who
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
+        who = self.who
         try:
             return await asyncio.wait_for(self.handle.infer.remote(rows), self.timeout_s)
         except BackPressureError as exc:
-            raise TeacherUnavailable(f"the teacher is overloaded: {exc}", "queue_full") from None
+            raise TeacherUnavailable(f"the {who} is overloaded: {exc}", "queue_full",
+                                     stage=who) from None
         except TimeoutError:
-            raise TeacherUnavailable(
-                f"the teacher gave no answer within {self.timeout_s} s", "timeout") from None
+            raise TeacherUnavailable(f"the {who} gave no answer within {self.timeout_s} s",
+                                     "timeout", stage=who) from None
         except (RayError, RayServeException, ModelError) as exc:
-            log.warning("the teacher deployment failed on %d rows: %s", len(rows), exc)
+            log.warning("the %s deployment failed on %d rows: %s", who, len(rows), exc)
             raise TeacherUnavailable(
-                f"the teacher failed: {type(exc).__name__}: {str(exc)[:300]}", "model_error"
-            ) from None
+                f"the {who} failed: {type(exc).__name__}: {str(exc)[:300]}", "model_error",
+                stage=who) from None
 
     async def close(self) -> None:
         pass
 
 
-class IngressJointEngine(JointEngine):
-    """:class:`JointEngine` in an ingress replica: its threshold is the application's
-    (pushed by the control deployment), and its counts are reported there."""
+class _FollowsTheApplication:
+    """What an engine in an ingress replica adds: it applies the application's threshold
+    (pushed by the control deployment: a standing watch call, acknowledged by the next
+    one), reports its counts there about once a second, and answers the threshold and
+    counts endpoints for the whole application. Mixed in before the engine's class."""
 
-    def __init__(self, joint: JointModel, settings: ServeSettings, metrics: ServeMetrics,
-                 teacher: Any, control: Any, replica: str) -> None:
-        super().__init__(joint, settings, metrics,
-                         TeacherDeployment(teacher, settings.request_timeout_s))
+    app_control: Any
+    replica: str
+
+    def _follow(self, control: Any, replica: str) -> None:
         self.app_control = control
         self.replica = replica
         self.version = -1  # the threshold version applied
         self._tasks: list[asyncio.Task[Any]] = []
-        self._reported: dict[str, int] | None = None
+        self._reported: dict[str, Any] | None = None
 
-    def apply(self, version: int, threshold: float) -> None:
-        """Route every later batch with ``threshold`` (the application's version ``version``)."""
+    def _apply_value(self, value: Any) -> None:  # the engine's own setter, per kind
+        raise NotImplementedError
+
+    def _local_counts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, version: int, value: Any) -> None:
+        """Route every later batch with ``value`` (the application's version ``version``)."""
         if version != self.version:
-            self.joint.set_threshold(threshold)
-            self.metrics.threshold.labels("set").set(threshold)
+            self._apply_value(value)
             self.version = version
 
     async def start(self) -> None:
         """Take the application's threshold (so one set before this replica started applies
         to it too), then serve, watching for changes and reporting counts."""
-        await super().start()
+        await super().start()  # type: ignore[misc]
         self.apply(*await self.app_control.watch.remote(self.replica, -1, 0.0))
         self._tasks = [asyncio.get_running_loop().create_task(job())
                        for job in (self._watch, self._report_often)]
@@ -105,7 +120,7 @@ class IngressJointEngine(JointEngine):
                 await asyncio.sleep(1.0)
 
     async def _report(self) -> None:
-        counts = self.joint.counts()
+        counts = self._local_counts()
         if counts != self._reported:
             await self.app_control.report.remote(self.replica, counts)
             self._reported = counts
@@ -120,21 +135,14 @@ class IngressJointEngine(JointEngine):
             except Exception as exc:
                 log.warning("reporting counts failed (%s); retrying", exc)
 
-    # ------------------------------------------------------------ the application's values
-    async def set_threshold(self, threshold: float) -> float:
-        """Set the threshold on every replica; returns once each has applied it."""
-        old = await self.app_control.publish_threshold.remote(threshold)
-        self.metrics.threshold.labels("set").set(threshold)
-        return old
-
-    async def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, Any]:
         """The whole application's counts (this replica's are reported first, so they are
         current; another replica's are at most about a second old)."""
         await self._report()
         return await self.app_control.counts.remote()
 
     async def close(self) -> None:
-        await super().close()
+        await super().close()  # type: ignore[misc]
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -142,3 +150,53 @@ class IngressJointEngine(JointEngine):
                 await task
         with contextlib.suppress(Exception):
             await self._report()
+
+
+class IngressJointEngine(_FollowsTheApplication, JointEngine):
+    """:class:`JointEngine` in an ingress replica: its threshold is the application's
+    (pushed by the control deployment), and its counts are reported there."""
+
+    def __init__(self, joint: JointModel, settings: ServeSettings, metrics: ServeMetrics,
+                 teacher: Any, control: Any, replica: str) -> None:
+        JointEngine.__init__(self, joint, settings, metrics,
+                             TeacherDeployment(teacher, settings.request_timeout_s))
+        self._follow(control, replica)
+
+    def _apply_value(self, value: float) -> None:
+        self.joint.set_threshold(value)
+        self.metrics.threshold.labels("set").set(value)
+
+    def _local_counts(self) -> dict[str, Any]:
+        return self.joint.counts()
+
+    async def set_threshold(self, threshold: float) -> float:
+        """Set the threshold on every replica; returns once each has applied it."""
+        old = await self.app_control.publish_threshold.remote(threshold)
+        self.metrics.threshold.labels("set").set(threshold)
+        return old
+
+
+class IngressCascadeEngine(_FollowsTheApplication, CascadeEngine):
+    """:class:`~ebjr.serve.cascade_engine.CascadeEngine` in an ingress replica: the first
+    stage runs here, every later stage is a deployment of its own (only the rows passed on
+    reach it), and the thresholds are the application's."""
+
+    def __init__(self, model: CascadeModel, settings: ServeSettings, metrics: ServeMetrics,
+                 stages: dict[str, Any], control: Any, replica: str) -> None:
+        remote = {name: TeacherDeployment(handle, settings.request_timeout_s,
+                                          who=f"stage {name!r}")
+                  for name, handle in stages.items()}
+        CascadeEngine.__init__(self, model, settings, metrics, remote)
+        self._follow(control, replica)
+
+    def _apply_value(self, value: Any) -> None:
+        self.model.set_thresholds(value)
+        self._show_thresholds()
+
+    def _local_counts(self) -> dict[str, Any]:
+        return self.model.counts()
+
+    async def set_threshold(self, thresholds: Any) -> list[float]:
+        """Set the thresholds on every replica; returns once each has applied them."""
+        new = check_thresholds(thresholds, len(self.stages))  # a 400 here, before any change
+        return await self.app_control.publish_threshold.remote(list(new))

@@ -104,9 +104,6 @@ class CascadeEngine:
 
     async def set_threshold(self, thresholds: Any) -> list[float]:
         """Set every stage's threshold for every later batch; returns the old ones."""
-        if isinstance(thresholds, int | float):
-            raise InputError(f"a cascade of {len(self.stages)} stages takes "
-                             f"{len(self.stages) - 1} thresholds (a list), got one number")
         old = list(self.model.set_thresholds(thresholds))
         self._show_thresholds()
         return old

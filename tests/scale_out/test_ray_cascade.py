@@ -1,0 +1,114 @@
+"""A cascade of 3 models as a Ray Serve application on a real local Ray cluster.
+
+The first stage runs in the two ingress replicas; each later stage is a deployment of its
+own that counts the rows it is given: exactly the rows passed on to it, as the
+independent reference (every model on every row, then :meth:`ebjr.Cascade.apply`) says.
+Triton's ``tritonclient.http`` calls it as its docs show; a thresholds write reaches
+every replica before it returns.
+"""
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray", reason="pip install 'ebjr[ray]'")
+httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'ebjr[test]'")
+
+from ray import serve  # noqa: E402
+
+from ebjr.exceptions import InputError  # noqa: E402
+from ebjr.ray.serve import build_app, cpus_needed  # noqa: E402
+from serve_support import (  # noqa: E402
+    cascade_reference,
+    check_cascade,
+    free_port,
+    infer_body,
+    make_cascade_bundle,
+    outputs,
+    random_rows,
+)
+
+TOKEN = "ray-token"
+HALF_CPU = {"ray_actor_options": {"num_cpus": 0.5}}
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return str(make_cascade_bundle(tmp_path_factory.mktemp("ray_cascade"), combine="mean"))
+
+
+@pytest.fixture(scope="module")
+def url(bundle):
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if old is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = old
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(bundle, admin_token=TOKEN, max_request_rows=256, student_replicas=2,
+                        student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0),
+              name="zoo", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _rows_seen(app="zoo"):
+    return {d: serve.get_deployment_handle(d, app_name=app).stats.remote().result()["rows"]
+            for d in ("stage1", "stage2")}
+
+
+def test_each_later_stage_is_a_deployment_that_gets_only_the_rows_passed_on(url, bundle):
+    client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+    assert client.get_model_metadata("zoo")["parameters"]["stages"] == ["small", "mid", "big"]
+    before = _rows_seen()
+    x = random_rows(200, seed=31)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    result = client.infer("zoo", [inp])
+    got = {n: result.as_numpy(n) for n in ("predictions", "probabilities", "scores",
+                                            "answered_by")}
+    got["answered_by"] = [a.decode() for a in got["answered_by"]]
+    want = cascade_reference(bundle, x)
+    check_cascade(got, want)
+    after = _rows_seen()
+    answered = want["answered_by"]
+    assert after["stage1"] - before["stage1"] == int((answered != "small").sum()) > 0
+    assert after["stage2"] - before["stage2"] == int((answered == "big").sum()) > 0
+    client.close()
+
+
+def test_a_thresholds_write_reaches_every_replica_before_it_returns(url, bundle):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.put(f"{url}/v2/models/zoo/threshold", json={"thresholds": [0.5, 0.4]},
+                  headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    bad = httpx.put(f"{url}/v2/models/zoo/threshold", json={"thresholds": [0.5]},
+                    headers=auth, timeout=30)
+    assert bad.status_code == 400 and "3 stages need 2 thresholds" in bad.json()["error"]
+    for seed in range(6):  # requests land on either ingress replica
+        x = random_rows(40, seed=seed)
+        r = httpx.post(f"{url}/v2/models/zoo/infer", json=infer_body(x), timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["parameters"]["threshold"] == [0.5, 0.4]
+        want = cascade_reference(bundle, x, thresholds=(0.5, 0.4))
+        assert outputs(r.json())["answered_by"].tolist() == want["answered_by"].tolist()
+    stats = httpx.get(f"{url}/v2/models/zoo/routing_stats", timeout=30).json()
+    assert stats["threshold"] == [0.5, 0.4] and stats["stages"] == ["small", "mid", "big"]
+    assert stats["counts"]["rows"] >= 240
+    assert stats["counts"]["stage_rows"]["small"] == stats["counts"]["rows"]
+
+
+def test_cascade_options_are_checked_before_ray_starts(bundle):
+    assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU) == {
+        "ingress": 0.5, "stage1": 0.5, "stage2": 0.5}
+    with pytest.raises(InputError, match="first stage in the ingress"):
+        build_app(bundle, first_stage_in_ingress=False)
+    with pytest.raises(InputError, match="one per stage"):
+        build_app(bundle, load_mode="share", load_budget=0.5)
