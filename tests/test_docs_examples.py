@@ -55,6 +55,7 @@ def test_detection_examples_run():
 def test_cascades_examples_run(tmp_path, monkeypatch, capsys):
     """The zoo search on four public CIFAR-100 outputs (linked into a scratch folder, where the
     live example also saves its cascade), then a live cascade saved and loaded."""
+    from ebjr import load as ebjr_load
     from ebjr.joint.cascade_model import CascadeModel
     from helpers import shared_file
 
@@ -66,3 +67,5 @@ def test_cascades_examples_run(tmp_path, monkeypatch, capsys):
     assert "certified" in scope["cascade"].details and "(" in capsys.readouterr().out
     assert isinstance(scope["live"], CascadeModel) and scope["out"].predictions.shape == (32,)
     assert (tmp_path / "zoo" / "cascade.json").is_file()
+    served = ebjr_load(tmp_path / "zoo" / "chosen-bundle.json")
+    assert served.stages == ("small", "big") and served.input["shape"] == [8, 8]

@@ -7,9 +7,6 @@ Triton's ``tritonclient.http`` calls it as its docs show; a thresholds write rea
 every replica before it returns.
 """
 
-import os
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -32,7 +29,6 @@ from serve_support import (  # noqa: E402
 
 TOKEN = "ray-token"
 HALF_CPU = {"ray_actor_options": {"num_cpus": 0.5}}
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +38,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(bundle):
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    if old is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = old
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(bundle, admin_token=TOKEN, max_request_rows=256, student_replicas=2,

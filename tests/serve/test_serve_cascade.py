@@ -226,3 +226,17 @@ def test_ebjr_predict_writes_the_cascades_answers_in_order(tmp_path, capsys):
            "probabilities": np.stack(table["probabilities"].to_numpy(zero_copy_only=False)),
            "answered_by": table["answered_by"].to_pylist()}
     check_cascade(got, want)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--remote-teacher", "http://127.0.0.1:9/v2/models/x"], "--remote-teacher applies to a "
+                                                            "student/teacher bundle"),
+    (["--load-mode", "share", "--load-budget", "0.3"], "a cascade has one per stage"),
+])
+def test_pair_only_options_are_refused_before_the_server_starts(tmp_path, capsys, extra,
+                                                                 message):
+    from ebjr.cli import main
+
+    path = make_cascade_bundle(tmp_path)
+    assert main(["serve", str(path), "--port", "0", *extra]) == 2
+    assert message in capsys.readouterr().err

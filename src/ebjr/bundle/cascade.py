@@ -12,9 +12,10 @@ every failure is a :class:`~ebjr.exceptions.BundleError` naming the field.
 A stage may also carry its model's reference (the kinds of
 :mod:`ebjr.bundle.persist`): ``ebjr.save`` of a
 :class:`~ebjr.joint.cascade_model.CascadeModel` writes one, and ``ebjr.load``
-rebuilds the live cascade from it. The pair bundle (:mod:`ebjr.bundle.schema`)
-is what ``ebjr serve`` runs; ``ebjr cascade`` writes a cascade document from
-precomputed outputs (no models).
+rebuilds the live cascade from it; ``ebjr serve`` and ``ebjr predict`` run it,
+as they run a pair bundle (:mod:`ebjr.bundle.schema`). ``ebjr cascade`` writes a
+cascade document from precomputed outputs (no models). The ``input`` record is
+the pair bundle's (:class:`~ebjr.bundle.schema.InputRecord`).
 
 >>> import tempfile, os
 >>> from ebjr.joint.cascade import Cascade

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ebjr._version import __version__
-from ebjr.exceptions import EBJRError, Overloaded
+from ebjr.exceptions import EBJRError, InputError, Overloaded
 from ebjr.joint.cascade_model import CascadeModel
 from ebjr.serve.bodies import describe
 from ebjr.serve.cascade_engine import CascadeEngine
@@ -87,8 +87,21 @@ def load_models(s: ServeSettings) -> tuple[Any, Any]:
     if s.role == "joint":
         # with a remote teacher the engine calls it (RemoteTeacher); the model only routes
         joint = persist.load(s.bundle, student_side=s.remote_teacher is not None, **trust)
+        if isinstance(joint, CascadeModel):
+            _check_cascade_settings(s, joint)
         return joint, joint.bundle  # type: ignore[attr-defined]
     return persist.load_model(s.bundle, s.role, **trust)
+
+
+def _check_cascade_settings(s: ServeSettings, model: CascadeModel) -> None:
+    """The settings that apply to a pair and not to a cascade, refused before serving."""
+    if s.remote_teacher or model.elsewhere:
+        raise InputError(f"{s.bundle!r} is a cascade of {len(model.stages)} models: "
+                         "--remote-teacher applies to a student/teacher bundle (a cascade's "
+                         "later stages run elsewhere on Ray: ebjr serve BUNDLE --ray)")
+    if s.load_mode is not None:
+        raise InputError("the load-aware threshold (--load-mode) moves one threshold; a "
+                         "cascade has one per stage: serve it without --load-mode")
 
 
 def install(state: AppState, models: tuple[Any, Any]) -> None:
@@ -96,6 +109,7 @@ def install(state: AppState, models: tuple[Any, Any]) -> None:
     model, state.bundle = models
     s = state.settings
     if isinstance(model, CascadeModel):
+        _check_cascade_settings(s, model)
         state.engine = CascadeEngine(model, s, state.metrics)
     elif s.role == "joint":
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
