@@ -1,8 +1,9 @@
 """A cascade of 3 models as a Ray Serve application on a real local Ray cluster.
 
-The first stage runs in the two ingress replicas; each later stage is a deployment of its
-own that counts the rows it is given: exactly the rows passed on to it, as the
-independent reference (every model on every row, then :meth:`ebjr.Cascade.apply`) says.
+The first stage runs in the two ingress replicas (or, in the second layout, in a deployment
+of its own too); each later stage is a deployment of its own that counts the rows it is
+given: exactly the rows passed on to it, as the independent reference (every model on
+every row, then :meth:`ebjr.Cascade.apply`) says.
 Triton's ``tritonclient.http`` calls it as its docs show; a thresholds write reaches
 every replica before it returns.
 """
@@ -36,28 +37,43 @@ def bundle(tmp_path_factory):
     return str(make_cascade_bundle(tmp_path_factory.mktemp("ray_cascade"), combine="mean"))
 
 
+@pytest.fixture(scope="module", params=["first_stage_in_ingress", "a_deployment_per_stage"])
+def mode(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def url(bundle):
+def url(bundle, mode):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(bundle, admin_token=TOKEN, max_request_rows=256, student_replicas=2,
-                        student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0),
+                        student=HALF_CPU, teacher=HALF_CPU, max_wait_ms=5.0,
+                        first_stage_in_ingress=mode == "first_stage_in_ingress"),
               name="zoo", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
 
 
-def _rows_seen(app="zoo"):
-    return {d: serve.get_deployment_handle(d, app_name=app).stats.remote().result()["rows"]
-            for d in ("stage1", "stage2")}
+def _rows_seen(mode, app="zoo"):
+    names = ("stage1", "stage2") if mode == "first_stage_in_ingress" else \
+        ("stage0", "stage1", "stage2")
+    out = {}
+    for d in names:  # every replica's rows: ask until each has answered (calls pick one)
+        handle, per_replica = serve.get_deployment_handle(d, app_name=app), {}
+        for _ in range(40):
+            st = handle.stats.remote().result()
+            per_replica[st["pid"]] = st["rows"]
+        out[d] = sum(per_replica.values())
+    return out
 
 
-def test_each_later_stage_is_a_deployment_that_gets_only_the_rows_passed_on(url, bundle):
+def test_each_later_stage_is_a_deployment_that_gets_only_the_rows_passed_on(url, bundle,
+                                                                            mode):
     client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
     assert client.get_model_metadata("zoo")["parameters"]["stages"] == ["small", "mid", "big"]
-    before = _rows_seen()
+    before = _rows_seen(mode)
     x = random_rows(200, seed=31)
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=True)
@@ -67,8 +83,10 @@ def test_each_later_stage_is_a_deployment_that_gets_only_the_rows_passed_on(url,
     got["answered_by"] = [a.decode() for a in got["answered_by"]]
     want = cascade_reference(bundle, x)
     check_cascade(got, want)
-    after = _rows_seen()
+    after = _rows_seen(mode)
     answered = want["answered_by"]
+    if mode != "first_stage_in_ingress":  # every stage a deployment: the first sees every row
+        assert after["stage0"] - before["stage0"] == len(x)
     assert after["stage1"] - before["stage1"] == int((answered != "small").sum()) > 0
     assert after["stage2"] - before["stage2"] == int((answered == "big").sum()) > 0
     client.close()
@@ -98,7 +116,8 @@ def test_a_thresholds_write_reaches_every_replica_before_it_returns(url, bundle)
 def test_cascade_options_are_checked_before_ray_starts(bundle):
     assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU) == {
         "ingress": 0.5, "stage1": 0.5, "stage2": 0.5}
-    with pytest.raises(InputError, match="first stage in the ingress"):
-        build_app(bundle, first_stage_in_ingress=False)
+    assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU,
+                       first_stage_in_ingress=False) == {
+        "ingress": 0.0, "stage0": 0.5, "stage1": 0.5, "stage2": 0.5}
     with pytest.raises(InputError, match="one per stage"):
         build_app(bundle, load_mode="share", load_budget=0.5)

@@ -45,7 +45,7 @@ from ebjr.exceptions import BundleError
 from ebjr.joint import JointModel
 from ebjr.joint.cascade_model import CascadeModel
 
-__all__ = ["check", "load", "load_model", "read_record", "save"]
+__all__ = ["check", "load", "load_model", "load_routing", "read_record", "save"]
 
 ROLES = ("student", "teacher")
 
@@ -181,6 +181,17 @@ def read_record(path: str | Path) -> RoutingBundle | CascadeRecord:
     model file is read (:func:`check` checks those too)."""
     p = Path(path)
     return read_cascade_document(p) if _format_of(p) == "ebjr.cascade" else read_bundle(p)
+
+
+def load_routing(path: str | Path) -> CascadeModel:
+    """The cascade document at ``path`` as a :class:`CascadeModel` that routes only: every
+    stage's model runs elsewhere (``ebjr.ray``'s one deployment per stage); none is read."""
+    p = Path(path)
+    record = read_cascade_document(p)
+    model = CascadeModel({}, record.cascade, input=record.input,
+                         elsewhere=record.cascade.stages)
+    model.bundle = record  # type: ignore[attr-defined]
+    return model
 
 
 def _format_of(p: Path) -> str | None:

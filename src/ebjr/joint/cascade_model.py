@@ -65,16 +65,16 @@ class CascadeModel:
         input: the per-row input record ``{"shape": [...], "datatype": "FP32", ...}``
             (:class:`~ebjr.bundle.schema.InputRecord`) that :func:`ebjr.save` writes, so
             that ``ebjr serve`` checks request shapes and ``ebjr predict`` decodes images.
-        elsewhere: later stages whose models run elsewhere (``ebjr.ray``'s stage
+        elsewhere: stages whose models run elsewhere (``ebjr.ray``'s stage
             deployments): not given here, and a server runs them on its own.
     """
 
     def __init__(self, models: Mapping[str, Any], cascade: Cascade, *,
                  validate: bool = True, input: dict[str, Any] | None = None,
                  elsewhere: Sequence[str] = ()) -> None:
-        unknown = [s for s in elsewhere if s not in cascade.stages[1:]]
+        unknown = [s for s in elsewhere if s not in cascade.stages]
         if unknown:
-            raise InputError(f"elsewhere names {unknown}, which are not later stages of "
+            raise InputError(f"elsewhere names {unknown}, which are not stages of "
                              f"{list(cascade.stages)}")
         missing = [s for s in cascade.stages if s not in models and s not in elsewhere]
         if missing:
@@ -118,7 +118,7 @@ class CascadeModel:
         """Stage ``name``'s model on ``rows`` (its outputs checked unless ``validate=False``)."""
         if name in self.elsewhere:
             raise InputError(f"stage {name!r} runs elsewhere (this CascadeModel was loaded "
-                             "with its first stage only)")
+                             "without its model)")
         adapter = self.adapters[name]
         return adapter(rows) if self.validate else adapter.forward(rows)
 

@@ -461,6 +461,7 @@ class Ingress:
     def _load_here(self, state: Any) -> None:
         """The first stage in this replica (as ``ebjr serve`` runs it)."""
         from ebjr.bundle import persist
+        from ebjr.bundle.cascade import CascadeRecord
         from ebjr.joint.cascade_model import CascadeModel
         from ebjr.ray.student_in_ingress import IngressCascadeEngine, IngressJointEngine
         from ebjr.serve.app import install, load_models
@@ -469,8 +470,13 @@ class Ingress:
         if s.role != "joint":
             install(state, load_models(s))
             return
-        joint = persist.load(s.bundle, student_side=True, allow_factories=s.allow_factories,
-                             allow_torchscript=s.allow_torchscript)
+        record = persist.read_record(s.bundle)
+        if isinstance(record, CascadeRecord) and isinstance(self.teacher, dict) \
+                and record.cascade.stages[0] in self.teacher:  # every stage a deployment
+            joint = persist.load_routing(s.bundle)
+        else:
+            joint = persist.load(s.bundle, student_side=True, allow_factories=s.allow_factories,
+                                 allow_torchscript=s.allow_torchscript)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         replica = serve.get_replica_context().replica_id.unique_id
         engine: Any

@@ -274,7 +274,7 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         ).bind(list(bundle.cascade.thresholds), list(stages))
         handles = {name: serve.deployment(ModelReplica, name=stage_deployment(i),
                                           **opts[stage_deployment(i)]).bind(settings, name)
-                   for i, name in enumerate(stages) if i}
+                   for i, name in enumerate(stages) if i or not here}
         return ingress.bind(settings, None, control, handles)
     if settings.role != "joint":  # one model alone, as ebjr serve --role
         if here:
@@ -343,19 +343,18 @@ def stage_deployment(i: int) -> str:
 
 def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
                      opts: dict[str, dict[str, Any]], here: bool) -> dict[str, dict[str, Any]]:
-    """A cascade's deployments: the ingress (with the first stage, as the student of a pair)
-    and, for each later stage, a deployment with the teacher's options."""
+    """A cascade's deployments: the ingress (with the first stage, as the student of a pair,
+    unless ``here`` is False: then the first stage is ``stage0``, with the student's
+    options) and, for each later stage, a deployment with the teacher's options."""
     if settings.role != "joint":
         raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
                          "not one model of it")
-    if not here:
-        raise InputError("a cascade runs its first stage in the ingress replicas "
-                         "(first_stage_in_ingress=True); each later stage gets a deployment")
     if settings.load_mode is not None:
         raise InputError("the load-aware threshold (load_mode) moves one threshold; a cascade "
                          "has one per stage: serve it without load_mode")
     stages = bundle.cascade.stages
-    return {"ingress": opts["ingress"],
+    first = {} if here else {stage_deployment(0): dict(opts["student"])}
+    return {"ingress": opts["ingress"], **first,
             **{stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}}
 
 

@@ -8,8 +8,9 @@ stage's batcher, so passed-on rows of several batches share one call of a
 later stage, and the stages overlap. A later stage that fails leaves its rows
 with the answer of the stage before (``<stage>_fallback``, the request
 ``degraded``), or under the fallback policy ``error`` fails the requests that
-had a row there. Where a later stage runs elsewhere (``ebjr.ray``'s one
-deployment per stage) its callable is passed in ``remote``.
+had a row there. Where a stage runs elsewhere (``ebjr.ray``'s one deployment
+per stage) its callable is passed in ``remote``; a failure of the first stage
+fails its requests (no earlier answer exists).
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ class CascadeEngine:
         self.metrics = metrics
         self.stages = model.stages
         remote = dict(remote or {})
-        unknown = sorted(set(remote) - set(self.stages[1:]))
+        unknown = sorted(set(remote) - set(self.stages))
         if unknown:
-            raise InputError(f"remote stages {unknown} are not later stages of "
-                             f"{list(self.stages)}")
+            raise InputError(f"remote stages {unknown} are not stages of {list(self.stages)}")
         self._remote = remote
         self._runners: list[Any] = [
             remote.get(name) or ModelRunner(self._local(name), name) for name in self.stages
