@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.calibration.auto import AutoRouter
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.calibration.guarantee import GuaranteedDrop
+    from ebjr.calibration.monitor import GuaranteeMonitor
     from ebjr.calibration.zoo import search_cascade
     from ebjr.evaluation import evaluate, mcnemar
     from ebjr.evaluation.report import write_report
@@ -92,6 +93,7 @@ _LAZY = {
     "MaxCost": "ebjr.calibration",
     "HistogramCrossing": "ebjr.calibration",
     "GuaranteedDrop": "ebjr.calibration.guarantee",
+    "GuaranteeMonitor": "ebjr.calibration.monitor",
     "AutoRouter": "ebjr.calibration.auto",
     "evaluate": "ebjr.evaluation",
     "mcnemar": "ebjr.evaluation",
