@@ -46,6 +46,10 @@ ON_THE_COMMAND_LINE = {
     "load_mode": ("queue", "queue"),
     "load_budget": ("12", 12.0),
     "load_min_threshold": ("-3", -3.0),
+    "shadow_rate": ("0.05", 0.05),
+    "guarantee_eps": ("0.01", 0.01),
+    "guarantee_delta": ("0.1", 0.1),
+    "on_alarm": ("tighten", "tighten"),
     "input_shape": ("3,32,32", (3, 32, 32)),
     "torch_threads": ("1", 1),
     "allow_factories": ("mypkg:net", ["mypkg:net"]),
@@ -72,7 +76,7 @@ def test_every_setting_has_a_flag():
     assert set(ON_THE_COMMAND_LINE) | {"bundle"} == set(ServeSettings.model_fields)
     for name, (typed, value) in ON_THE_COMMAND_LINE.items():
         argv = ["b.json", f"--{name.replace('_', '-')}", *([] if typed is None else [typed])]
-        if name == "remote_teacher" or name.startswith("load_"):  # need role joint
+        if name in ("remote_teacher", "shadow_rate") or name.startswith("load_"):  # joint
             argv += ["--role", "joint"]
         if name == "admin_token_file":  # the token comes from one place only
             argv += ["--admin-token", "none"]

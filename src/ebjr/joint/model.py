@@ -307,6 +307,16 @@ class JointModel(LiveThreshold):
         for p in pending:
             yield self.merge(p, outputs.get(id(p)), elapsed * p.k / total)
 
+    def student_classes(self, p: RoutedBatch) -> Array:
+        """The student's class for every row of ``p`` in the teacher's label space (through
+        ``class_map``; -1 where a class has none), without counting anything: what a
+        monitor compares with the teacher's answers."""
+        pred = p.xp.argmax(p.s_logits, axis=1)
+        if self.class_map is None:
+            return pred
+        cmap = p.xp.asarray(self.class_map, device=device_of(pred))
+        return p.xp.take(cmap, pred, axis=0)
+
     def count_teacher_call(self) -> None:
         """Count one call of a teacher that runs elsewhere (a server's remote teacher), so
         ``counts()`` is right whoever calls the teacher."""

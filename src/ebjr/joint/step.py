@@ -78,8 +78,12 @@ async def finish_batch(
     routed: RoutedBatch,
     ask_teacher: AskTeacher,
     fallback: str,
+    observe: Callable[[np.ndarray, np.ndarray, bool], None] | None = None,
 ) -> list[JointAnswer | TeacherUnavailable]:
     """The answers of a routed batch, one per request (``sizes`` rows each, in order).
+
+    ``observe(routed_mask, predictions, teacher_failed)`` sees the whole batch's answer
+    before it is split (the shadow monitor's hook).
 
     The routed rows go to ``ask_teacher``; if it fails, they are answered by the
     student (``student_fallback``, the request ``degraded``), or, under the fallback
@@ -94,6 +98,8 @@ async def finish_batch(
     answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
     answer = JointAnswer(to_numpy(pred.predictions), to_numpy(pred.probabilities),
                          to_numpy(routed.scores), answered, routed.threshold, False)
+    if observe is not None:
+        observe(mask, answer.predictions, failure is not None)
     return split_answers(answer, mask if failure else np.zeros_like(mask), failure, sizes,
                          fallback)
 

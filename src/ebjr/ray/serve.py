@@ -328,6 +328,9 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
         )
     path = Path(bundle_path).expanduser().resolve()
     settings = ServeSettings(bundle=str(path), **options)
+    if settings.shadow_rate > 0:
+        raise InputError("the guarantee monitor (shadow_rate) runs in 'ebjr serve' without "
+                         "--ray for now; on Ray it is not there yet")
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
     opts = deployment_options(settings, sections, replicas, here)

@@ -102,6 +102,9 @@ def _check_cascade_settings(s: ServeSettings, model: CascadeModel) -> None:
     if s.load_mode is not None:
         raise InputError("the load-aware threshold (--load-mode) moves one threshold; a "
                          "cascade has one per stage: serve it without --load-mode")
+    if s.shadow_rate > 0:
+        raise InputError("the guarantee monitor (--shadow-rate) watches a student/teacher "
+                         "pair; a cascade's is not there yet")
 
 
 def install(state: AppState, models: tuple[Any, Any]) -> None:

@@ -42,9 +42,9 @@ class CascadeEngine:
 
     def __init__(self, model: CascadeModel, settings: ServeSettings, metrics: ServeMetrics,
                  remote: dict[str, Any] | None = None) -> None:
-        if settings.load_mode is not None:
-            raise InputError("the load-aware threshold (--load-mode) moves one threshold; a "
-                             "cascade has one per stage: serve it without --load-mode")
+        if settings.load_mode is not None or settings.shadow_rate > 0:
+            raise InputError("the load-aware threshold (--load-mode) and the guarantee monitor "
+                             "(--shadow-rate) apply to a student/teacher pair, not a cascade")
         self.model = model
         self.settings = settings
         self.metrics = metrics

@@ -26,6 +26,7 @@ from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
+from ebjr.serve.shadow import ShadowTraffic
 
 __all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
            "ModelRunner", "TeacherUnavailable", "ask_stage", "split_rows"]
@@ -235,6 +236,21 @@ class JointEngine:
             max_in_flight=getattr(self._teacher, "max_in_flight", 1),
             on_batch=lambda n: metrics.batch_rows.labels("teacher").observe(n),
         )
+        self.shadow: ShadowTraffic | None = None
+        self.shadow_batcher: Batcher | None = None
+        if settings.shadow_rate > 0:
+            # shadows queue apart, so they never take a routed row's place in the teacher's
+            # queue; they go only while the teacher's is under half full (shed first)
+            self.shadow_batcher = Batcher(
+                "shadow", self._run_teacher, max_batch=settings.teacher_max_batch_size,
+                max_wait_s=settings.teacher_max_wait_ms / 1000,
+                max_queue_rows=settings.teacher_max_queue_rows,
+                on_batch=lambda n: metrics.batch_rows.labels("shadow").observe(n))
+            shadows = self.shadow_batcher
+            limit = settings.teacher_max_queue_rows // 2
+            self.shadow = ShadowTraffic(
+                joint, settings, metrics, shadows.submit,
+                lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit)
         self._last_effective = joint.threshold
         metrics.threshold.labels("set").set(joint.threshold)
         metrics.threshold.labels("effective").set(joint.threshold)
@@ -242,6 +258,8 @@ class JointEngine:
     async def start(self) -> None:
         self.student_batcher.start()
         self.teacher_batcher.start()
+        if self.shadow_batcher is not None:
+            self.shadow_batcher.start()
 
     # ------------------------------------------------------------ threshold
     def next_threshold(self) -> float:
@@ -336,12 +354,19 @@ class JointEngine:
         if self.control is not None:
             self.control.observe(to_numpy(routed.scores))
         self.metrics.observe_routing(len(batch), routed.k)
+        shadow = self.shadow
+        observe = None if shadow is None else (
+            lambda mask, predictions, failed: shadow.observe(batch, routed, mask, predictions,
+                                                             failed))
         return await finish_batch(self.joint, batch, [len(b) for b in blocks], routed,
-                                  self._ask_teacher, self.settings.fallback)
+                                  self._ask_teacher, self.settings.fallback, observe)
 
     async def close(self) -> None:
         """Finish every queued request (student first, its teacher calls after), then stop."""
         await self.student_batcher.close()
+        if self.shadow is not None and self.shadow_batcher is not None:
+            await self.shadow_batcher.close()  # the shadows queued are answered first
+            await self.shadow.close()
         await self.teacher_batcher.close()
         await self._student.close()
         await self._teacher.close()

@@ -70,6 +70,20 @@ class ServeMetrics:
             "ebjr_load_allowed_share", "Teacher share the load-aware control allows", registry=r
         )
         self.allowed_share.set(1.0)
+        self.shadow_rows = Counter(
+            "ebjr_shadow_rows", "Rows the student answered, also sent to the teacher off the "
+            "response path (sent, answered)", ["outcome"], registry=r)
+        self.shadow_batches_left_out = Counter(
+            "ebjr_shadow_batches_left_out", "Batches left out of the guarantee monitor",
+            ["reason"], registry=r)
+        self.guarantee_drop_upper = Gauge(
+            "ebjr_guarantee_drop_upper", "Upper confidence bound of the disagreement with the "
+            "teacher (valid at every time)", registry=r)
+        self.guarantee_alarm = Gauge(
+            "ebjr_guarantee_alarm", "1 once the monitor found the disagreement above eps",
+            registry=r)
+        self.guarantee_e_value = Gauge(
+            "ebjr_guarantee_e_value", "The live test's e-value (alarm at 1/delta)", registry=r)
         self._recent: collections.deque[tuple[int, int]] = collections.deque()
         self._recent_rows = 0
         self._recent_routed = 0

@@ -157,6 +157,19 @@ class ServeSettings(BaseSettings):
         "(mode queue)")
     load_min_threshold: float | None = Field(
         None, description="lowest threshold the load-aware control may use")
+    shadow_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of the rows the student answered that the "
+        "teacher answers too, off the response path (shed first under load); > 0 turns on "
+        "the live guarantee monitor (GET /v2/models/{name}/guarantee)")
+    guarantee_eps: float | None = Field(
+        None, gt=0.0, lt=1.0, description="the disagreement with the teacher the monitor "
+        "tests; none: the bundle's guaranteed_drop eps")
+    guarantee_delta: float | None = Field(
+        None, gt=0.0, lt=1.0, description="the monitor's false-alarm probability; none: the "
+        "bundle's guaranteed_drop delta, else 0.05")
+    on_alarm: Literal["log", "tighten", "teacher"] = Field(
+        "log", description="when the monitor alarms: log it, move the live threshold to the "
+        "cheapest still-certified one, or send every row to the teacher")
     input_shape: tuple[int, ...] | None = Field(
         None, description="per-row input shape, checked before batching, e.g. 3,32,32; "
         "none: the bundle's input record")
@@ -211,6 +224,8 @@ class ServeSettings(BaseSettings):
                 raise ValueError(f"load_budget for mode 'share' is a share in [0, 1], got {b!r}")
             if self.load_mode == "queue" and not b >= 1:
                 raise ValueError(f"load_budget for mode 'queue' is rows >= 1, got {b!r}")
+        if self.shadow_rate > 0 and self.role != "joint":
+            raise ValueError("shadow_rate needs role 'joint' (a student and a teacher)")
         if self.remote_teacher is not None:
             if self.role != "joint":
                 raise ValueError("remote_teacher needs role 'joint'")

@@ -4,7 +4,9 @@
 token>``; a write gives a threshold, or a teacher fraction turned into one on the
 bundle's curve; for a cascade, ``thresholds``, one per stage but the last),
 ``GET /v2/models/{name}/curve`` (not for a cascade: 404),
-``GET /v2/models/{name}/routing_stats``. A plain model has none of them (404).
+``GET /v2/models/{name}/routing_stats``, ``GET /v2/models/{name}/guarantee`` (the live
+guarantee monitor of ``--shadow-rate``; 404 without one). A plain model has none of
+them (404).
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ async def curve(state: State,
         "calibrated_threshold": json_safe(state.bundle.threshold),
         "operating_point": curve_point_at(c, await engine.threshold()),
     }
+
+
+@router.get("/v2/models/{name}/guarantee", responses=ERRORS)
+async def guarantee(engine: Joint) -> dict:
+    shadow = getattr(engine, "shadow", None)
+    if shadow is None:
+        raise HTTPException(404, "no guarantee monitor: start the server with --shadow-rate "
+                                 "P (and --guarantee-eps, unless the bundle's target is a "
+                                 "guaranteed drop)")
+    return json_safe(shadow.state())
 
 
 @router.get("/v2/models/{name}/routing_stats", responses=ERRORS)

@@ -1,0 +1,151 @@
+"""Shadow traffic and the live guarantee monitor of ``ebjr serve --shadow-rate``, in-process.
+
+Shadowing never changes a response (shadow rows queue apart from routed rows, so they
+never take a routed row's place in the teacher's queue); the ``/guarantee`` route equals
+the library's :class:`ebjr.GuaranteeMonitor` fed the same rows in the same batches (computed
+independently: the student and the teacher run offline on every row); shadows are shed
+first when the teacher's queue is busy; the policies move the threshold as they say.
+"""
+
+import logging
+import math
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+import ebjr
+from ebjr.serve.app import create_app
+from ebjr.serve.settings import ServeSettings
+from serve_support import infer_body, make_serve_bundle, outputs, random_rows
+
+TOKEN = "shadow-token"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_serve_bundle(tmp_path_factory.mktemp("shadow"))
+
+
+def serve(bundle, **settings):
+    return TestClient(create_app(ServeSettings(bundle=bundle, admin_token=TOKEN,
+                                               max_wait_ms=1.0, **settings)))
+
+
+def guarantee(c, rows=None, timeout=10.0):
+    """The monitor's state, once it has seen ``rows`` rows (shadows answer after the
+    response)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        g = c.get("/v2/models/small/guarantee").json()
+        if rows is None or g["rows"] + 0 >= rows or time.monotonic() > deadline:
+            return g
+        time.sleep(0.02)
+
+
+def test_shadowing_never_changes_a_response(bundle):
+    xs = [random_rows(16, seed=i) for i in range(12)]
+    with serve(bundle) as plain, serve(bundle, shadow_rate=1.0, guarantee_eps=0.05) as shadowed:
+        for x in xs:
+            a = plain.post("/v2/models/small/infer", json=infer_body(x)).json()
+            b = shadowed.post("/v2/models/small/infer", json=infer_body(x)).json()
+            assert a["outputs"] == b["outputs"] and a["parameters"] == b["parameters"]
+        g = guarantee(shadowed, rows=16 * 12)
+        assert g["rows"] == 16 * 12 and g["shadow_rows"] == 16 * 12 - g["teacher_rows"]
+
+
+def test_the_route_equals_the_library_monitor_fed_the_same_rows(bundle):
+    """With shadow rate 1 every row's teacher answer is known: the monitor's input is
+    computed offline from the two models, batch by batch, and fed to the library object."""
+    joint = ebjr.load(bundle)
+    lib = None
+    with serve(bundle, shadow_rate=1.0, guarantee_eps=0.05, guarantee_delta=0.1) as c:
+        grid = [g["threshold"] for g in guarantee(c)["grid"]]
+        lib = ebjr.GuaranteeMonitor(0.05, 0.1, min_shadow_prob=1.0, thresholds=grid)
+        seen = 0
+        for i in range(15):
+            x = random_rows(20, seed=50 + i)
+            r = c.post("/v2/models/small/infer", json=infer_body(x))
+            assert r.status_code == 200
+            seen += 20
+            g = guarantee(c, rows=seen)  # one request, one batch, fed before the next
+            student = outputs(r.json())["answered_by"] == "student"
+            s_logits, t_logits = joint.student(x).numpy(), joint.teacher(x).numpy()
+            disagree = s_logits.argmax(1) != t_logits.argmax(1)
+            scores = joint.router.score(s_logits)
+            lib.update(student, student, disagree, 1.0, scores=scores)
+            assert g["rows"] == lib.rows and g["teacher_rows"] == lib.teacher_rows
+            assert g["e_value"] == pytest.approx(lib.e_value, rel=1e-9)
+            assert g["drop_upper"] == pytest.approx(lib.drop_upper)
+            assert [p["certified"] for p in g["grid"]] == lib.certified().tolist()
+        text = c.get("/metrics").text
+    assert f"ebjr_guarantee_drop_upper {lib.drop_upper}" in text
+    assert f'ebjr_shadow_rows_total{{outcome="answered"}} {float(lib.shadow_rows)}' in text
+
+
+def test_shadows_are_shed_first_when_the_teacher_is_busy(bundle):
+    # the teacher queue holds 4 rows; shadows may use half of it: batches of 16 rows whose
+    # student answers several are left out of the monitor, and no response changes
+    busy = {"teacher_max_queue_rows": 4, "teacher_max_batch_size": 4}
+    with serve(bundle, shadow_rate=1.0, guarantee_eps=0.05, **busy) as c, \
+            serve(bundle, **busy) as plain:
+        for i in range(8):
+            x = random_rows(16, seed=200 + i)
+            a = c.post("/v2/models/small/infer", json=infer_body(x)).json()
+            b = plain.post("/v2/models/small/infer", json=infer_body(x)).json()
+            assert a["outputs"] == b["outputs"]
+        g = guarantee(c)
+        assert g["batches_left_out"] > 0 and g["shadow_rows"] == 0
+        assert 'ebjr_shadow_batches_left_out_total{reason="shed"}' in c.get("/metrics").text
+
+
+@pytest.mark.parametrize("policy", ["tighten", "teacher"])
+def test_on_alarm_moves_the_threshold_to_a_certified_one(bundle, policy, caplog):
+    """The untrained student disagrees with the teacher on most rows it answers: with eps
+    1 % the alarm comes within a few batches, and the policy acts on it."""
+    with caplog.at_level(logging.WARNING, logger="ebjr.serve"), \
+            serve(bundle, shadow_rate=1.0, guarantee_eps=0.01, on_alarm=policy) as c:
+        before = c.get("/v2/models/small/threshold").json()["threshold"]
+        for i in range(30):
+            c.post("/v2/models/small/infer", json=infer_body(random_rows(32, seed=300 + i)))
+        g = guarantee(c, rows=30 * 32)
+        assert g["alarm"] and g["actions"]
+        first = g["actions"][0]
+        assert first["threshold_before"] == pytest.approx(before)
+        after = c.get("/v2/models/small/threshold").json()["threshold"]
+        if policy == "teacher":
+            assert after >= 1e300 and first["threshold_after"] >= 1e300
+        else:
+            grid = {p["threshold"]: p["certified"] for p in g["grid"]}
+            assert first["threshold_after"] > before
+            assert grid.get(after)  # the threshold served is still certified
+    assert any("guarantee alarm" in r.message and policy in r.message for r in caplog.records)
+
+
+def test_bad_monitor_settings_are_refused(bundle, tmp_path):
+    from ebjr.exceptions import InputError
+
+    with pytest.raises(InputError, match="needs the disagreement to watch"), \
+            serve(bundle, shadow_rate=0.1):
+        pass
+    with pytest.raises(InputError, match="shadow_rate"):
+        ServeSettings(bundle=bundle, shadow_rate=1.5)
+    with pytest.raises(InputError, match="shadow_rate needs role 'joint'"):
+        ServeSettings(bundle=bundle, shadow_rate=0.1, role="student")
+    with serve(bundle) as c:
+        r = c.get("/v2/models/small/guarantee")
+        assert r.status_code == 404 and "--shadow-rate" in r.json()["error"]
+
+
+def test_a_guaranteed_drop_bundle_gives_the_monitor_its_eps_and_delta(tmp_path):
+    from ebjr.bundle import persist, read_bundle
+
+    path = make_serve_bundle(tmp_path)
+    b = read_bundle(path)
+    b.target = {"kind": "guaranteed_drop", "eps": 0.03, "delta": 0.2, "p_value": "exact",
+                "loss_range": None}
+    joint = ebjr.load(path)
+    persist.save(joint, tmp_path / "g.json", b)
+    with serve(tmp_path / "g.json", shadow_rate=0.1) as c:
+        g = c.get("/v2/models/g/guarantee").json()
+    assert (g["eps"], g["delta"]) == (0.03, 0.2) and not math.isnan(g["drop_upper"])
