@@ -69,3 +69,10 @@ def test_cascades_examples_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "zoo" / "cascade.json").is_file()
     served = ebjr_load(tmp_path / "zoo" / "chosen-bundle.json")
     assert served.stages == ("small", "big") and served.input["shape"] == [8, 8]
+
+
+def test_monitor_example_runs(capsys):
+    scope = run("monitor.md")
+    m = scope["monitor"]
+    assert m.rows == 25_600 and not m.alarm and 0.008 < m.drop_upper < 0.05
+    assert "False" in capsys.readouterr().out
