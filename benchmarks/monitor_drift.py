@@ -16,8 +16,9 @@ rows the student answers is shadowed. Writes benchmarks/results/monitor_drift.{j
    before and after, the median detection delay against the delay of an
    oracle that knows the post-shift rate (``log(1/delta) / KL``, a sequential
    likelihood-ratio test on the same shadowed rows), and, with the ``tighten``
-   policy, the share of runs whose final threshold keeps the post-shift
-   disagreement <= eps.
+   policy (everything to the teacher on the alarm, then the cheapest threshold
+   certified since), the share of runs whose final threshold keeps the
+   post-shift disagreement <= eps and the share of rows the student answers then.
 3. The teacher's extra work (``p`` x the student's share) for p in {0.01, 0.05, 0.2}.
 4. The monitor's cost per batch of 256 rows (with a 32-threshold grid) next to a
    ResNet-20 forward on the same batch, and its memory after 10^6 rows.
@@ -40,7 +41,7 @@ from scipy.special import softmax
 from scipy.stats import norm
 
 import _common
-from ebjr.calibration.monitor import GuaranteeMonitor
+from ebjr.calibration.monitor import AlarmPolicy, GuaranteeMonitor
 
 EPS, DELTA = 0.02, 0.05
 RATES = (0.01, 0.05, 0.2)
@@ -92,8 +93,13 @@ class Stream:
             seen += BATCH
 
 
-def run(stream, n_rows, threshold, p, grid=None, policy="log", rng=None, naive=False):
+def run(stream, n_rows, threshold, p, grid=None, policy="log", rng=None, naive=False,
+        after=SHIFT_AT):
+    """One stream: the first alarm at or after row ``after`` (rows seen then), whether the
+    naive test ever alarmed, and the threshold served at the end (``policy`` acting, as
+    ``ebjr serve --on-alarm`` does, through :class:`AlarmPolicy`)."""
     mon = GuaranteeMonitor(EPS, DELTA, min_shadow_prob=p, thresholds=grid)
+    act = AlarmPolicy(mon, policy, threshold)
     z = norm.ppf(1 - DELTA)
     n = total = squares = 0.0
     naive_alarm = False
@@ -101,17 +107,18 @@ def run(stream, n_rows, threshold, p, grid=None, policy="log", rng=None, naive=F
     for seen, score, disagree in stream.batches(n_rows):
         student = score >= threshold
         shadowed = student & (rng.random(student.size) < p)
+        was = mon.alarm
         mon.update(student, shadowed, disagree, p, scores=score if grid is not None else None)
         if naive:  # a z-test of the weighted mean, repeated every batch (peeking)
             x = np.where(student & shadowed & disagree, 1 / p, 0.0)
             n, total, squares = n + x.size, total + x.sum(), squares + (x ** 2).sum()
             sd = math.sqrt(max(squares / n - (total / n) ** 2, 1e-12))
             naive_alarm |= (total / n - EPS) / (sd / math.sqrt(n)) > z
-        if mon.alarm and alarm_at is None:
+        raised = mon.alarm and not was
+        if raised and alarm_at is None and seen + BATCH > after:
             alarm_at = seen + BATCH
-            if policy == "tighten":
-                threshold = mon.certified_threshold(at_least=threshold)
-                mon.restart()
+        new = act.next_threshold(threshold, raised)
+        threshold = threshold if new is None else new
     return alarm_at, naive_alarm, threshold, mon
 
 
@@ -122,7 +129,7 @@ def no_shift(data, threshold, runs, n_rows, seed) -> dict:
         alarms = naive = 0
         for _ in range(runs):
             at, peek, _, _ = run(Stream(rng, (*data, None)), n_rows, threshold, p, rng=rng,
-                                 naive=True)
+                                 naive=True, after=0)
             alarms += at is not None
             naive += peek
         out[p] = {"false_alarm_rate": alarms / runs, "naive_false_alarm_rate": naive / runs}
@@ -135,19 +142,22 @@ def shifted(name, before, after, threshold, grid, runs, n_rows, seed) -> dict:
     d1 = disagreement(after[0], after[1], threshold, after[2])
     res = {"shift": name, "disagreement_before": d0, "disagreement_after": d1, "by_rate": {}}
     for p in RATES:
-        delays, kept = [], 0
+        delays, kept, shares = [], 0, []
         for _ in range(runs):
             at, _, final, _ = run(Stream(rng, before, after, SHIFT_AT), n_rows, threshold, p,
                                   grid=grid, policy="tighten", rng=rng)
-            if at is not None and at > SHIFT_AT:
+            if at is not None:
                 delays.append(at - SHIFT_AT)
             kept += disagreement(after[0], after[1], final, after[2]) <= EPS
+            shares.append(float(np.mean(after[0] >= final)))
         ideal = math.log(1 / DELTA) / kl(p * d1, p * EPS) if d1 > EPS else math.inf
         res["by_rate"][p] = {
             "detected": len(delays) / runs,
             "median_delay_rows": statistics.median(delays) if delays else None,
             "oracle_delay_rows": ideal,
             "after_tighten_within_eps": kept / runs,
+            "student_share_at_the_end": statistics.mean(shares),
+            "student_share_before": float(np.mean(after[0] >= threshold)),
         }
     return res
 
@@ -202,7 +212,8 @@ def markdown(r: dict) -> str:
                          f"{100 * v['naive_false_alarm_rate']:.1f} % |")
     lines += ["", f"## Shifts after {SHIFT_AT:,} rows (CIFAR-10 pair before)", "",
               "| shift | disagreement before -> after | p | detected | median delay (rows) | "
-              "oracle delay | tighten keeps <= eps |", "|---|---|---|---|---|---|---|"]
+              "oracle delay | tighten: final threshold <= eps | student share: shifted -> "
+              "final |", "|---|---|---|---|---|---|---|---|"]
     for s in r["shifts"]:
         for p, v in s["by_rate"].items():
             md = v["median_delay_rows"]
@@ -210,7 +221,9 @@ def markdown(r: dict) -> str:
                 f"| {s['shift']} | {100 * s['disagreement_before']:.2f} % -> "
                 f"{100 * s['disagreement_after']:.2f} % | {p} | {100 * v['detected']:.0f} % | "
                 f"{'-' if md is None else f'{md:,.0f}'} | {v['oracle_delay_rows']:,.0f} | "
-                f"{100 * v['after_tighten_within_eps']:.0f} % |")
+                f"{100 * v['after_tighten_within_eps']:.0f} % | "
+                f"{100 * v['student_share_before']:.0f} % -> "
+                f"{100 * v['student_share_at_the_end']:.0f} % |")
     c = r["cost"]
     lines += ["", "## Cost on the serving path", "",
               f"- monitor update, 256 rows, 32-threshold grid: {c['monitor_ms_per_batch']:.3f} "

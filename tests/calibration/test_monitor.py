@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from ebjr.calibration.monitor import GuaranteeMonitor
+from ebjr.calibration.monitor import AlarmPolicy, GuaranteeMonitor
 from ebjr.exceptions import InputError
 
 
@@ -156,3 +156,41 @@ def test_memory_does_not_grow_with_rows():
 def test_bad_input_is_refused_with_what_was_expected(kwargs, args, message):
     with pytest.raises(InputError, match=message):
         GuaranteeMonitor(**kwargs).update(*args) if args else GuaranteeMonitor(**kwargs)
+
+
+def test_tighten_protects_after_a_shift_and_relaxes_as_certificates_come():
+    """Before row 60,000 the live threshold 0.5 is safe (disagreement 0.0075 < eps); then
+    the student gets worse (0.045). Tighten sends everything to the teacher on the alarm,
+    then serves the cheapest threshold certified since, whose true post-shift
+    disagreement is below eps."""
+    eps, grid = 0.01, np.linspace(0.5, 1.0, 11)
+    rng = np.random.default_rng(7)
+    mon = GuaranteeMonitor(eps=eps, delta=0.05, min_shadow_prob=0.2,
+                           thresholds=[*grid, math.inf])
+    policy, served, moves = AlarmPolicy(mon, "tighten", floor=0.5), 0.5, []
+    assert not mon.certified().any()  # nothing is certified without evidence
+    for b in range(200):
+        worse = b >= 15
+        score = rng.random(4000)
+        student = score >= served
+        shadowed = student & (rng.random(4000) < 0.2)
+        disagree = rng.random(4000) < (0.36 if worse else 0.06) * (1 - score)
+        was = mon.alarm
+        mon.update(student, shadowed, disagree, 0.2, scores=score)
+        new = policy.next_threshold(served, mon.alarm and not was)
+        if new is not None:
+            moves.append((b, new))
+            served = new
+    assert moves[0][0] >= 15 and moves[0][1] == math.inf  # the alarm came after the shift
+    assert 0.5 < served < math.inf  # then a certified threshold, cheaper than the teacher
+    assert 0.18 * (1 - served) ** 2 <= eps  # truly safe after the shift
+
+
+def test_the_teacher_policy_and_bad_policies():
+    mon = GuaranteeMonitor(eps=0.02, min_shadow_prob=0.1)
+    assert AlarmPolicy(mon, "teacher", 0.3).next_threshold(0.3, True) == math.inf
+    assert AlarmPolicy(mon, "log", 0.3).next_threshold(0.3, True) is None
+    with pytest.raises(InputError, match="on_alarm must be one of"):
+        AlarmPolicy(mon, "panic", 0.3)
+    with pytest.raises(InputError, match="needs a monitor with a threshold grid"):
+        AlarmPolicy(mon, "tighten", 0.3)

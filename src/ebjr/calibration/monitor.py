@@ -29,14 +29,18 @@ never rejected, which is a confidence sequence. With probability at least
 ``1 - delta``, the disagreement rate is below ``drop_upper`` at every time at
 once.
 
-**Per-threshold certificates**: given each row's router score (and whether it
-went to the teacher), the same e-process is kept for every threshold of a fixed
-grid. A row routed at the live threshold has a known teacher answer, so it
-counts exactly (``p = 1``) for every grid threshold. A row the student answered
-counts through its shadow. So the monitor knows which thresholds are *still
-certified* (no alarm). The cheapest of them is where a ``tighten`` policy
-moves. Every grid threshold's alarm has level ``delta`` on its own. A false
-alarm there only makes the policy more careful.
+**Per-threshold evidence**: given each row's router score (and whether it went
+to the teacher), two e-processes are kept for every threshold of a fixed grid.
+A row routed at the live threshold has a known teacher answer, so it counts
+exactly (``p = 1``) for every grid threshold. A row the student answered counts
+through its shadow. The first e-process is an alarm, as above, one per
+threshold. The second bets *against* ``E[X] >= eps`` and *certifies* a threshold
+once it reaches ``1/delta``. Thresholds are certified in order from the highest
+down (fixed-sequence testing), so with probability at least ``1 - delta`` no
+certified threshold is above eps. The cheapest certified threshold is where a
+``tighten`` policy moves. After an alarm the grid starts again
+(:meth:`GuaranteeMonitor.restart` with ``grid=True``), because the rows before
+it no longer speak for the traffic now.
 
 Memory is fixed: a few sums per grid point, whatever the number of rows.
 
@@ -62,7 +66,10 @@ import numpy as np
 from ebjr._utils.validation import check_probability
 from ebjr.exceptions import InputError
 
-__all__ = ["GuaranteeMonitor"]
+__all__ = ["POLICIES", "AlarmPolicy", "GuaranteeMonitor"]
+
+#: what to do when the monitor alarms
+POLICIES = ("log", "tighten", "teacher")
 
 #: bets are at most this share of the largest bet that keeps the wealth non-negative
 _CLIP = 0.5
@@ -141,10 +148,12 @@ class GuaranteeMonitor:
         self.thresholds = grid
         self._alarm = _Bets(np.array([self.eps]), +1, self.bound, self.delta)
         self._upper = _Bets(_grid(self.eps), -1, self.bound, self.delta)
-        self._per_threshold = None if grid is None else \
-            _Bets(np.full(grid.shape, self.eps), +1, self.bound, self.delta)
+        self._per_threshold: _Bets | None = None  # alarms per grid threshold
+        self._safe: _Bets | None = None  # certificates per grid threshold
+        self._grid_stats: np.ndarray | None = None
+        if grid is not None:
+            self._restart_grid()
         self._stats = np.zeros(3)  # rows, sum X, sum X^2 of the served stream
-        self._grid_stats = None if grid is None else np.zeros((3, grid.size))
         self.rows = self.shadow_rows = self.teacher_rows = 0
         self.alarmed_at: int | None = None  # rows seen when the alarm was first raised
 
@@ -169,15 +178,29 @@ class GuaranteeMonitor:
         i = int(kept[-1]) + 1
         return 1.0 if i >= grid.size else float(grid[i])
 
-    def certified(self) -> np.ndarray:
-        """Per grid threshold, whether it is still certified (no alarm)."""
+    def alarmed(self) -> np.ndarray:
+        """Per grid threshold, whether the evidence says its disagreement exceeds eps."""
         if self._per_threshold is None:
             raise InputError("this monitor keeps no threshold grid (thresholds=None)")
-        return ~self._per_threshold.rejected
+        return self._per_threshold.rejected.copy()
+
+    def certified(self) -> np.ndarray:
+        """Per grid threshold, whether it is certified: the evidence since the grid's last
+        restart says its disagreement is below eps. Tested in order from the highest
+        threshold down, stopping at the first that is not (fixed-sequence testing: with
+        probability at least ``1 - delta`` no certified threshold is above eps)."""
+        if self._safe is None:
+            raise InputError("this monitor keeps no threshold grid (thresholds=None)")
+        ok = self._safe.rejected & ~self._per_threshold.rejected  # type: ignore[union-attr]
+        top = np.flatnonzero(~ok[::-1])  # the first failure, counted from the top
+        out = np.zeros_like(ok)
+        keep = ok.size if top.size == 0 else int(top[0])
+        if keep:
+            out[ok.size - keep:] = True
+        return out
 
     def certified_threshold(self, at_least: float = -math.inf) -> float | None:
-        """The cheapest grid threshold ``>= at_least`` that is still certified (``None``:
-        none is)."""
+        """The cheapest certified grid threshold ``>= at_least`` (``None``: none is)."""
         if self.thresholds is None:
             return None
         ok = np.flatnonzero(self.certified() & (self.thresholds >= at_least))
@@ -240,7 +263,7 @@ class GuaranteeMonitor:
         if sc.size != s.size:
             raise InputError(f"scores has {sc.size} values for {s.size} rows")
         grid = self.thresholds
-        assert grid is not None and self._grid_stats is not None and self._per_threshold
+        assert grid is not None and self._per_threshold is not None and self._grid_stats is not None
         # the teacher's answer is known for routed rows (weight 1) and shadowed rows (1/p)
         w = np.where(~s, 1.0, np.where(sh, 1.0 / np.maximum(p, self.min_shadow_prob), 0.0))
         # at grid threshold g the student answers the rows with score >= g (NaN: the teacher)
@@ -248,16 +271,28 @@ class GuaranteeMonitor:
         x = np.where(answers & d[:, None], w[:, None], 0.0)
         mean, var = self._moments(self._grid_stats)
         self._per_threshold.update(_terms(x, +1, self._per_threshold.c), mean, var)
+        assert self._safe is not None
+        self._safe.update(_terms(x, -1, self._safe.c), mean, var)
         self._grid_stats += np.stack([np.full(grid.size, float(s.size)), x.sum(axis=0),
                                       (x ** 2).sum(axis=0)])
 
-    def restart(self) -> None:
+    def restart(self, grid: bool = False) -> None:
         """Start the live test again (after a policy changed the served threshold): a new
-        test of the model now served, of level ``delta`` again. The grid's certificates and
-        the upper bound keep their evidence."""
+        test of the model now served, of level ``delta`` again; with ``grid``, the grid's
+        alarms and certificates too (after an alarm the evidence of the rows before it no
+        longer speaks for the traffic now). The upper bound keeps its evidence."""
         self._alarm = _Bets(np.array([self.eps]), +1, self.bound, self.delta)
         self._stats = np.zeros(3)
         self.alarmed_at = None
+        if grid and self.thresholds is not None:
+            self._restart_grid()
+
+    def _restart_grid(self) -> None:
+        assert self.thresholds is not None
+        g = self.thresholds.size
+        self._per_threshold = _Bets(np.full(g, self.eps), +1, self.bound, self.delta)
+        self._safe = _Bets(np.full(g, self.eps), -1, self.bound, self.delta)
+        self._grid_stats = np.zeros((3, g))
 
     def _moments(self, stats: np.ndarray) -> tuple[Any, Any]:
         """The running mean and variance the next bets are made from (per column), shrunk
@@ -286,3 +321,41 @@ def _terms(x: np.ndarray, side: int, centers: np.ndarray) -> Any:
         return (counts * steps).sum(axis=-1)
 
     return terms
+
+
+class AlarmPolicy:
+    """What to serve after each batch the monitor has seen, by policy (``on_alarm``):
+
+    - ``log``: nothing changes;
+    - ``teacher``: on the alarm, every row to the teacher (``+inf``);
+    - ``tighten``: on the alarm, the grid starts again, and from then on the cheapest
+      grid threshold certified since, never below ``floor`` (the calibrated one); every
+      row to the teacher until one is.
+
+    :meth:`next_threshold` returns the threshold to serve, or ``None`` to keep it; a move
+    that answers an alarm restarts the live test (a new test of the threshold now served).
+    """
+
+    def __init__(self, monitor: GuaranteeMonitor, policy: str, floor: float) -> None:
+        if policy not in POLICIES:
+            raise InputError(f"on_alarm must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if policy == "tighten" and monitor.thresholds is None:
+            raise InputError("the tighten policy needs a monitor with a threshold grid")
+        self.monitor, self.policy, self.floor = monitor, policy, float(floor)
+        self.protecting = False
+
+    def next_threshold(self, served: float, alarm_raised: bool) -> float | None:
+        """After an update: the threshold to serve now (``None``: keep ``served``)."""
+        m = self.monitor
+        if alarm_raised and self.policy == "teacher":
+            m.restart()
+            return math.inf
+        if alarm_raised and self.policy == "tighten":
+            m.restart(grid=True)
+            self.protecting = True
+            return m.certified_threshold(at_least=self.floor) or math.inf
+        if self.protecting:
+            best = m.certified_threshold(at_least=self.floor)
+            if best is not None and best < served:
+                return best  # certified since the alarm: the live test goes on
+        return None

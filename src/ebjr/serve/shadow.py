@@ -15,9 +15,11 @@ them, or when a batch's routed rows fell back to the student. Which batches are 
 depends on load, not on what the rows hold.
 
 When the monitor raises its alarm, ``on_alarm`` decides what happens: ``log`` logs it;
-``tighten`` moves the live threshold to the cheapest threshold of the grid at or above
-it that is still certified; ``teacher`` sends every row to the teacher. A policy that
-acts restarts the live test, which then watches the threshold now served.
+``teacher`` sends every row to the teacher; ``tighten`` restarts the grid's evidence
+(the rows before the alarm no longer speak for the traffic now) and from then on serves
+the cheapest grid threshold certified since the alarm, never below the calibrated one,
+sending every row to the teacher until one is certified. A policy that acts restarts the
+live test, which then watches the threshold now served.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.calibration.monitor import GuaranteeMonitor
+from ebjr.calibration.monitor import AlarmPolicy, GuaranteeMonitor
 from ebjr.exceptions import InputError
 
 __all__ = ["ShadowTraffic", "monitor_grid"]
@@ -89,6 +91,8 @@ class ShadowTraffic:
                                         thresholds=monitor_grid(bundle, joint.threshold))
         self._teacher, self._room = teacher, room
         self._rng = np.random.default_rng(seed)
+        # tighten never serves below the calibrated threshold
+        self.policy_state = AlarmPolicy(self.monitor, self.policy, joint.threshold)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.left_out = 0  # batches left out of the monitor (shed, failed, fell back)
         self.actions: list[dict[str, Any]] = []
@@ -135,10 +139,17 @@ class ShadowTraffic:
         self._feed(student, pick, disagree, scores)
 
     def _feed(self, student, pick, disagree, scores) -> None:
-        was = self.monitor.alarm
-        self.monitor.update(student, pick, disagree, self.rate, scores=scores)
-        if self.monitor.alarm and not was:
-            self._act()
+        m, before = self.monitor, self.joint.threshold
+        was, drop_upper = m.alarm, m.drop_upper
+        m.update(student, pick, disagree, self.rate, scores=scores)
+        raised = m.alarm and not was
+        at, drop_upper = m.alarmed_at, m.drop_upper
+        new = self.policy_state.next_threshold(before, raised)
+        if new is not None and new != before:
+            self.joint.set_threshold(new)
+            self.metrics.threshold.labels("set").set(new)
+        if raised or (new is not None and new != before):
+            self._record(raised, before, at, drop_upper)
         self._publish()
 
     def _leave_out(self, why: str) -> None:
@@ -146,25 +157,19 @@ class ShadowTraffic:
         self.metrics.shadow_batches_left_out.labels(why).inc()
 
     # ------------------------------------------------------------ the policy
-    def _act(self) -> None:
-        m, t = self.monitor, self.joint.threshold
-        action: dict[str, Any] = {"at_row": m.alarmed_at, "policy": self.policy,
-                                  "threshold_before": t, "drop_upper": m.drop_upper}
-        new = None
-        if self.policy == "tighten":
-            new = m.certified_threshold(at_least=t)
-        elif self.policy == "teacher":
-            new = math.inf
-        if new is not None and new != t:
-            self.joint.set_threshold(new)
-            self.metrics.threshold.labels("set").set(new)
-            m.restart()
-        action["threshold_after"] = self.joint.threshold
-        self.actions.append(action)
-        log.warning("guarantee alarm: the disagreement with the teacher exceeds eps=%g "
-                    "(upper bound %.4g after %s rows); policy %r: threshold %r -> %r",
-                    m.eps, action["drop_upper"], action["at_row"], self.policy, t,
-                    self.joint.threshold)
+    def _record(self, alarm: bool, before: float, at: int | None, drop_upper: float) -> None:
+        after = self.joint.threshold
+        self.actions.append({"at_row": at if alarm else self.monitor.rows,
+                             "policy": self.policy if alarm else "certified",
+                             "threshold_before": before, "threshold_after": after,
+                             "drop_upper": drop_upper})
+        if alarm:
+            log.warning("guarantee alarm: the disagreement with the teacher exceeds eps=%g "
+                        "(upper bound %.4g after %s rows); policy %r: threshold %r -> %r",
+                        self.monitor.eps, drop_upper, at, self.policy, before, after)
+        else:
+            log.warning("guarantee: threshold %r certified since the alarm (after %d rows); "
+                        "serving it instead of %r", after, self.monitor.rows, before)
 
     def _publish(self) -> None:
         m = self.metrics
