@@ -34,7 +34,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def server(quickstart_bundle):
     with ServerProcess(quickstart_bundle, "--admin-token", TOKEN, "--model-name",
-                       "quickstart") as srv:
+                       "quickstart", "--shadow-rate", "0.5", "--guarantee-eps", "0.05") as srv:
         yield srv
 
 
@@ -79,6 +79,7 @@ def test_draw_shows_the_routing_decision(page):
     assert page.locator("#latency").inner_text().endswith("ms (server)")
     sync_api.expect(page.locator("#teacher-share")).to_contain_text("%")
     sync_api.expect(page.locator("#op-point")).to_contain_text("to the teacher")
+    sync_api.expect(page.locator("#guarantee")).to_contain_text("eps 5.00 %")
 
 
 def test_upload_predicts_the_digit_and_the_slider_moves_the_threshold(page, server,
