@@ -119,5 +119,5 @@ def test_cascade_options_are_checked_before_ray_starts(bundle):
     assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU,
                        first_stage_in_ingress=False) == {
         "ingress": 0.0, "stage0": 0.5, "stage1": 0.5, "stage2": 0.5}
-    with pytest.raises(InputError, match="one per stage"):
+    with pytest.raises(InputError, match="not a cascade"):
         build_app(bundle, load_mode="share", load_budget=0.5)

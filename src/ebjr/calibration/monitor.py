@@ -57,6 +57,7 @@ Memory is fixed: a few sums per grid point, whatever the number of rows.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +67,9 @@ import numpy as np
 from ebjr._utils.validation import check_probability
 from ebjr.exceptions import InputError
 
-__all__ = ["POLICIES", "AlarmPolicy", "GuaranteeMonitor"]
+__all__ = ["POLICIES", "AlarmPolicy", "GuaranteeMonitor", "LiveGuarantee"]
+
+log = logging.getLogger("ebjr.monitor")
 
 #: what to do when the monitor alarms
 POLICIES = ("log", "tighten", "teacher")
@@ -359,3 +362,62 @@ class AlarmPolicy:
             if best is not None and best < served:
                 return best  # certified since the alarm: the live test goes on
         return None
+
+
+class LiveGuarantee:
+    """A monitor, its alarm policy and the record of what they did: what a server keeps
+    (``ebjr serve`` in its process; on Ray, the control deployment, fed by every replica).
+
+    :meth:`feed` takes one batch of served rows and returns the threshold to serve from
+    now on (``None``: keep the one served); every alarm and every move is logged and kept
+    in :attr:`actions`.
+    """
+
+    def __init__(self, monitor: GuaranteeMonitor, policy: str, floor: float,
+                 shadow_rate: float) -> None:
+        self.monitor = monitor
+        self.policy = AlarmPolicy(monitor, policy, floor)
+        self.shadow_rate = float(shadow_rate)
+        self.actions: list[dict[str, Any]] = []
+        self.left_out: dict[str, int] = {}  # batches left out of the monitor, by reason
+
+    def feed(self, served: float, student: Any, shadowed: Any, disagree: Any,
+             scores: Any = None) -> float | None:
+        m = self.monitor
+        was = m.alarm
+        m.update(student, shadowed, disagree, self.shadow_rate, scores=scores)
+        raised = m.alarm and not was
+        at, upper = m.alarmed_at, m.drop_upper
+        new = self.policy.next_threshold(served, raised)
+        moved = new is not None and new != served
+        if raised or moved:
+            after = new if moved else served
+            self.actions.append({"at_row": at if raised else m.rows,
+                                 "policy": self.policy.policy if raised else "certified",
+                                 "threshold_before": served, "threshold_after": after,
+                                 "drop_upper": upper})
+            if raised:
+                log.warning("guarantee alarm: the disagreement with the teacher exceeds "
+                            "eps=%g (upper bound %.4g after %s rows); policy %r: threshold "
+                            "%r -> %r", m.eps, upper, at, self.policy.policy, served, after)
+            else:
+                log.warning("guarantee: threshold %r certified since the alarm (after %d "
+                            "rows); serving it instead of %r", after, m.rows, served)
+        return new if moved else None
+
+    def leave_out(self, why: str) -> None:
+        """A batch was left out of the monitor (its shadows could not go)."""
+        self.left_out[why] = self.left_out.get(why, 0) + 1
+
+    def state(self, served: float) -> dict[str, Any]:
+        """What ``GET /v2/models/{name}/guarantee`` answers."""
+        m = self.monitor
+        grid = [] if m.thresholds is None else [
+            {"threshold": float(t), "certified": bool(c), "alarmed": bool(a)}
+            for t, c, a in zip(m.thresholds, m.certified(), m.alarmed(), strict=True)]
+        return {**m.state(), "alarm": m.alarm or bool(self.actions), "live_alarm": m.alarm,
+                "shadow_rate": self.shadow_rate, "threshold": served,
+                "certified_threshold": m.certified_threshold(at_least=served), "grid": grid,
+                "batches_left_out": sum(self.left_out.values()),
+                "left_out_by_reason": dict(self.left_out), "on_alarm": self.policy.policy,
+                "actions": list(self.actions)}

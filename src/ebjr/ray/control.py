@@ -119,6 +119,9 @@ class RoutingControl:
             (as ``ebjr serve --load-mode``); ``None`` for none.
         metrics: optional recorder with ``set_threshold(kind, value)`` and
             ``set_teacher_queue(rows)`` (Ray's metrics in a deployment).
+        guarantee: the application's live guarantee
+            (:class:`~ebjr.calibration.monitor.LiveGuarantee`), fed by every replica's
+            shadow traffic; ``None`` without ``shadow_rate``.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class RoutingControl:
         load_budget: float | None = None,
         load_min_threshold: float | None = None,
         metrics: Any = None,
+        guarantee: Any = None,
     ) -> None:
         self._threshold = check_threshold(threshold)
         self._effective = self._threshold
@@ -141,9 +145,13 @@ class RoutingControl:
         self._counts = RoutingCounts()
         self._reported: dict[str, dict[str, int]] = {}  # replica -> its counts so far
         self.broadcast = Broadcast(self._threshold)
+        self.guarantee = guarantee
         self._record()
 
     def _record(self) -> None:
+        if self._metrics is not None and self.guarantee is not None:
+            mon = self.guarantee.monitor
+            self._metrics.set_guarantee(mon.drop_upper, mon.alarm or bool(self.guarantee.actions))
         if self._metrics is not None:
             self._metrics.set_threshold("set", self._threshold)
             self._metrics.set_threshold("effective", self._effective)
@@ -221,6 +229,27 @@ class RoutingControl:
 
     def queue_rows(self) -> dict[str, int]:
         return {"teacher": self.teacher_queued}
+
+    # ------------------------------------------------------------ the live guarantee
+    def _live(self) -> Any:
+        if self.guarantee is None:
+            raise RuntimeError("this application runs no guarantee monitor (shadow_rate 0)")
+        return self.guarantee
+
+    async def guarantee_feed(self, student: Any, shadowed: Any, disagree: Any,
+                             scores: Any) -> None:
+        """One replica's batch of served rows; a policy's new threshold is published to
+        every replica before this returns."""
+        new = self._live().feed(self._threshold, student, shadowed, disagree, scores)
+        if new is not None:
+            await self.publish_threshold(new)
+        self._record()
+
+    def guarantee_leave_out(self, why: str) -> None:
+        self._live().leave_out(why)
+
+    def guarantee_state(self) -> dict[str, Any]:
+        return self._live().state(self._threshold)
 
     def __repr__(self) -> str:
         return (

@@ -104,6 +104,8 @@ class _Metrics:
             "ebjr_teacher_queue_rows",
             description="Rows routed to the teacher, not yet answered (whole application)",
         )
+        self.guarantee_drop_upper: Gauge | None = None
+        self.guarantee_alarm: Gauge | None = None
 
     def set_threshold(self, kind: str, value: float) -> None:
         if np.isfinite(value):
@@ -112,17 +114,35 @@ class _Metrics:
     def set_teacher_queue(self, rows: int) -> None:
         self.teacher_queue.set(rows)
 
+    def set_guarantee(self, drop_upper: float, alarm: bool) -> None:
+        if self.guarantee_drop_upper is None:  # made on first use: only with shadow_rate
+            self.guarantee_drop_upper = Gauge(
+                "ebjr_guarantee_drop_upper", description="Upper confidence bound of the "
+                "disagreement with the teacher (valid at every time)")
+            self.guarantee_alarm = Gauge(
+                "ebjr_guarantee_alarm", description="1 once the monitor found the "
+                "disagreement above eps")
+        self.guarantee_drop_upper.set(float(drop_upper))
+        self.guarantee_alarm.set(1.0 if alarm else 0.0)  # type: ignore[union-attr]
+
 
 class Control(RoutingControl):
     """:class:`RoutingControl` as a deployment: its values recorded in Ray's metrics."""
 
     def __init__(self, settings: ServeSettings, threshold: float) -> None:
+        guarantee = None
+        if settings.shadow_rate > 0:  # every ingress replica's shadows feed this one
+            from ebjr.bundle import read_bundle
+            from ebjr.serve.shadow import live_guarantee
+
+            guarantee = live_guarantee(settings, read_bundle(settings.bundle), threshold)
         super().__init__(
             threshold,
             settings.load_mode,
             settings.load_budget,
             settings.load_min_threshold,
             metrics=_Metrics(),
+            guarantee=guarantee,
         )
 
 

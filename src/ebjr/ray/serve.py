@@ -328,9 +328,10 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
         )
     path = Path(bundle_path).expanduser().resolve()
     settings = ServeSettings(bundle=str(path), **options)
-    if settings.shadow_rate > 0:
-        raise InputError("the guarantee monitor (shadow_rate) runs in 'ebjr serve' without "
-                         "--ray for now; on Ray it is not there yet")
+    if settings.shadow_rate > 0 and not here:
+        raise InputError("the guarantee monitor (shadow_rate) needs the student in the "
+                         "ingress replicas (first_stage_in_ingress=True): their shadow "
+                         "traffic feeds the control deployment's monitor")
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
     opts = deployment_options(settings, sections, replicas, here)
@@ -352,9 +353,9 @@ def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
     if settings.role != "joint":
         raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
                          "not one model of it")
-    if settings.load_mode is not None:
-        raise InputError("the load-aware threshold (load_mode) moves one threshold; a cascade "
-                         "has one per stage: serve it without load_mode")
+    if settings.load_mode is not None or settings.shadow_rate > 0:
+        raise InputError("the load-aware threshold (load_mode) and the guarantee monitor "
+                         "(shadow_rate) apply to a student/teacher pair, not a cascade")
     stages = bundle.cascade.stages
     first = {} if here else {stage_deployment(0): dict(opts["student"])}
     return {"ingress": opts["ingress"], **first,

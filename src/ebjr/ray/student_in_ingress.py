@@ -32,7 +32,8 @@ from ebjr.serve.engine import JointEngine
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["IngressCascadeEngine", "IngressJointEngine", "TeacherDeployment"]
+__all__ = ["ControlGuarantee", "IngressCascadeEngine", "IngressJointEngine",
+           "TeacherDeployment"]
 
 log = logging.getLogger("ebjr.ray")
 
@@ -152,14 +153,33 @@ class _FollowsTheApplication:
             await self._report()
 
 
+class ControlGuarantee:
+    """The application's live guarantee, kept by the control deployment: an ingress
+    replica's shadow traffic feeds it (and a policy's move reaches every replica)."""
+
+    def __init__(self, control: Any) -> None:
+        self.control = control
+
+    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any) -> None:
+        await self.control.guarantee_feed.remote(student, shadowed, disagree, scores)
+
+    async def leave_out(self, why: str) -> None:
+        await self.control.guarantee_leave_out.remote(why)
+
+    async def state(self) -> dict[str, Any]:
+        return await self.control.guarantee_state.remote()
+
+
 class IngressJointEngine(_FollowsTheApplication, JointEngine):
     """:class:`JointEngine` in an ingress replica: its threshold is the application's
-    (pushed by the control deployment), and its counts are reported there."""
+    (pushed by the control deployment), its counts are reported there, and with
+    ``shadow_rate`` its shadow traffic feeds the application's guarantee there."""
 
     def __init__(self, joint: JointModel, settings: ServeSettings, metrics: ServeMetrics,
                  teacher: Any, control: Any, replica: str) -> None:
         JointEngine.__init__(self, joint, settings, metrics,
-                             TeacherDeployment(teacher, settings.request_timeout_s))
+                             TeacherDeployment(teacher, settings.request_timeout_s),
+                             ControlGuarantee(control) if settings.shadow_rate > 0 else None)
         self._follow(control, replica)
 
     def _apply_value(self, value: float) -> None:

@@ -26,7 +26,7 @@ from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
-from ebjr.serve.shadow import ShadowTraffic
+from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee
 
 __all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
            "ModelRunner", "TeacherUnavailable", "ask_stage", "split_rows"]
@@ -190,7 +190,9 @@ class ModelEngine:
 
 
 class JointEngine:
-    """The joint model behind dynamic batching, with a local or remote teacher."""
+    """The joint model behind dynamic batching, with a local or remote teacher; with
+    ``settings.shadow_rate``, shadow traffic feeding ``guarantee`` (default: a
+    :class:`~ebjr.serve.shadow.LocalGuarantee`; on Ray, the control deployment's)."""
 
     kind = "joint"
 
@@ -200,6 +202,7 @@ class JointEngine:
         settings: ServeSettings,
         metrics: ServeMetrics,
         teacher: Any = None,
+        guarantee: Any = None,
     ) -> None:
         self.joint = joint
         self.settings = settings
@@ -248,9 +251,13 @@ class JointEngine:
                 on_batch=lambda n: metrics.batch_rows.labels("shadow").observe(n))
             shadows = self.shadow_batcher
             limit = settings.teacher_max_queue_rows // 2
+            sink = guarantee or LocalGuarantee(
+                live_guarantee(settings, getattr(joint, "bundle", None), joint.threshold),
+                joint, metrics)
             self.shadow = ShadowTraffic(
-                joint, settings, metrics, shadows.submit,
-                lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit)
+                joint, settings.shadow_rate, metrics, shadows.submit,
+                lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit,
+                sink)
         self._last_effective = joint.threshold
         metrics.threshold.labels("set").set(joint.threshold)
         metrics.threshold.labels("effective").set(joint.threshold)

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.calibration.monitor import AlarmPolicy, GuaranteeMonitor
+from ebjr.calibration.monitor import GuaranteeMonitor, LiveGuarantee
 from ebjr.exceptions import InputError
 
-__all__ = ["ShadowTraffic", "monitor_grid"]
+__all__ = ["LocalGuarantee", "ShadowTraffic", "live_guarantee", "monitor_grid"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -63,132 +63,123 @@ def _target_value(bundle: Any, key: str) -> float | None:
     return None
 
 
+def live_guarantee(settings: Any, bundle: Any, threshold: float) -> LiveGuarantee:
+    """The monitor and policy that ``settings`` ask for (``eps``/``delta`` by default the
+    bundle's ``guaranteed_drop`` target's; the grid from :func:`monitor_grid`)."""
+    eps = settings.guarantee_eps or _target_value(bundle, "eps")
+    if eps is None:
+        raise InputError("--shadow-rate needs the disagreement to watch: give "
+                         "--guarantee-eps (the bundle's target is not a guaranteed drop)")
+    delta = settings.guarantee_delta or _target_value(bundle, "delta") or 0.05
+    monitor = GuaranteeMonitor(eps, delta, min_shadow_prob=settings.shadow_rate,
+                               thresholds=monitor_grid(bundle, threshold))
+    # tighten never serves below the calibrated threshold
+    return LiveGuarantee(monitor, settings.on_alarm, threshold, settings.shadow_rate)
+
+
+class LocalGuarantee:
+    """The guarantee kept in this process: fed batch by batch, moving the joint model's
+    threshold when the policy says so, and shown in this server's metrics."""
+
+    def __init__(self, live: LiveGuarantee, joint: Any, metrics: Any) -> None:
+        self.live, self.joint, self.metrics = live, joint, metrics
+        self._publish()
+
+    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any) -> None:
+        new = self.live.feed(self.joint.threshold, student, shadowed, disagree, scores)
+        if new is not None:
+            self.joint.set_threshold(new)
+            self.metrics.threshold.labels("set").set(new)
+        self._publish()
+
+    async def leave_out(self, why: str) -> None:
+        self.live.leave_out(why)
+
+    async def state(self) -> dict[str, Any]:
+        return self.live.state(self.joint.threshold)
+
+    def _publish(self) -> None:
+        m, mon = self.metrics, self.live.monitor
+        m.guarantee_drop_upper.set(mon.drop_upper)
+        m.guarantee_alarm.set(1.0 if mon.alarm or self.live.actions else 0.0)
+        m.guarantee_e_value.set(min(mon.e_value, 1e300))
+
+
 class ShadowTraffic:
-    """The shadow sampler, the monitor and the alarm policy of one joint engine.
+    """The shadow sampler of one joint engine, feeding a guarantee (``sink``: a
+    :class:`LocalGuarantee`, or on Ray the control deployment's).
 
     Args:
-        joint: the served :class:`~ebjr.joint.JointModel` (its live threshold is the one a
-            policy moves).
-        settings: ``shadow_rate``, ``guarantee_eps``/``guarantee_delta`` (default: the
-            bundle's ``guaranteed_drop`` target), ``on_alarm``.
-        metrics: the server's metrics.
-        teacher: ``await teacher(rows) -> logits`` (the engine's teacher batcher).
+        joint: the served :class:`~ebjr.joint.JointModel`.
+        rate: the shadow probability of each row the student answers.
+        metrics: the server's metrics (the shadow counts).
+        teacher: ``await teacher(rows) -> logits`` (the engine's shadow batcher).
         room: ``room(rows) -> bool``: whether the teacher can take ``rows`` shadow rows now.
+        sink: ``await feed(student, shadowed, disagree, scores)``, ``await leave_out(why)``
+            and ``await state()``.
     """
 
-    def __init__(self, joint: Any, settings: Any, metrics: Any, teacher: Any,
-                 room: Any, seed: int | None = None) -> None:
-        bundle = getattr(joint, "bundle", None)
-        eps = settings.guarantee_eps or _target_value(bundle, "eps")
-        if eps is None:
-            raise InputError("--shadow-rate needs the disagreement to watch: give "
-                             "--guarantee-eps (the bundle's target is not a guaranteed drop)")
-        delta = settings.guarantee_delta or _target_value(bundle, "delta") or 0.05
-        self.joint, self.metrics = joint, metrics
-        self.rate = float(settings.shadow_rate)
-        self.policy = settings.on_alarm
-        self.monitor = GuaranteeMonitor(eps, delta, min_shadow_prob=self.rate,
-                                        thresholds=monitor_grid(bundle, joint.threshold))
+    def __init__(self, joint: Any, rate: float, metrics: Any, teacher: Any, room: Any,
+                 sink: Any, seed: int | None = None) -> None:
+        self.joint, self.metrics, self.sink = joint, metrics, sink
+        self.rate = float(rate)
         self._teacher, self._room = teacher, room
         self._rng = np.random.default_rng(seed)
-        # tighten never serves below the calibrated threshold
-        self.policy_state = AlarmPolicy(self.monitor, self.policy, joint.threshold)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.left_out = 0  # batches left out of the monitor (shed, failed, fell back)
-        self.actions: list[dict[str, Any]] = []
-        self._publish()
+
+    def _spawn(self, job: Any) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ per batch
     def observe(self, batch: Any, routed: Any, mask: np.ndarray, predictions: np.ndarray,
                 failed: bool) -> None:
-        """A student batch was answered: sample its shadows and feed the monitor (now, or
-        when the shadows' answers come back)."""
+        """A student batch was answered: sample its shadows and feed the guarantee, off
+        the response path."""
         if failed:
-            self._leave_out("teacher_failed")
+            self._spawn(self._leave_out("teacher_failed"))
             return
         student = ~mask
         mine = np.asarray(to_numpy(self.joint.student_classes(routed)))
         disagree = mine != predictions  # routed rows: the teacher's answer; others: equal
         scores = np.asarray(to_numpy(routed.scores), dtype=np.float64)
         pick = student & (self._rng.random(student.size) < self.rate)
-        if not pick.any():
-            self._feed(student, pick, disagree, scores)
-            return
         rows = np.flatnonzero(pick)
-        if not self._room(rows.size):
-            self._leave_out("shed")
+        if rows.size and not self._room(rows.size):
+            self._spawn(self._leave_out("shed"))
             return
-        self.metrics.shadow_rows.labels("sent").inc(rows.size)
-        task = asyncio.get_running_loop().create_task(
-            self._shadow(batch[rows], rows, student, pick, disagree, mine, scores))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if rows.size:
+            self.metrics.shadow_rows.labels("sent").inc(rows.size)
+        self._spawn(self._shadow(batch[rows], rows, student, pick, disagree, mine, scores))
 
     async def _shadow(self, rows_x: Any, rows: np.ndarray, student: np.ndarray,
                       pick: np.ndarray, disagree: np.ndarray, mine: np.ndarray,
                       scores: np.ndarray) -> None:
+        if rows.size:
+            try:
+                logits = await self._teacher(rows_x)
+            except Exception as exc:  # the teacher is down or full: this batch is left out
+                log.debug("shadow rows not answered: %s", exc)
+                await self._leave_out("teacher_failed")
+                return
+            self.metrics.shadow_rows.labels("answered").inc(rows.size)
+            disagree = disagree.copy()
+            disagree[rows] = mine[rows] != np.asarray(to_numpy(logits)).argmax(axis=1)
         try:
-            logits = await self._teacher(rows_x)
-        except Exception as exc:  # the teacher is down or full: this batch is left out
-            log.debug("shadow rows not answered: %s", exc)
-            self._leave_out("teacher_failed")
-            return
-        self.metrics.shadow_rows.labels("answered").inc(rows.size)
-        disagree = disagree.copy()
-        disagree[rows] = mine[rows] != np.asarray(to_numpy(logits)).argmax(axis=1)
-        self._feed(student, pick, disagree, scores)
+            await self.sink.feed(student, pick, disagree, scores)
+        except Exception as exc:  # e.g. the control deployment restarting: never the answer
+            log.warning("the guarantee monitor could not take a batch: %s", exc)
 
-    def _feed(self, student, pick, disagree, scores) -> None:
-        m, before = self.monitor, self.joint.threshold
-        was, drop_upper = m.alarm, m.drop_upper
-        m.update(student, pick, disagree, self.rate, scores=scores)
-        raised = m.alarm and not was
-        at, drop_upper = m.alarmed_at, m.drop_upper
-        new = self.policy_state.next_threshold(before, raised)
-        if new is not None and new != before:
-            self.joint.set_threshold(new)
-            self.metrics.threshold.labels("set").set(new)
-        if raised or (new is not None and new != before):
-            self._record(raised, before, at, drop_upper)
-        self._publish()
-
-    def _leave_out(self, why: str) -> None:
-        self.left_out += 1
+    async def _leave_out(self, why: str) -> None:
         self.metrics.shadow_batches_left_out.labels(why).inc()
+        try:
+            await self.sink.leave_out(why)
+        except Exception as exc:
+            log.warning("the guarantee monitor could not count a left-out batch: %s", exc)
 
-    # ------------------------------------------------------------ the policy
-    def _record(self, alarm: bool, before: float, at: int | None, drop_upper: float) -> None:
-        after = self.joint.threshold
-        self.actions.append({"at_row": at if alarm else self.monitor.rows,
-                             "policy": self.policy if alarm else "certified",
-                             "threshold_before": before, "threshold_after": after,
-                             "drop_upper": drop_upper})
-        if alarm:
-            log.warning("guarantee alarm: the disagreement with the teacher exceeds eps=%g "
-                        "(upper bound %.4g after %s rows); policy %r: threshold %r -> %r",
-                        self.monitor.eps, drop_upper, at, self.policy, before, after)
-        else:
-            log.warning("guarantee: threshold %r certified since the alarm (after %d rows); "
-                        "serving it instead of %r", after, self.monitor.rows, before)
-
-    def _publish(self) -> None:
-        m = self.metrics
-        m.guarantee_drop_upper.set(self.monitor.drop_upper)
-        m.guarantee_alarm.set(1.0 if self.monitor.alarm or self.actions else 0.0)
-        m.guarantee_e_value.set(min(self.monitor.e_value, 1e300))
-
-    def state(self) -> dict[str, Any]:
-        """What ``GET /v2/models/{name}/guarantee`` answers."""
-        m = self.monitor
-        return {**m.state(), "alarm": m.alarm or bool(self.actions),
-                "live_alarm": m.alarm, "shadow_rate": self.rate,
-                "threshold": self.joint.threshold,
-                "certified_threshold": m.certified_threshold(at_least=self.joint.threshold),
-                "grid": [{"threshold": float(t), "certified": bool(c)}
-                         for t, c in zip(m.thresholds if m.thresholds is not None else [],
-                                         m.certified(), strict=True)],
-                "batches_left_out": self.left_out, "on_alarm": self.policy,
-                "actions": list(self.actions)}
+    async def state(self) -> dict[str, Any]:
+        return await self.sink.state()
 
     async def close(self) -> None:
         """Wait for the shadows in flight (their teacher calls are queued already)."""

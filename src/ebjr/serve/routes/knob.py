@@ -129,7 +129,7 @@ async def guarantee(engine: Joint) -> dict:
         raise HTTPException(404, "no guarantee monitor: start the server with --shadow-rate "
                                  "P (and --guarantee-eps, unless the bundle's target is a "
                                  "guaranteed drop)")
-    return json_safe(shadow.state())
+    return json_safe(await shadow.state())
 
 
 @router.get("/v2/models/{name}/routing_stats", responses=ERRORS)

@@ -1,0 +1,75 @@
+"""The live guarantee on Ray Serve: the monitor lives in the control deployment and counts
+the rows of both ingress replicas; its policy's move reaches every replica."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray", reason="pip install 'ebjr[ray]'")
+
+from ray import serve  # noqa: E402
+
+from ebjr.exceptions import InputError  # noqa: E402
+from ebjr.ray.serve import build_app  # noqa: E402
+from serve_support import free_port, infer_body, make_serve_bundle, outputs, random_rows  # noqa: E402
+
+HALF_CPU = {"ray_actor_options": {"num_cpus": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return str(make_serve_bundle(tmp_path_factory.mktemp("ray_guarantee")))
+
+
+@pytest.fixture(scope="module")
+def url(bundle):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(bundle, shadow_rate=1.0, guarantee_eps=0.01, on_alarm="teacher",
+                        student_replicas=2, student=HALF_CPU, teacher=HALF_CPU,
+                        max_wait_ms=2.0),
+              name="small", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _guarantee(url, rows, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        g = httpx.get(f"{url}/v2/models/small/guarantee", timeout=30).json()
+        if g["rows"] >= rows or time.monotonic() > deadline:
+            return g
+        time.sleep(0.1)
+
+
+def test_the_control_deployment_monitors_every_replica_and_its_policy_reaches_all(url):
+    async def load():
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i):
+                x = random_rows(16, seed=400 + i)
+                r = await client.post(f"{url}/v2/models/small/infer", json=infer_body(x))
+                assert r.status_code == 200, r.text
+                return r.json()
+            return await asyncio.gather(*(one(i) for i in range(40)))
+
+    answers = asyncio.run(load())
+    g = _guarantee(url, 40 * 16)
+    assert g["batches_left_out"] == 0 and g["rows"] == 40 * 16  # both replicas' rows
+    assert g["shadow_rows"] > 0 and g["eps"] == 0.01
+    # the untrained student disagrees with the teacher on most rows it answers: the alarm
+    # comes, and the 'teacher' policy sends every row to the teacher, on every replica
+    assert g["alarm"] and g["actions"][0]["threshold_after"] >= 1e300
+    assert any(outputs(a)["answered_by"].tolist().count("student") for a in answers)
+    for seed in range(8):  # requests land on either replica
+        r = httpx.post(f"{url}/v2/models/small/infer",
+                       json=infer_body(random_rows(8, seed=900 + seed)), timeout=60)
+        assert set(outputs(r.json())["answered_by"].tolist()) == {"teacher"}
+
+
+def test_shadows_need_the_student_in_the_ingress(bundle):
+    with pytest.raises(InputError, match="needs the student in the ingress"):
+        build_app(bundle, shadow_rate=0.1, guarantee_eps=0.02, first_stage_in_ingress=False)
