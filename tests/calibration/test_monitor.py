@@ -194,3 +194,46 @@ def test_the_teacher_policy_and_bad_policies():
         AlarmPolicy(mon, "panic", 0.3)
     with pytest.raises(InputError, match="needs a monitor with a threshold grid"):
         AlarmPolicy(mon, "tighten", 0.3)
+
+
+def labelled(rng, n, q10, q01, p=0.1, share=0.7):
+    """Labelled rows: the student answers ``share``; on its rows, it is wrong where the
+    teacher is right with probability q10, and the other way round with q01 (the accuracy
+    drop vs the teacher is share * (q10 - q01)); routed rows: the served answer is the
+    teacher's."""
+    student = rng.random(n) < share
+    shadowed = student & (rng.random(n) < p)
+    u = rng.random(n)
+    teacher_wrong = rng.random(n) < 0.1
+    jw = np.where(student, np.where(u < q10, True, np.where(u < q10 + q01, False,
+                                                              teacher_wrong)), teacher_wrong)
+    tw = np.where(student & (u < q10), False, np.where(student & (u >= q10) & (u < q10 + q01),
+                                                       True, teacher_wrong))
+    return student, shadowed, jw, tw
+
+
+def test_labelled_feedback_tests_the_signed_loss_with_false_alarms_below_delta():
+    eps, delta, runs = 0.02, 0.1, 300
+    rng = np.random.default_rng(8)
+    q10 = 0.06
+    q01 = q10 - eps / 0.7  # the boundary: drop = eps
+    alarms = uncovered = 0
+    for _ in range(runs):
+        mon = GuaranteeMonitor(eps=eps, delta=delta, min_shadow_prob=0.1)
+        below = False
+        for _ in range(40):
+            mon.update_labels(*labelled(rng, 2000, q10, q01), 0.1)
+            below |= mon.labelled_drop_upper < eps
+        alarms += mon.labelled_alarm
+        uncovered += below
+    assert at_most(alarms, runs, delta) and at_most(uncovered, runs, delta)
+    found = 0
+    for _ in range(50):  # a clear violation: drop 0.063
+        mon = GuaranteeMonitor(eps=eps, delta=delta, min_shadow_prob=0.1)
+        for _ in range(40):
+            mon.update_labels(*labelled(rng, 2000, 0.12, 0.03), 0.1)
+        found += mon.labelled_alarm
+    assert found == 50
+    assert mon.state()["labelled"]["rows"] == 80_000
+    with pytest.raises(InputError, match="must agree there"):
+        mon.update_labels([False], [False], [True], [False], 0.1)

@@ -46,7 +46,8 @@ def _operations():
         ("POST", "/v2/models/{name}/predict"),
         ("GET", "/v2/models/{name}/threshold"), ("PUT", "/v2/models/{name}/threshold"),
         ("GET", "/v2/models/{name}/curve"), ("GET", "/v2/models/{name}/routing_stats"),
-        ("GET", "/v2/models/{name}/guarantee"), ("GET", "/metrics"),
+        ("GET", "/v2/models/{name}/guarantee"), ("POST", "/v2/models/{name}/feedback"),
+        ("GET", "/metrics"),
     ]
 
 

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -151,3 +152,63 @@ def test_a_guaranteed_drop_bundle_gives_the_monitor_its_eps_and_delta(tmp_path):
     with serve(tmp_path / "g.json", shadow_rate=0.1) as c:
         g = c.get("/v2/models/g/guarantee").json()
     assert (g["eps"], g["delta"]) == (0.03, 0.2) and not math.isnan(g["drop_upper"])
+
+
+def test_labels_that_arrive_later_feed_the_signed_loss_test(bundle):
+    """Shadow rate 1: every row's teacher answer is known, so the labelled test's input is
+    computed offline and fed to the library monitor in the same order; the route's
+    labelled bound and e-value equal it. Then the refusals."""
+    joint = ebjr.load(bundle)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serve(bundle, shadow_rate=1.0, guarantee_eps=0.05) as c:
+        grid = [g["threshold"] for g in guarantee(c)["grid"]]
+        lib = ebjr.GuaranteeMonitor(0.05, 0.05, min_shadow_prob=1.0, thresholds=grid)
+        for i in range(6):
+            x = random_rows(24, seed=700 + i)
+            r = c.post("/v2/models/small/infer", json={**infer_body(x), "id": f"req-{i}"})
+            out = outputs(r.json())
+            labels = (np.arange(24) + i) % 10  # the truth, from elsewhere
+            fb = c.post("/v2/models/small/feedback", headers=auth,
+                        json={"id": f"req-{i}", "labels": labels.tolist()})
+            assert fb.status_code == 200, fb.text
+            student = out["answered_by"] == "student"
+            teacher = joint.teacher(x).numpy().argmax(1)
+            lib.update_labels(student, student, out["predictions"] != labels,
+                              teacher != labels, 1.0)
+            got = fb.json()["labelled"]
+            assert got["rows"] == lib.labelled_rows == 24 * (i + 1)
+            assert got["drop_upper"] == pytest.approx(lib.labelled_drop_upper)
+            assert got["e_value"] == pytest.approx(lib.state()["labelled"]["e_value"])
+        x = random_rows(4, seed=1)
+        r = c.post("/v2/models/small/infer", json={**infer_body(x), "id": "last"})
+        bad = c.post("/v2/models/small/feedback", headers=auth,
+                     json={"id": "last", "labels": [1, 2]})
+        assert bad.status_code == 400 and "expected 4 class indices" in bad.json()["error"]
+        again = c.post("/v2/models/small/feedback", headers=auth,
+                       json={"id": "req-0", "labels": [0] * 24})
+        assert again.status_code == 404 and "already counted" in again.json()["error"]
+        assert c.post("/v2/models/small/feedback",
+                      json={"id": "req-1", "labels": [0]}).status_code == 401
+    with serve(bundle) as c:
+        r = c.post("/v2/models/small/feedback", headers=auth, json={"id": "x", "labels": [0]})
+        assert r.status_code == 404 and "--shadow-rate" in r.json()["error"]
+
+
+def test_the_feedback_store_forgets_the_oldest_by_requests_and_rows():
+    from types import SimpleNamespace
+
+    from ebjr.serve.shadow import FeedbackStore
+
+    def answer(n):
+        return SimpleNamespace(predictions=np.zeros(n), answered_by=np.array(["student"] * n),
+                               shadow=(None, 0, n))
+
+    store = FeedbackStore(capacity=3, max_rows=10)
+    for i in range(4):
+        store.put(f"r{i}", answer(2))
+    assert store.pop("r0") is None and store.pop("r1") is not None  # 3 requests at most
+    store.put("big", answer(9))  # 10 rows at most: the older ones go
+    assert store.pop("r2") is None and store.pop("r3") is None and store.pop("big") is not None
+    store.put(None, answer(1))  # no id: nothing to wait for
+    store.put("plain", SimpleNamespace(predictions=np.zeros(1), shadow=None))
+    assert store.pop("plain") is None

@@ -80,23 +80,39 @@ _CLIP = 0.5
 _PRIOR_ROWS = 10.0
 
 
-def _grid(eps: float) -> np.ndarray:
-    """The values of the disagreement rate that ``drop_upper`` can take: fine near eps."""
-    fine = np.linspace(0.0, min(1.0, 4 * eps), 161)[1:]
+def _grid(eps: float, signed: bool = False) -> np.ndarray:
+    """The values the upper bound can take: fine near eps (a drop, ``signed``, may also be
+    negative: the joint model better than the teacher)."""
+    lo = -min(1.0, 4 * eps) if signed else 0.0
+    fine = np.linspace(lo, min(1.0, 4 * eps), 161 if not signed else 321)[1:]
     coarse = np.linspace(min(1.0, 4 * eps), 1.0, 97)[1:]
-    return np.unique(np.concatenate([fine, coarse]))
+    below = np.linspace(-1.0, lo, 41)[:-1] if signed else np.empty(0)
+    return np.unique(np.concatenate([below, fine, coarse]))
+
+
+def _upper(bets: _Bets) -> float:
+    """The grid point just above the largest never rejected (the confidence sequence's
+    upper end)."""
+    grid, out = bets.c, bets.rejected
+    kept = np.flatnonzero(~out)
+    if kept.size == 0:
+        return float(grid[0])
+    i = int(kept[-1]) + 1
+    return 1.0 if i >= grid.size else float(grid[i])
 
 
 class _Bets:
-    """Betting e-processes on one stream of ``X`` in ``[0, bound]``, for several nulls at
+    """Betting e-processes on one stream of ``X`` in ``[lo, bound]``, for several nulls at
     once: ``E[X] <= c`` (``side=+1``: wealth grows when X is large) or ``E[X] >= c``
     (``side=-1``), one per value of ``c``. Bets by aGRAPA from the running mean and
     variance of the stream, fixed per batch (predictable)."""
 
-    def __init__(self, centers: np.ndarray, side: int, bound: float, delta: float) -> None:
+    def __init__(self, centers: np.ndarray, side: int, bound: float, delta: float,
+                 lo: float = 0.0) -> None:
         self.c = np.asarray(centers, dtype=np.float64)
         self.side = side
         self.bound = bound
+        self.lo = lo
         self.log_cap = math.log(1.0 / delta)
         self.log_wealth = np.zeros_like(self.c)
         self.rejected = np.zeros(self.c.shape, dtype=bool)
@@ -104,8 +120,8 @@ class _Bets:
     def bets(self, mean: float, var: float) -> np.ndarray:
         gap = self.side * (mean - self.c)  # > 0: evidence against the null so far
         lam = np.clip(gap / (var + gap ** 2 + 1e-12), 0.0, None)
-        # the largest bet that keeps 1 + lam * side * (X - c) >= 0 for every X in [0, bound]
-        worst = self.c if self.side > 0 else self.bound - self.c
+        # the largest bet that keeps 1 + lam * side * (X - c) >= 0 for every X in [lo, bound]
+        worst = self.c - self.lo if self.side > 0 else self.bound - self.c
         return np.minimum(lam, _CLIP / np.maximum(worst, 1e-12))
 
     def update(self, x_terms: Any, mean: Any, var: Any) -> None:
@@ -159,6 +175,8 @@ class GuaranteeMonitor:
         self._stats = np.zeros(3)  # rows, sum X, sum X^2 of the served stream
         self.rows = self.shadow_rows = self.teacher_rows = 0
         self.alarmed_at: int | None = None  # rows seen when the alarm was first raised
+        self._restart_labels()
+        self.labelled_rows = 0
 
     # ------------------------------------------------------------ reading
     @property
@@ -174,12 +192,18 @@ class GuaranteeMonitor:
     @property
     def drop_upper(self) -> float:
         """An upper confidence bound of the disagreement rate, valid at every time at once."""
-        grid, out = self._upper.c, self._upper.rejected
-        kept = np.flatnonzero(~out)
-        if kept.size == 0:
-            return float(grid[0])
-        i = int(kept[-1]) + 1
-        return 1.0 if i >= grid.size else float(grid[i])
+        return _upper(self._upper)
+
+    @property
+    def labelled_alarm(self) -> bool:
+        """True once labelled rows say the accuracy drop vs the teacher exceeds eps."""
+        return bool(self._label_alarm.rejected[0])
+
+    @property
+    def labelled_drop_upper(self) -> float:
+        """An upper confidence bound of the accuracy drop vs the teacher, from labelled rows
+        (valid at every time at once)."""
+        return _upper(self._label_upper)
 
     def alarmed(self) -> np.ndarray:
         """Per grid threshold, whether the evidence says its disagreement exceeds eps."""
@@ -214,7 +238,58 @@ class GuaranteeMonitor:
         return {"eps": self.eps, "delta": self.delta, "rows": self.rows,
                 "shadow_rows": self.shadow_rows, "teacher_rows": self.teacher_rows,
                 "drop_upper": self.drop_upper, "alarm": self.alarm,
-                "e_value": self.e_value, "alarmed_at_row": self.alarmed_at}
+                "e_value": self.e_value, "alarmed_at_row": self.alarmed_at,
+                "labelled": {"rows": self.labelled_rows,
+                             "drop_upper": self.labelled_drop_upper,
+                             "alarm": self.labelled_alarm,
+                             "e_value": float(math.exp(self._label_alarm.log_wealth[0]))}}
+
+    def update_labels(self, student_answered: Any, shadowed: Any, joint_wrong: Any,
+                      teacher_wrong: Any, shadow_prob: Any) -> None:
+        """Add served rows whose labels arrived: the signed loss ``joint wrong - teacher
+        wrong`` (the offline guarantee's), known where the teacher's answer is: the rows
+        it answered (where it is 0) and the shadowed rows (weighted by ``1 / p``). The
+        labelled rows must be chosen without looking at them (e.g. every request, or a
+        random share). The alarm is raised once the evidence says the accuracy drop vs
+        the teacher exceeds eps.
+
+        Args:
+            student_answered, shadowed, shadow_prob: as for :meth:`update`.
+            joint_wrong: per row, whether the served answer is wrong.
+            teacher_wrong: per row, whether the teacher's answer is wrong, where known.
+        """
+        s = np.asarray(student_answered, dtype=bool).reshape(-1)
+        n = s.size
+        sh = np.asarray(shadowed, dtype=bool).reshape(-1)
+        jw = np.asarray(joint_wrong, dtype=bool).reshape(-1)
+        tw = np.asarray(teacher_wrong, dtype=bool).reshape(-1)
+        p = np.broadcast_to(np.asarray(shadow_prob, dtype=np.float64), (n,))
+        if not sh.size == jw.size == tw.size == n:
+            raise InputError("student_answered, shadowed, joint_wrong and teacher_wrong must "
+                             f"have one value per row; got {n}, {sh.size}, {jw.size}, {tw.size}")
+        if (sh & ~s).any():
+            raise InputError("a row the teacher answered cannot be shadowed")
+        if (~s & (jw != tw)).any():
+            raise InputError("on a row the teacher answered, the served answer is the "
+                             "teacher's: joint_wrong and teacher_wrong must agree there")
+        if np.isnan(p).any() or (s & (p < self.min_shadow_prob - 1e-12)).any() or (p > 1).any():
+            raise InputError(f"shadow_prob must be in [min_shadow_prob={self.min_shadow_prob}, "
+                             "1] for every row the student answered")
+        if n == 0:
+            return
+        w = 1.0 / np.maximum(p, self.min_shadow_prob)
+        x = np.where(s & sh, (jw.astype(np.float64) - tw) * w, 0.0)
+        mean, var = self._moments(self._label_stats)
+        self._label_alarm.update(_terms(x[:, None], +1, self._label_alarm.c), mean, var)
+        self._label_upper.update(_terms(x[:, None], -1, self._label_upper.c), mean, var)
+        self._label_stats += (n, x.sum(), (x ** 2).sum())
+        self.labelled_rows += n
+
+    def _restart_labels(self) -> None:
+        b = self.bound
+        self._label_alarm = _Bets(np.array([self.eps]), +1, b, self.delta, lo=-b)
+        self._label_upper = _Bets(_grid(self.eps, signed=True), -1, b, self.delta, lo=-b)
+        self._label_stats = np.zeros(3)
 
     # ------------------------------------------------------------ feeding
     def update(self, student_answered: Any, shadowed: Any, disagree: Any,
@@ -287,6 +362,7 @@ class GuaranteeMonitor:
         self._alarm = _Bets(np.array([self.eps]), +1, self.bound, self.delta)
         self._stats = np.zeros(3)
         self.alarmed_at = None
+        self._restart_labels()
         if grid and self.thresholds is not None:
             self._restart_grid()
 
@@ -386,8 +462,21 @@ class LiveGuarantee:
         m = self.monitor
         was = m.alarm
         m.update(student, shadowed, disagree, self.shadow_rate, scores=scores)
-        raised = m.alarm and not was
-        at, upper = m.alarmed_at, m.drop_upper
+        return self._after(served, m.alarm and not was, m.alarmed_at, m.drop_upper)
+
+    def feed_labels(self, served: float, student: Any, shadowed: Any, joint_wrong: Any,
+                    teacher_wrong: Any) -> float | None:
+        """Rows whose labels arrived (:meth:`GuaranteeMonitor.update_labels`); a labelled
+        alarm is acted on as the live one is."""
+        m = self.monitor
+        was = m.labelled_alarm
+        m.update_labels(student, shadowed, joint_wrong, teacher_wrong, self.shadow_rate)
+        return self._after(served, m.labelled_alarm and not was, m.rows,
+                           m.labelled_drop_upper)
+
+    def _after(self, served: float, raised: bool, at: int | None, upper: float
+               ) -> float | None:
+        m = self.monitor
         new = self.policy.next_threshold(served, raised)
         moved = new is not None and new != served
         if raised or moved:

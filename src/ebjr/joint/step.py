@@ -43,6 +43,7 @@ class JointAnswer:
     threshold: float | tuple[float, ...]  # a cascade's: one per stage but the last
     degraded: bool  # routed rows answered by an earlier stage because a later one failed
     stages: tuple[str, ...] = ("student", "teacher")
+    shadow: Any = None  # (what its batch's shadows found, first row, end): for feedback
 
     @property
     def path(self) -> str:
@@ -78,12 +79,13 @@ async def finish_batch(
     routed: RoutedBatch,
     ask_teacher: AskTeacher,
     fallback: str,
-    observe: Callable[[np.ndarray, np.ndarray, bool], None] | None = None,
+    observe: Callable[[np.ndarray, np.ndarray, bool], Any] | None = None,
 ) -> list[JointAnswer | TeacherUnavailable]:
     """The answers of a routed batch, one per request (``sizes`` rows each, in order).
 
     ``observe(routed_mask, predictions, teacher_failed)`` sees the whole batch's answer
-    before it is split (the shadow monitor's hook).
+    before it is split (the shadow monitor's hook); what it returns is kept with each
+    request's answer (``shadow``).
 
     The routed rows go to ``ask_teacher``; if it fails, they are answered by the
     student (``student_fallback``, the request ``degraded``), or, under the fallback
@@ -98,10 +100,9 @@ async def finish_batch(
     answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
     answer = JointAnswer(to_numpy(pred.predictions), to_numpy(pred.probabilities),
                          to_numpy(routed.scores), answered, routed.threshold, False)
-    if observe is not None:
-        observe(mask, answer.predictions, failure is not None)
+    found = None if observe is None else observe(mask, answer.predictions, failure is not None)
     return split_answers(answer, mask if failure else np.zeros_like(mask), failure, sizes,
-                         fallback)
+                         fallback, found)
 
 
 def split_answers(
@@ -110,6 +111,7 @@ def split_answers(
     failure: TeacherUnavailable | None,
     sizes: Sequence[int],
     fallback: str,
+    shadow: Any = None,
 ) -> list[JointAnswer | TeacherUnavailable]:
     """A batch's answer split into one per request (``sizes`` rows each, in order).
 
@@ -127,5 +129,6 @@ def split_answers(
             continue
         out.append(JointAnswer(batch.predictions[a:start], batch.probabilities[a:start],
                                batch.scores[a:start], batch.answered_by[a:start],
-                               batch.threshold, hit, batch.stages))
+                               batch.threshold, hit, batch.stages,
+                               None if shadow is None else (shadow, a, start)))
     return out

@@ -52,6 +52,7 @@ from ebjr.serve.edge import BodyGuard, BrowserGuard, RequestEdge, request_id_of
 from ebjr.serve.engine import JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
 from ebjr.serve.protocol import (
+    FeedbackRequest,
     InferRequest,
     PredictRequest,
     RepositoryIndexRequest,
@@ -60,6 +61,7 @@ from ebjr.serve.protocol import (
 from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.routes import knob, operations, protocol
 from ebjr.serve.settings import ServeSettings
+from ebjr.serve.shadow import FeedbackStore, LocalGuarantee
 from ebjr.serve.state import AppState
 
 __all__ = ["create_app", "install", "load_models"]
@@ -68,6 +70,7 @@ log = logging.getLogger("ebjr.serve")
 
 #: request bodies that routes parse themselves (any Content-Type), for the OpenAPI document
 _BODIES: tuple[type[BaseModel], ...] = (InferRequest, PredictRequest, ThresholdUpdate,
+                                        FeedbackRequest,
                                         RepositoryIndexRequest)
 
 
@@ -161,6 +164,9 @@ def _lifespan(state: AppState, load: Any) -> Any:
         if running is None:  # load sets it or raises
             raise RuntimeError("the models did not load")
         state.read_input_record()
+        shadow = getattr(running, "shadow", None)
+        if shadow is not None and isinstance(shadow.sink, LocalGuarantee):
+            state.feedback = FeedbackStore()  # labels for this process's answers
         await running.start()
         state.ready = True
         log.info("serving %s %r from %s (loaded in %.1f s)", s.role, s.name, s.bundle,

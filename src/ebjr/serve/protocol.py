@@ -130,6 +130,16 @@ class PredictRequest(BaseModel):
     instances: Annotated[Numbers, Field(min_length=1)]
 
 
+class FeedbackRequest(BaseModel):
+    """``POST /v2/models/{name}/feedback``: the true labels of an answered request's rows,
+    in order (``id``: the request's ``id``, or its ``X-Request-ID``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    labels: Annotated[list[StrictInt], Field(min_length=1, max_length=1 << 20)]
+
+
 class ThresholdUpdate(BaseModel):
     """Set the live threshold directly, or by a target teacher share on the bundle's curve;
     for a cascade, ``thresholds``: one per stage but the last."""

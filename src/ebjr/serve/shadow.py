@@ -28,15 +28,17 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import Any
+from collections import OrderedDict
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.calibration.monitor import GuaranteeMonitor, LiveGuarantee
-from ebjr.exceptions import InputError
+from ebjr.exceptions import InputError, Overloaded
 
-__all__ = ["LocalGuarantee", "ShadowTraffic", "live_guarantee", "monitor_grid"]
+__all__ = ["BatchShadow", "FeedbackStore", "LocalGuarantee", "ShadowTraffic", "live_guarantee",
+           "monitor_grid"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -95,6 +97,15 @@ class LocalGuarantee:
     async def leave_out(self, why: str) -> None:
         self.live.leave_out(why)
 
+    async def feed_labels(self, student: Any, shadowed: Any, joint_wrong: Any,
+                          teacher_wrong: Any) -> None:
+        new = self.live.feed_labels(self.joint.threshold, student, shadowed, joint_wrong,
+                                    teacher_wrong)
+        if new is not None:
+            self.joint.set_threshold(new)
+            self.metrics.threshold.labels("set").set(new)
+        self._publish()
+
     async def state(self) -> dict[str, Any]:
         return self.live.state(self.joint.threshold)
 
@@ -103,6 +114,62 @@ class LocalGuarantee:
         m.guarantee_drop_upper.set(mon.drop_upper)
         m.guarantee_alarm.set(1.0 if mon.alarm or self.live.actions else 0.0)
         m.guarantee_e_value.set(min(mon.e_value, 1e300))
+
+
+class Pending(NamedTuple):
+    """What labels for one answered request need: its classes, which rows the student
+    answered, and what its batch's shadows found (with the request's rows in it)."""
+
+    predictions: np.ndarray
+    student: np.ndarray
+    shadow: tuple[Any, int, int]
+
+
+class FeedbackStore:
+    """The answered requests that labels may still come for, by id: at most ``capacity``
+    requests and ``max_rows`` rows (the oldest forgotten first); each is counted once."""
+
+    def __init__(self, capacity: int = 65_536, max_rows: int = 1 << 20) -> None:
+        self.capacity, self.max_rows = capacity, max_rows
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._rows = 0
+
+    def put(self, request_id: str | None, answer: Any) -> None:
+        if request_id is None or getattr(answer, "shadow", None) is None:
+            return
+        self.pop(request_id)
+        rec = Pending(np.array(answer.predictions, dtype=np.int64),
+                      np.asarray(answer.answered_by == "student"), answer.shadow)
+        self._pending[request_id] = rec
+        self._rows += rec.predictions.size
+        while len(self._pending) > self.capacity or self._rows > self.max_rows:
+            _, old = self._pending.popitem(last=False)
+            self._rows -= old.predictions.size
+
+    def pop(self, request_id: str) -> Pending | None:
+        """The request ``request_id`` (forgotten from now on); ``None`` if unknown."""
+        rec = self._pending.pop(request_id, None)
+        if rec is not None:
+            self._rows -= rec.predictions.size
+        return rec
+
+
+class BatchShadow:
+    """What the shadows of one student batch found, for labels that arrive later: per row,
+    whether it was shadowed and the teacher's class where known (its routed rows too);
+    ``usable`` is False for a batch left out of the monitor. ``done`` is set once known."""
+
+    def __init__(self, n: int) -> None:
+        self.done = asyncio.Event()
+        self.usable = False
+        self.shadowed = np.zeros(n, dtype=bool)
+        self.teacher_classes = np.full(n, -1, dtype=np.int64)
+
+    def finish(self, usable: bool, shadowed: Any = None, teacher_classes: Any = None) -> None:
+        self.usable = usable
+        if usable:
+            self.shadowed, self.teacher_classes = shadowed, teacher_classes
+        self.done.set()
 
 
 class ShadowTraffic:
@@ -134,12 +201,13 @@ class ShadowTraffic:
 
     # ------------------------------------------------------------ per batch
     def observe(self, batch: Any, routed: Any, mask: np.ndarray, predictions: np.ndarray,
-                failed: bool) -> None:
+                failed: bool) -> BatchShadow:
         """A student batch was answered: sample its shadows and feed the guarantee, off
-        the response path."""
+        the response path; the returned handle tells what they found."""
+        found = BatchShadow(mask.size)
         if failed:
-            self._spawn(self._leave_out("teacher_failed"))
-            return
+            self._spawn(self._leave_out("teacher_failed", found))
+            return found
         student = ~mask
         mine = np.asarray(to_numpy(self.joint.student_classes(routed)))
         disagree = mine != predictions  # routed rows: the teacher's answer; others: equal
@@ -147,31 +215,37 @@ class ShadowTraffic:
         pick = student & (self._rng.random(student.size) < self.rate)
         rows = np.flatnonzero(pick)
         if rows.size and not self._room(rows.size):
-            self._spawn(self._leave_out("shed"))
-            return
+            self._spawn(self._leave_out("shed", found))
+            return found
         if rows.size:
             self.metrics.shadow_rows.labels("sent").inc(rows.size)
-        self._spawn(self._shadow(batch[rows], rows, student, pick, disagree, mine, scores))
+        teacher = np.where(student, -1, predictions).astype(np.int64)
+        self._spawn(self._shadow(batch[rows], rows, student, pick, disagree, mine, scores,
+                                 teacher, found))
+        return found
 
     async def _shadow(self, rows_x: Any, rows: np.ndarray, student: np.ndarray,
                       pick: np.ndarray, disagree: np.ndarray, mine: np.ndarray,
-                      scores: np.ndarray) -> None:
+                      scores: np.ndarray, teacher: np.ndarray, found: BatchShadow) -> None:
         if rows.size:
             try:
                 logits = await self._teacher(rows_x)
             except Exception as exc:  # the teacher is down or full: this batch is left out
                 log.debug("shadow rows not answered: %s", exc)
-                await self._leave_out("teacher_failed")
+                await self._leave_out("teacher_failed", found)
                 return
             self.metrics.shadow_rows.labels("answered").inc(rows.size)
             disagree = disagree.copy()
-            disagree[rows] = mine[rows] != np.asarray(to_numpy(logits)).argmax(axis=1)
+            teacher[rows] = np.asarray(to_numpy(logits)).argmax(axis=1)
+            disagree[rows] = mine[rows] != teacher[rows]
+        found.finish(True, pick, teacher)
         try:
             await self.sink.feed(student, pick, disagree, scores)
         except Exception as exc:  # e.g. the control deployment restarting: never the answer
             log.warning("the guarantee monitor could not take a batch: %s", exc)
 
-    async def _leave_out(self, why: str) -> None:
+    async def _leave_out(self, why: str, found: BatchShadow) -> None:
+        found.finish(False)
         self.metrics.shadow_batches_left_out.labels(why).inc()
         try:
             await self.sink.leave_out(why)
@@ -180,6 +254,23 @@ class ShadowTraffic:
 
     async def state(self) -> dict[str, Any]:
         return await self.sink.state()
+
+    async def feedback(self, answer: Pending, labels: np.ndarray, wait_s: float = 2.0) -> None:
+        """Labels for the rows of one answered request."""
+        found, a, b = answer.shadow
+        try:
+            await asyncio.wait_for(found.done.wait(), wait_s)
+        except TimeoutError:
+            raise Overloaded("this request's shadow answers are not in yet; retry", 1.0
+                             ) from None
+        if not found.usable:
+            raise InputError("this request's batch was left out of the monitor (its shadows "
+                             "could not go), so its labels cannot be counted")
+        student = answer.student
+        shadowed, teacher = found.shadowed[a:b], found.teacher_classes[a:b]
+        joint_wrong = answer.predictions != labels
+        teacher_wrong = np.where(student & ~shadowed, joint_wrong, teacher != labels)
+        await self.sink.feed_labels(student, shadowed, joint_wrong, teacher_wrong)
 
     async def close(self) -> None:
         """Wait for the shadows in flight (their teacher calls are queued already)."""

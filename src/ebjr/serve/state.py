@@ -45,6 +45,7 @@ class AppState:
         self.bodies = BodyReader(settings.max_body_bytes, settings.max_json_bytes,
                                  settings.max_json_elements, settings.max_concurrent_parses)
         self.stopping: Any = lambda: False  # set by ebjr.serve.serve: uvicorn is shutting down
+        self.feedback: Any = None  # a FeedbackStore once a guarantee monitor runs here
 
     def read_input_record(self) -> None:
         """The input's row shape and datatype from the bundle's input record, if it has one."""

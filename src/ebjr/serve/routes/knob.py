@@ -5,8 +5,9 @@ token>``; a write gives a threshold, or a teacher fraction turned into one on th
 bundle's curve; for a cascade, ``thresholds``, one per stage but the last),
 ``GET /v2/models/{name}/curve`` (not for a cascade: 404),
 ``GET /v2/models/{name}/routing_stats``, ``GET /v2/models/{name}/guarantee`` (the live
-guarantee monitor of ``--shadow-rate``; 404 without one). A plain model has none of
-them (404).
+guarantee monitor of ``--shadow-rate``; 404 without one) and ``POST
+/v2/models/{name}/feedback`` (labels of an answered request, by its id; admin token).
+A plain model has none of them (404).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException
 from ebjr.bundle import curve_point_at, json_safe
 from ebjr.exceptions import InputError
 from ebjr.serve.engine import JointEngineAPI
-from ebjr.serve.protocol import ThresholdUpdate
+from ebjr.serve.protocol import FeedbackRequest, ThresholdUpdate
 from ebjr.serve.routes import ERRORS, json_body
 from ebjr.serve.state import AppState, Joint, State, app_state
 
@@ -129,6 +130,41 @@ async def guarantee(engine: Joint) -> dict:
         raise HTTPException(404, "no guarantee monitor: start the server with --shadow-rate "
                                  "P (and --guarantee-eps, unless the bundle's target is a "
                                  "guaranteed drop)")
+    return json_safe(await shadow.state())
+
+
+@router.post("/v2/models/{name}/feedback", responses=ERRORS,
+             openapi_extra=json_body(FeedbackRequest))
+async def feedback(
+    request: Request,
+    name: str,
+    engine: Joint,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict:
+    state = app_state(request)
+    shadow = getattr(engine, "shadow", None)
+    if shadow is None or state.feedback is None:
+        raise HTTPException(404, "no labelled feedback here: it needs the guarantee monitor "
+                                 "(--shadow-rate) in 'ebjr serve' without --ray")
+    if state.settings.admin_token is None:
+        raise HTTPException(403, "feedback changes what the monitor believes: start the server "
+                                 "with --admin-token to accept it")
+    if not bearer_matches(authorization, state.settings.admin_token):
+        raise HTTPException(401, "a valid 'Authorization: Bearer <admin token>' header is "
+                                 "required to send feedback", {"WWW-Authenticate": "Bearer"})
+    body: FeedbackRequest = await state.bodies.parse(await state.bodies.read(request),
+                                                     FeedbackRequest)
+    answer = state.feedback.pop(body.id)
+    if answer is None:
+        raise HTTPException(404, f"no answered request {body.id!r} is waiting for labels "
+                                 "(unknown, already counted, or older than the last "
+                                 f"{state.feedback.capacity} requests)")
+    labels = np.asarray(body.labels, dtype=np.int64)
+    if labels.shape != answer.predictions.shape or (labels < 0).any():
+        raise InputError(f"labels: expected {answer.predictions.shape[0]} class indices >= 0 "
+                         f"(one per row of request {body.id!r}), got {len(body.labels)}"
+                         + (" with negatives" if (labels < 0).any() else ""))
+    await shadow.feedback(answer, labels)
     return json_safe(await shadow.state())
 
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from ebjr._version import __version__
 from ebjr.bundle import json_safe
 from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailable
+from ebjr.serve.edge import request_id_of
 from ebjr.serve.engine import Engine, JointAnswer, JointEngineAPI
 from ebjr.serve.protocol import (
     InferRequest,
@@ -268,6 +269,8 @@ async def infer(request: Request, name: str, engine: Serving) -> Response:
     st.decode_ns[0] += 1
     st.decode_ns[1] += int(1e9 * (time.perf_counter() - t0))
     result, _ = await run_inference(state, engine, x)
+    if state.feedback is not None:  # labels may come later, by the request's id
+        state.feedback.put(body.id or request_id_of(request.scope), result)
     t1 = time.perf_counter()
     tensors, params = _tensors(engine, result)
     content, headers = encode_response(name, VERSION, body, tensors, params)
@@ -289,6 +292,8 @@ async def predict(request: Request, name: str, engine: Serving) -> dict:
     check_shape("instances", x.shape, state.row_shape, state.settings.max_request_rows)
     check_finite("instances", x)
     result, elapsed = await run_inference(state, engine, x.astype(np.float32))
+    if state.feedback is not None:
+        state.feedback.put(request_id_of(request.scope), result)
     if not isinstance(result, JointAnswer):
         return {"logits": result.tolist(), "latency_ms": 1e3 * elapsed}
     return {
