@@ -20,6 +20,10 @@ When the monitor raises its alarm, ``on_alarm`` decides what happens: ``log`` lo
 the cheapest grid threshold certified since the alarm, never below the calibrated one,
 sending every row to the teacher until one is certified. A policy that acts restarts the
 live test, which then watches the threshold now served.
+
+Labels that arrive later (``POST .../feedback``) find their request in a
+:class:`FeedbackStore` and what its batch's shadows found in a :class:`BatchShadow`; they
+feed the monitor's labelled test of the signed loss.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ GRID_POINTS = 32
 def monitor_grid(bundle: Any, threshold: float) -> list[float]:
     """The thresholds to keep certificates for: the live one, the bundle curve's stored
     thresholds above it (thinned to :data:`GRID_POINTS`), and +inf (every row to the
-    teacher, always certified)."""
+    teacher: it never disagrees, so it is certified after a few hundred rows)."""
     curve = getattr(bundle, "curve", None) or {}
     stored = np.asarray(curve.get("threshold") or [], dtype=np.float64)
     above = np.unique(stored[np.isfinite(stored) & (stored > threshold)])
