@@ -42,6 +42,11 @@ certified threshold is above eps. The cheapest certified threshold is where a
 (:meth:`GuaranteeMonitor.restart` with ``grid=True``), because the rows before
 it no longer speak for the traffic now.
 
+**Labels that arrive later** (:meth:`GuaranteeMonitor.update_labels`) feed a second
+test of the same kind on the signed loss ``joint wrong - teacher wrong`` (the quantity
+the offline guarantee certifies): 0 on rows the teacher answered, ``(jw - tw) / p`` on
+shadowed rows, in ``[-1/p_min, 1/p_min]``, with its own alarm and upper bound.
+
 Memory is fixed: a few sums per grid point, whatever the number of rows.
 
 >>> import numpy as np
@@ -355,10 +360,11 @@ class GuaranteeMonitor:
                                       (x ** 2).sum(axis=0)])
 
     def restart(self, grid: bool = False) -> None:
-        """Start the live test again (after a policy changed the served threshold): a new
-        test of the model now served, of level ``delta`` again; with ``grid``, the grid's
-        alarms and certificates too (after an alarm the evidence of the rows before it no
-        longer speaks for the traffic now). The upper bound keeps its evidence."""
+        """Start the live test (and the labelled one) again, after a policy changed the
+        served threshold: a new test of the model now served, of level ``delta`` again.
+        With ``grid``, the grid's alarms and certificates start again too (after an alarm
+        the rows before it no longer speak for the traffic now). The upper bound keeps its
+        evidence."""
         self._alarm = _Bets(np.array([self.eps]), +1, self.bound, self.delta)
         self._stats = np.zeros(3)
         self.alarmed_at = None
