@@ -113,6 +113,26 @@ def test_a_thresholds_write_reaches_every_replica_before_it_returns(url, bundle)
     assert stats["counts"]["stage_rows"]["small"] == stats["counts"]["rows"]
 
 
+def test_a_config_file_sets_each_stages_own_deployment_options(bundle, tmp_path):
+    from serve_support import make_serve_bundle
+
+    config = tmp_path / "deploy.yaml"
+    config.write_text("teacher:\n  ray_actor_options: {num_cpus: 0.5}\n"
+                      "stage2:\n  num_replicas: 2\n  ray_actor_options: {num_cpus: 0.25}\n")
+    assert cpus_needed(bundle, config=str(config), student=HALF_CPU) == {
+        "ingress": 0.5, "stage1": 0.5, "stage2": 0.5}
+    config.write_text("stage9:\n  num_replicas: 2\n")
+    with pytest.raises(InputError, match="no deployment 'stage9'"):
+        cpus_needed(bundle, config=str(config))
+    config.write_text("stage1:\n  replicas: 2\n")
+    with pytest.raises(InputError, match=r"unknown option\(s\) \['replicas'\]"):
+        cpus_needed(bundle, config=str(config))
+    config.write_text("stage1:\n  num_replicas: 2\n")
+    pair = str(make_serve_bundle(tmp_path))
+    with pytest.raises(InputError, match="configure a cascade's stages"):
+        cpus_needed(pair, config=str(config))
+
+
 def test_cascade_options_are_checked_before_ray_starts(bundle):
     assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU) == {
         "ingress": 0.5, "stage1": 0.5, "stage2": 0.5}

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -68,6 +69,8 @@ __all__ = [
 log = logging.getLogger("ebjr.ray")
 
 ROLES = ("ingress", "student", "teacher")
+#: a cascade's stage deployment, by index (a config section may name one)
+STAGE = re.compile(r"stage\d+")
 
 #: Ray Serve deployment options a role's section may set
 DEPLOYMENT_OPTIONS = (
@@ -156,12 +159,26 @@ def _read_config(path: str | Path) -> dict[str, Any]:
         raise InputError(f"cannot read the Ray deployment config {str(p)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{str(p)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not set(data) <= set(ROLES):
+    if not isinstance(data, dict) or not all(k in ROLES or STAGE.fullmatch(str(k))
+                                             for k in data):
         raise InputError(
-            f"{str(p)!r} must be a mapping with sections among {list(ROLES)}, "
-            f"got {sorted(data) if isinstance(data, dict) else type(data).__name__}"
+            f"{str(p)!r} must be a mapping with sections among {list(ROLES)} (and, for a "
+            f"cascade, stage1, stage2, ...), got "
+            f"{sorted(data) if isinstance(data, dict) else type(data).__name__}"
         )
     return data
+
+
+def _check_section(role: str, section: Any) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise InputError(f"the {role!r} section must be a mapping of deployment options")
+    unknown = sorted(set(section) - set(DEPLOYMENT_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"unknown option(s) {unknown} for the {role!r} deployment; "
+            f"expected some of {list(DEPLOYMENT_OPTIONS)}"
+        )
+    return section
 
 
 def deployment_options(
@@ -205,15 +222,7 @@ def deployment_options(
     for role, section in (sections or {}).items():
         if role not in ROLES:
             raise InputError(f"unknown deployment {role!r}; expected one of {list(ROLES)}")
-        if not isinstance(section, dict):
-            raise InputError(f"the {role!r} section must be a mapping of deployment options")
-        unknown = sorted(set(section) - set(DEPLOYMENT_OPTIONS))
-        if unknown:
-            raise InputError(
-                f"unknown option(s) {unknown} for the {role!r} deployment; "
-                f"expected some of {list(DEPLOYMENT_OPTIONS)}"
-            )
-        out[role].update(section)
+        out[role].update(_check_section(role, section))
     for role, value in (replicas or {}).items():
         out[role].update(_replicas(value, role))
     if first_stage_in_ingress:
@@ -308,6 +317,7 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
     config = options.pop("config", None)
     if config is not None:
         sections.update(_read_config(config))
+    stage_sections = {k: sections.pop(k) for k in list(sections) if STAGE.fullmatch(str(k))}
     for role in ROLES:
         if role in options:
             sections[role] = {**sections.get(role, {}), **(options.pop(role) or {})}
@@ -336,7 +346,10 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
                            allow_torchscript=settings.allow_torchscript)
     opts = deployment_options(settings, sections, replicas, here)
     if isinstance(bundle, CascadeRecord):
-        opts = _cascade_options(settings, bundle, opts, here)
+        opts = _cascade_options(settings, bundle, opts, here, stage_sections)
+    elif stage_sections:
+        raise InputError(f"sections {sorted(stage_sections)} configure a cascade's stages; "
+                         f"{str(path)!r} is a student/teacher bundle")
     return settings, bundle, opts
 
 
@@ -346,10 +359,12 @@ def stage_deployment(i: int) -> str:
 
 
 def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
-                     opts: dict[str, dict[str, Any]], here: bool) -> dict[str, dict[str, Any]]:
+                     opts: dict[str, dict[str, Any]], here: bool,
+                     sections: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """A cascade's deployments: the ingress (with the first stage, as the student of a pair,
     unless ``here`` is False: then the first stage is ``stage0``, with the student's
-    options) and, for each later stage, a deployment with the teacher's options."""
+    options) and, for each later stage, a deployment with the teacher's options; a
+    ``stageI`` section of the config file then sets that stage's own."""
     if settings.role != "joint":
         raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
                          "not one model of it")
@@ -358,8 +373,17 @@ def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
                          "(shadow_rate) apply to a student/teacher pair, not a cascade")
     stages = bundle.cascade.stages
     first = {} if here else {stage_deployment(0): dict(opts["student"])}
-    return {"ingress": opts["ingress"], **first,
-            **{stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}}
+    out = {"ingress": opts["ingress"], **first,
+           **{stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}}
+    for name, section in (sections or {}).items():
+        if name not in out:
+            raise InputError(f"no deployment {name!r}: this cascade's stage deployments are "
+                             f"{sorted(k for k in out if k != 'ingress')}")
+        out[name].update(_check_section(name, section))
+        if "autoscaling_config" in section and out[name].get("num_replicas") not in (
+                None, "auto"):
+            out[name].pop("num_replicas")
+    return out
 
 
 def cpus_needed(bundle_path: str | Path, **options: Any) -> dict[str, float]:
