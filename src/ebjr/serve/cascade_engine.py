@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.exceptions import InputError, TeacherUnavailable
+from ebjr.exceptions import InputError, ModelError, TeacherUnavailable
 from ebjr.joint.cascade_model import CascadeModel
 from ebjr.joint.cascade_walk import CascadeWalk
 from ebjr.joint.functional import take_rows
@@ -139,7 +139,11 @@ class CascadeEngine:
     async def _run_front(self, blocks: list[np.ndarray]) -> list[Any]:
         batch = np.concatenate(blocks)
         walk = CascadeWalk(self.model.cascade, self.model.thresholds, len(batch))
-        rows = walk.feed(await self._runners[0](batch))
+        try:
+            first = await self._runners[0](batch)
+        except TeacherUnavailable as exc:  # a first stage elsewhere: no earlier answer exists
+            raise ModelError(str(exc), self.stages[0]) from exc
+        rows = walk.feed(first)
         failure: TeacherUnavailable | None = None
         while rows is not None:
             name = walk.stage_name
