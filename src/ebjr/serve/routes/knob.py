@@ -56,14 +56,17 @@ async def get_threshold(state: State,
     return await _threshold_state(state, engine)
 
 
-def _check_writer(token: str | None, authorization: str | None) -> None:
+def _check_writer(token: str | None, authorization: str | None,
+                  what: tuple[str, str] = ("threshold writes", "change the threshold")
+                  ) -> None:
+    """403 without an admin token, 401 without its bearer (``what``: the writes refused,
+    and what the token is required for)."""
     if token is None:
-        raise HTTPException(403, "threshold writes are disabled: start the server with "
+        raise HTTPException(403, f"{what[0]} are disabled: start the server with "
                                  "--admin-token (or EBJR_ADMIN_TOKEN) to allow them")
     if not bearer_matches(authorization, token):
         raise HTTPException(401, "a valid 'Authorization: Bearer <admin token>' header is "
-                                 "required to change the threshold",
-                            {"WWW-Authenticate": "Bearer"})
+                                 f"required to {what[1]}", {"WWW-Authenticate": "Bearer"})
 
 
 def _new_threshold(state: AppState, body: ThresholdUpdate, engine: JointEngineAPI) -> Any:
@@ -146,12 +149,9 @@ async def feedback(
     if shadow is None or state.feedback is None:
         raise HTTPException(404, "no labelled feedback here: it needs the guarantee monitor "
                                  "(--shadow-rate) in 'ebjr serve' without --ray")
-    if state.settings.admin_token is None:
-        raise HTTPException(403, "feedback changes what the monitor believes: start the server "
-                                 "with --admin-token to accept it")
-    if not bearer_matches(authorization, state.settings.admin_token):
-        raise HTTPException(401, "a valid 'Authorization: Bearer <admin token>' header is "
-                                 "required to send feedback", {"WWW-Authenticate": "Bearer"})
+    # feedback changes what the monitor believes, and what its policy does
+    _check_writer(state.settings.admin_token, authorization, ("feedback writes",
+                                                              "send feedback"))
     body: FeedbackRequest = await state.bodies.parse(await state.bodies.read(request),
                                                      FeedbackRequest)
     answer = state.feedback.pop(body.id)
