@@ -18,6 +18,7 @@ LAYERS = [
     ("ebjr.exceptions", "ebjr._options", "ebjr._version", "ebjr._utils"),
     ("ebjr.scores",),
     ("ebjr.routing",),
+    ("ebjr.tasks",),
     ("ebjr.adapters",),
     ("ebjr.joint",),
     ("ebjr.bundle",),

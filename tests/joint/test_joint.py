@@ -247,7 +247,7 @@ def test_outputs_are_checked_once_and_the_log_probability_test_runs_once(monkeyp
         calls["log_probs"] += 1
         return real_lp(*a, **k)
 
-    monkeypatch.setattr("ebjr.adapters.base.check_logits", counting_check)
+    monkeypatch.setattr("ebjr.tasks.classification.check_logits", counting_check)
     monkeypatch.setattr("ebjr.routing.base.check_logits", counting_check)
     monkeypatch.setattr("ebjr.routing.base.scores.looks_like_log_probabilities", counting_lp)
     rng = np.random.default_rng(0)

@@ -11,12 +11,13 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from array_api_compat import is_torch_array
 
 from ebjr.exceptions import InputError
 
 Array = Any  # an array-API compatible array (numpy.ndarray, torch.Tensor, ...)
 
-__all__ = ["Array", "check_logits", "namespace", "to_numpy"]
+__all__ = ["Array", "check_logits", "namespace", "scatter_rows", "to_numpy"]
 
 
 def namespace(*arrays: Array) -> Any:
@@ -87,3 +88,23 @@ def to_numpy(x: Array, dtype: Any = None) -> np.ndarray:
         x = x.detach().cpu()
     out = np.asarray(x)
     return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def scatter_rows(xp: Any, base: Any, index: Any, values: Any) -> Any:
+    """A copy of ``base`` with rows ``index`` replaced by ``values`` (arrays, or lists of
+    per-row answers such as one ``Detections`` per image)."""
+    if isinstance(base, list):
+        out_list = list(base)
+        idx = to_numpy(index)
+        if len(values) != idx.shape[0]:
+            raise InputError(f"{len(values)} answers for {idx.shape[0]} routed rows")
+        for i, v in zip(idx, values, strict=True):
+            out_list[int(i)] = v
+        return out_list
+    if is_torch_array(base) and is_torch_array(values) and values.dtype == base.dtype:
+        return base.index_put((index,), values)  # copy and write in one call (hot path)
+    out = xp.asarray(base, copy=True)
+    if values.dtype != out.dtype:
+        values = xp.astype(values, out.dtype)
+    out[index, ...] = values
+    return out

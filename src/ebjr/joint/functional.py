@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_torch_array
 
-from ebjr._utils.arrays import Array, namespace, to_numpy
-from ebjr.exceptions import InputError
+from ebjr._utils.arrays import Array, namespace, scatter_rows, to_numpy
 from ebjr.routing.base import teacher_mask
 
 __all__ = [
@@ -102,26 +100,6 @@ def route_rows(xp: Any, scores: Array, threshold: float) -> tuple[Array, Array]:
     ``-inf``) and their indices, in the scores' namespace."""
     to_teacher = teacher_mask(scores, threshold)
     return to_teacher, xp.nonzero(to_teacher)[0]
-
-
-def scatter_rows(xp: Any, base: Any, index: Any, values: Any) -> Any:
-    """A copy of ``base`` with rows ``index`` replaced by ``values`` (arrays, or lists of
-    per-row answers such as one ``Detections`` per image)."""
-    if isinstance(base, list):
-        out_list = list(base)
-        idx = to_numpy(index)
-        if len(values) != idx.shape[0]:
-            raise InputError(f"{len(values)} answers for {idx.shape[0]} routed rows")
-        for i, v in zip(idx, values, strict=True):
-            out_list[int(i)] = v
-        return out_list
-    if is_torch_array(base) and is_torch_array(values) and values.dtype == base.dtype:
-        return base.index_put((index,), values)  # copy and write in one call (hot path)
-    out = xp.asarray(base, copy=True)
-    if values.dtype != out.dtype:
-        values = xp.astype(values, out.dtype)
-    out[index, ...] = values
-    return out
 
 
 def merge_rows(

@@ -28,16 +28,13 @@ from ebjr.joint.counts import RoutingCounts
 from ebjr.joint.functional import (
     RoutedBatch,
     concat_rows,
-    device_of,
     into_namespace,
-    merge_rows,
     route_rows,
-    scatter_rows,
     take_rows,
 )
 from ebjr.joint.knob import LiveThreshold
 from ebjr.routing import Router, check_threshold, get_router
-from ebjr.scores import softmax
+from ebjr.tasks import Classification, TaskKind, get_task
 
 __all__ = ["JointModel", "JointPrediction"]
 
@@ -47,9 +44,11 @@ class JointPrediction:
     """The joint model's answer for one batch.
 
     Attributes:
-        predictions: class per row in the teacher's label space, shape ``(n,)``.
+        predictions: the answer per row, shape ``(n,)``: a class in the teacher's
+            label space; a regressor's prediction.
         probabilities: the answering model's softmax probabilities in the
-            teacher's label space, shape ``(n, C_teacher)``.
+            teacher's label space, shape ``(n, C_teacher)``; ``None`` for a task
+            without classes (regression).
         to_teacher: boolean mask, ``True`` where the teacher answered.
         scores: the router's score per row (higher = student fit).
         threshold: the one threshold this whole batch was routed with.
@@ -58,7 +57,7 @@ class JointPrediction:
     """
 
     predictions: Array
-    probabilities: Array
+    probabilities: Array | None
     to_teacher: Array
     scores: Array
     threshold: float
@@ -87,6 +86,10 @@ class JointModel(LiveThreshold):
         class_map: for a student whose classes are a subset of the teacher's,
             ``class_map[j]`` is the teacher class of student class ``j``
             (``-1`` for a student class with no teacher class, e.g. ``other``).
+        task: the task kind (:mod:`ebjr.tasks`): ``"classification"`` (the
+            default), ``"regression"`` or an instance (e.g.
+            ``Regression(columns=["prediction", "std"])``); it says what the models'
+            outputs are, which routers score them and what an answer is.
         max_teacher_batch: largest sub-batch sent to the teacher at once.
         validate: check the models' outputs (shape, NaN/inf) on every batch, at the
             adapters' boundary; whether the student's rows are log-probabilities
@@ -107,6 +110,7 @@ class JointModel(LiveThreshold):
         threshold: float = 0.0,
         class_map: Any = None,
         *,
+        task: str | TaskKind | None = None,
         max_teacher_batch: int | None = None,
         validate: bool = True,
         profile: bool = False,
@@ -114,17 +118,21 @@ class JointModel(LiveThreshold):
         self.student: Adapter = as_adapter(student)
         self.teacher: Adapter | None = None if teacher is None else as_adapter(teacher)
         self.router: Router = get_router(router)
-        if self.router.scores_kind != "logits":
-            raise InputError(f"the {self.router.name!r} router scores {self.router.scores_kind}; "
-                             "a JointModel routes on logits (JointDetector routes detections)")
+        if class_map is not None:
+            if task is not None and not isinstance(get_task(task), Classification):
+                raise InputError("class_map applies to classification, not to a "
+                                 f"{get_task(task).name} task")
+            task = Classification(class_map)
+        self.task: TaskKind = get_task(task)
+        if self.router.scores_kind == "detections":
+            raise InputError(f"the {self.router.name!r} router scores detections; a JointModel "
+                             "routes a model's outputs per row (JointDetector routes detections)")
+        self.task.check_router(self.router)
         if getattr(self.router, "requires_fit", False) and not getattr(
             self.router, "is_fitted", False
         ):
             raise InputError("an 'auto' router must be fitted before it is used in a JointModel")
         LiveThreshold.__init__(self, threshold)
-        self.class_map = None if class_map is None else np.asarray(class_map, dtype=np.int64)
-        if self.class_map is not None and self.class_map.ndim != 1:
-            raise InputError(f"class_map must be 1-d, got shape {self.class_map.shape}")
         if max_teacher_batch is not None:
             check_int(max_teacher_batch, "max_teacher_batch", 1)
         self.max_teacher_batch = max_teacher_batch
@@ -132,6 +140,12 @@ class JointModel(LiveThreshold):
         self.profile = profile
         self._raw_logits_checked = False
         self._counts = RoutingCounts()
+
+    @property
+    def class_map(self) -> np.ndarray | None:
+        """A specialized student's class map (``None``: one label space, or not a
+        classification)."""
+        return getattr(self.task, "class_map", None)
 
     def counts(self) -> dict[str, int]:
         """Rows and calls so far: ``batches``, ``rows``, ``student_rows``, ``teacher_rows``,
@@ -145,25 +159,6 @@ class JointModel(LiveThreshold):
             self._counts.reset()
 
     # ------------------------------------------------------------ prediction
-    def _to_teacher_space(self, xp: Any, pred: Array, probs: Array, c_teacher: int) -> tuple:
-        if self.class_map is None:
-            return pred, probs
-        if self.class_map.shape[0] != probs.shape[1] or self.class_map.max() >= c_teacher:
-            raise InputError(
-                f"class_map has {self.class_map.shape[0]} entries into classes up to "
-                f"{int(self.class_map.max())}, but the student gives {probs.shape[1]} classes "
-                f"and the teacher {c_teacher}: it must map each student class to a teacher "
-                "class (or -1)"
-            )
-        cmap = xp.asarray(self.class_map, device=device_of(pred))
-        mapped = xp.take(cmap, pred, axis=0)
-        out = xp.zeros((probs.shape[0], c_teacher), dtype=probs.dtype, device=device_of(probs))
-        keep = np.flatnonzero(self.class_map >= 0)  # student columns with a teacher class
-        src = xp.asarray(keep, device=device_of(probs))
-        dst = xp.asarray(self.class_map[keep], device=device_of(probs))
-        out[:, dst] = xp.take(probs, src, axis=1)
-        return mapped, out
-
     def route(self, batch: Any, threshold: float | None = None) -> RoutedBatch:
         """The student stage of one batch: forward, scores and the routing mask.
 
@@ -180,14 +175,15 @@ class JointModel(LiveThreshold):
             threshold = check_threshold(threshold)
         t0 = time.perf_counter()
         # the one check of the student's outputs: at the adapter's boundary
-        s_logits = self.student(batch) if self.validate else self.student.forward(batch)
+        s_logits = self.student.forward(batch)
+        if self.validate:
+            s_logits = self.task.check_output(s_logits, n, f"{self.student.kind or 'student'}")
         xp = namespace(s_logits)
         t1 = time.perf_counter()
         if self.validate and not self._raw_logits_checked:  # once per model, not per batch
-            self._raw_logits_checked = self.router.check_raw_logits(
-                s_logits, log_probs=self.student.returns_log_probs
-            )
-        scores = self.router.score(s_logits, validate=False)
+            self._raw_logits_checked = self.task.scores_kind != "logits" or \
+                self.router.check_raw_logits(s_logits, log_probs=self.student.returns_log_probs)
+        scores = self.task.score(self.router, s_logits)
         to_teacher, routed = route_rows(xp, scores, threshold)
         t2 = time.perf_counter()
         return RoutedBatch(
@@ -213,39 +209,10 @@ class JointModel(LiveThreshold):
         row, and the routed rows are counted as ``fallback_rows``.
         """
         t3 = time.perf_counter()
-        xp, s_logits = p.xp, p.s_logits
         if t_logits is not None:
-            t_logits = into_namespace(t_logits, xp, s_logits)
-        if (
-            self.class_map is None
-            and t_logits is not None
-            and t_logits.shape[1] != s_logits.shape[1]
-        ):
-            raise InputError(
-                f"the student has {s_logits.shape[1]} classes and the teacher "
-                f"{t_logits.shape[1]}; pass class_map to map the student's into the teacher's"
-            )
-        if t_logits is not None and self.class_map is None and t_logits.dtype == s_logits.dtype:
-            # one label space and one dtype: merge the logits, then one softmax and one argmax
-            answer = t_logits if p.k == p.n else scatter_rows(xp, s_logits, p.routed, t_logits)
-            pred, probs = xp.argmax(answer, axis=1), softmax(answer, validate=False)
-        else:
-            if t_logits is not None:
-                c_teacher = int(t_logits.shape[1])
-            elif self.class_map is not None:
-                c_teacher = int(self.class_map.max()) + 1
-            else:
-                c_teacher = int(s_logits.shape[1])
-            s_probs = softmax(s_logits, validate=False)
-            pred, probs = self._to_teacher_space(
-                xp, xp.argmax(s_logits, axis=1), s_probs, c_teacher)
-            if t_logits is not None:
-                if probs.shape[1] != t_logits.shape[1]:
-                    raise InputError(
-                        f"class_map maps the student into {probs.shape[1]} classes but the "
-                        f"teacher has {t_logits.shape[1]}"
-                    )
-                pred, probs = merge_rows(xp, pred, probs, p.routed, t_logits)
+            t_logits = into_namespace(t_logits, p.xp, p.s_logits)
+        answer = self.task.merge(p.xp, p.s_logits, p.routed, t_logits)
+        pred, probs = answer.predictions, answer.probabilities
         timings = {}
         if self.profile:
             timings = {**p.timings, "teacher": teacher_s, "merge": time.perf_counter() - t3}
@@ -310,12 +277,10 @@ class JointModel(LiveThreshold):
     def student_classes(self, p: RoutedBatch) -> Array:
         """The student's class for every row of ``p`` in the teacher's label space (through
         ``class_map``; -1 where a class has none), without counting anything: what a
-        monitor compares with the teacher's answers."""
-        pred = p.xp.argmax(p.s_logits, axis=1)
-        if self.class_map is None:
-            return pred
-        cmap = p.xp.asarray(self.class_map, device=device_of(pred))
-        return p.xp.take(cmap, pred, axis=0)
+        monitor compares with the teacher's answers (classification only)."""
+        if not isinstance(self.task, Classification):
+            raise InputError(f"a {self.task.name} model has no classes to compare")
+        return self.task.student_classes(p.xp, p.s_logits)
 
     def count_teacher_call(self) -> None:
         """Count one call of a teacher that runs elsewhere (a server's remote teacher), so
@@ -343,7 +308,10 @@ class JointModel(LiveThreshold):
                 if step >= k
                 else take_rows(sub_batch, np.arange(start, min(start + step, k)))
             )
-            out = self.teacher(chunk) if self.validate else self.teacher.forward(chunk)
+            out = self.teacher.forward(chunk)
+            if self.validate:
+                out = self.task.check_output(out, batch_size(chunk),
+                                             f"{self.teacher.kind or 'teacher'}")
             with self._lock:
                 self._counts.teacher_calls += 1
             parts.append(into_namespace(out, xp, like))
@@ -355,5 +323,6 @@ class JointModel(LiveThreshold):
     def __repr__(self) -> str:
         return (
             f"JointModel(student={self.student!r}, teacher={self.teacher!r}, "
-            f"router={self.router!r}, threshold={self._threshold!r})"
+            f"router={self.router!r}, threshold={self._threshold!r}"
+            + ("" if self.task == Classification() else f", task={self.task!r}") + ")"
         )

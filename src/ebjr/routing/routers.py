@@ -166,6 +166,9 @@ class SpecializedRouter(Router):
 
 # a plug-in of the calibration layer: imported the first time "auto" is asked for
 register_lazy("auto", "ebjr.calibration.auto:AutoRouter")
+for _name, _cls in (("spread", "SpreadRouter"), ("regression_energy", "RegressionEnergyRouter"),
+                    ("peak_density", "PeakDensityRouter")):
+    register_lazy(_name, f"ebjr.routing.regression:{_cls}", kind="regression")
 for _name, _cls in (("energy", "DetectionEnergyRouter"), ("energy_cls", "DetectionEnergyClsRouter"),
                     ("mean_confidence", "MeanConfidenceRouter"),
                     ("min_confidence", "MinConfidenceRouter"),
