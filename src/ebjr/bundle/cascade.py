@@ -97,6 +97,12 @@ class CascadeRecord:
     def threshold(self) -> list[float]:
         return list(self.cascade.thresholds)
 
+    def make_task(self) -> Any:
+        """The task kind: a cascade of classifiers (other kinds are not cascaded yet)."""
+        from ebjr.tasks import Classification
+
+        return Classification()
+
     @property
     def costs(self) -> dict[str, float]:
         return dict(zip(self.cascade.stages, self.cascade.costs or (), strict=False))

@@ -118,6 +118,7 @@ def save(joint: JointModel | CascadeModel, path: str | Path,
         input=base.input,
         curve=base.curve,
         max_teacher_batch=joint.max_teacher_batch,
+        task=joint.task.to_spec(),
         extra=base.extra,
     )
     return write_bundle(bundle, p, inputs)
@@ -386,7 +387,7 @@ def load(
         adapters.get("teacher", teacher),
         bundle.make_router(),
         bundle.threshold,
-        bundle.class_map,
+        task=bundle.make_task(),
         max_teacher_batch=bundle.max_teacher_batch,
     )
     joint.bundle = bundle  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
 """Batch prediction of a saved joint model over files, in this process (``ebjr predict``).
 
 The output is one parquet file, a row per input row, in input order:
-``row`` (the row number) or ``path`` (for image folders), ``prediction``,
-``score``, ``answered_by`` (``student`` or ``teacher``; a cascade's stage names) and
-``probabilities`` (a fixed-size list per row). :mod:`ebjr.ray.data` writes
+``row`` (the row number) or ``path`` (for image folders), ``prediction`` (a class; a
+regressor's value), ``score``, ``answered_by`` (``student`` or ``teacher``; a cascade's
+stage names) and, for a classification, ``probabilities`` (a fixed-size list per row):
+the task kind's columns (``TaskKind.columns_for``). :mod:`ebjr.ray.data` writes
 the same file from a Ray Dataset, through the same :class:`PredictionWriter`.
 """
 
@@ -47,21 +48,25 @@ class PredictionWriter:
         self.teacher_rows = 0
         self.answered: dict[str, int] = {}
 
-    def write(
-        self, ids: list[Any], predictions: Any, scores: Any, answered_by: Any, probabilities: Any
-    ) -> None:
+    def write(self, ids: list[Any], scores: Any, answered_by: Any,
+              answer: dict[str, Any]) -> None:
+        """One batch: its row ids, routing scores, who answered, and the answer's columns
+        (``TaskKind.columns_for``: ``prediction``, maybe ``probabilities``), in that order
+        in the file."""
         pa = self._pa
-        probs = np.ascontiguousarray(to_numpy(probabilities), dtype=np.float32)
         answered = np.asarray(answered_by).astype(str)
         columns = {
             self.id_name: pa.array(ids, type=pa.int64() if self.id_name == "row" else pa.string()),
-            "prediction": pa.array(np.asarray(to_numpy(predictions), dtype=np.int64)),
+            "prediction": pa.array(np.asarray(answer["prediction"])),
             "score": pa.array(np.asarray(to_numpy(scores), dtype=np.float64)),
             "answered_by": pa.array(answered.tolist(), type=pa.string()),
-            "probabilities": pa.FixedSizeListArray.from_arrays(
-                pa.array(probs.reshape(-1)), probs.shape[1]
-            ),
         }
+        for name, values in answer.items():
+            if name == "prediction":
+                continue
+            a = np.ascontiguousarray(values)  # a fixed-size list per row
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)),
+                                                              a.shape[1])
         table = pa.table(columns)
         if self._writer is None:
             self._writer = self._pq.ParquetWriter(self._file.temp, table.schema)
@@ -138,7 +143,7 @@ def predict_file(
     try:
         for ids, rows in bar:
             p = joint.predict(rows)
-            writer.write(ids, p.predictions, p.scores, p.answered_by, p.probabilities)
+            writer.write(ids, p.scores, p.answered_by, joint.task.columns_for(p))
     except BaseException:
         writer.abort()
         raise

@@ -40,6 +40,7 @@ from ebjr._utils.json import dumps, loads_strict
 from ebjr.adapters.references import describe_errors, validate_reference
 from ebjr.exceptions import BundleError
 from ebjr.routing import Router, router_from_spec
+from ebjr.tasks import TaskKind, task_from_spec
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "BundleDocument", "RoutingBundle", "curve_point_at",
            "read_bundle", "read_document", "write_bundle"]
@@ -86,6 +87,15 @@ class InputRecord(_Strict):
                    Field(min_length=1, max_length=4)] | None = None
 
 
+class TaskRecord(_Strict):
+    """The task kind (:mod:`ebjr.tasks`); a bundle without one is a classification."""
+
+    kind: Literal["classification", "regression"]
+    columns: Annotated[list[Annotated[str, StringConstraints(max_length=64)]],
+                       Field(min_length=1, max_length=16)] | None = None
+    loss: Literal["absolute", "squared"] | None = None
+
+
 class CurveRecord(_Strict):
     """The stored trade-off curve: one entry per point, thresholds ascending."""
 
@@ -125,12 +135,16 @@ class BundleDocument(_Strict):
     input: InputRecord | None = None
     curve: CurveRecord | None = None
     max_teacher_batch: Annotated[StrictInt, Field(ge=1)] | None = None
+    task: TaskRecord | None = None
     extra: dict[str, JsonValue] = {}
 
     @model_validator(mode="after")
     def _class_map(self) -> BundleDocument:
         if self.class_map is not None and max(self.class_map) < 0:
             raise ValueError("class_map maps no student class to a teacher class")
+        if self.class_map is not None and self.task is not None and \
+                self.task.kind != "classification":
+            raise ValueError(f"class_map applies to classification, not to {self.task.kind}")
         return self
 
 
@@ -170,6 +184,7 @@ class RoutingBundle:
         input: the per-row input record ``{"shape": [...], "datatype": "FP32"}``, or ``None``.
         curve: the trade-off curve's summary (``TradeoffCurve.summary()``), or ``None``.
         max_teacher_batch: rows per teacher call, or ``None`` (all routed rows at once).
+        task: the task kind's spec (``TaskKind.to_spec()``), or ``None``: classification.
         extra: anything else worth keeping (e.g. ``auto``'s evidence); never read to
             build or route.
     """
@@ -184,11 +199,17 @@ class RoutingBundle:
     input: dict[str, Any] | None = None
     curve: dict[str, Any] | None = None
     max_teacher_batch: int | None = None
+    task: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def make_router(self) -> Router:
         """Rebuild the router this bundle was calibrated with."""
         return router_from_spec(self.router)
+
+    def make_task(self) -> TaskKind:
+        """Rebuild the task kind (a classification's with the bundle's class map)."""
+        extra = {} if self.class_map is None else {"class_map": self.class_map}
+        return task_from_spec(self.task, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         from ebjr._version import __version__
@@ -207,6 +228,7 @@ class RoutingBundle:
             "input": self.input,
             "curve": self.curve,
             "max_teacher_batch": self.max_teacher_batch,
+            "task": self.task,
             "extra": self.extra,
         }
 
@@ -233,14 +255,20 @@ class RoutingBundle:
             raise BundleError(f"{source}: {describe_errors(exc)}") from None
         models = {role: validate_reference(ref, role) for role, ref in doc.models.items()}
         data = doc.model_dump(exclude={"format", "schema_version", "created_by"})
+        if data.get("task"):
+            data["task"] = {k: v for k, v in data["task"].items() if v is not None}
         if data.get("input"):  # image preprocessing only where a bundle states it
             data["input"] = {k: v for k, v in data["input"].items()
                              if v is not None or k not in ("pixel_scale", "mean", "std")}
         bundle = cls(**{**data, "models": models, "threshold": float(doc.threshold)})
         try:
-            bundle.make_router()
+            router = bundle.make_router()
         except (KeyError, ValueError, TypeError) as exc:
             raise BundleError(f"{source}: router: bad router spec {d['router']!r}: {exc}") from exc
+        try:
+            bundle.make_task().check_router(router)
+        except ValueError as exc:
+            raise BundleError(f"{source}: task: {exc}") from exc
         return bundle
 
 

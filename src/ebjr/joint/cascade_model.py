@@ -38,6 +38,7 @@ from ebjr.joint.cascade import Cascade
 from ebjr.joint.cascade_walk import CascadePrediction, CascadeWalk
 from ebjr.joint.functional import take_rows
 from ebjr.routing import Router, check_threshold
+from ebjr.tasks import Classification
 
 __all__ = ["CascadeModel", "CascadePrediction", "check_thresholds"]
 
@@ -95,6 +96,11 @@ class CascadeModel:
     @property
     def stages(self) -> tuple[str, ...]:
         return self.cascade.stages
+
+    @property
+    def task(self) -> Classification:
+        """The task kind: a cascade of classifiers (other kinds are not cascaded yet)."""
+        return Classification()
 
     @property
     def thresholds(self) -> tuple[float, ...]:

@@ -2,9 +2,10 @@
 
 The student stage ends in a :class:`RoutedBatch` (the student's logits, the
 scores, the mask and the routed row indices); the teacher answers the routed
-rows, taken with :func:`take_rows`; :func:`merge_rows` writes its answers into
-the student's. :class:`~ebjr.joint.model.JointModel` (and through it the
-server's engines) and :class:`~ebjr.joint.detector.JointDetector` run on these,
+rows, taken with :func:`take_rows`; the task kind (:mod:`ebjr.tasks`) writes
+their answers into the student's with :func:`scatter_rows`.
+:class:`~ebjr.joint.model.JointModel` (and through it the server's engines) and
+:class:`~ebjr.joint.detector.JointDetector` run on these,
 on numpy arrays or torch tensors without leaving their device, or on lists of
 per-image answers.
 """
@@ -24,7 +25,6 @@ __all__ = [
     "concat_rows",
     "device_of",
     "into_namespace",
-    "merge_rows",
     "route_rows",
     "scatter_rows",
     "take_rows",
@@ -100,15 +100,3 @@ def route_rows(xp: Any, scores: Array, threshold: float) -> tuple[Array, Array]:
     ``-inf``) and their indices, in the scores' namespace."""
     to_teacher = teacher_mask(scores, threshold)
     return to_teacher, xp.nonzero(to_teacher)[0]
-
-
-def merge_rows(
-    xp: Any, pred: Array, probs: Array, routed: Array, t_logits: Array
-) -> tuple[Array, Array]:
-    """The student's predictions and probabilities with the routed rows replaced by the
-    teacher's (``t_logits`` holds one row per routed index, in order)."""
-    from ebjr.scores import softmax
-
-    pred = scatter_rows(xp, pred, routed, xp.argmax(t_logits, axis=1))
-    probs = scatter_rows(xp, probs, routed, softmax(t_logits, validate=False))
-    return pred, probs

@@ -37,7 +37,7 @@ class JointAnswer:
     """The answer of a joint model (or of a cascade) for one request's rows."""
 
     predictions: np.ndarray
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None  # None for a task without classes (regression)
     scores: np.ndarray
     answered_by: np.ndarray  # one of ANSWERED_BY per row; a cascade's: its stage names
     threshold: float | tuple[float, ...]  # a cascade's: one per stage but the last
@@ -62,6 +62,10 @@ class JointAnswer:
         """Rows per :data:`ANSWERED_BY` label (those with rows)."""
         labels, n = np.unique(self.answered_by, return_counts=True)
         return {str(k): int(v) for k, v in zip(labels, n, strict=True)}
+
+
+def _host(a: Any) -> np.ndarray | None:
+    return None if a is None else to_numpy(a)
 
 
 def model_failure(name: str, rows: Any, exc: BaseException) -> ModelError:
@@ -98,7 +102,7 @@ async def finish_batch(
         t_logits, failure = await ask_teacher(take_rows(batch, np.flatnonzero(mask)))
     pred = joint.merge(routed, t_logits)
     answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
-    answer = JointAnswer(to_numpy(pred.predictions), to_numpy(pred.probabilities),
+    answer = JointAnswer(to_numpy(pred.predictions), _host(pred.probabilities),
                          to_numpy(routed.scores), answered, routed.threshold, False)
     found = None if observe is None else observe(mask, answer.predictions, failure is not None)
     return split_answers(answer, mask if failure else np.zeros_like(mask), failure, sizes,
@@ -127,7 +131,8 @@ def split_answers(
         if failure is not None and hit and fallback == "error":
             out.append(failure)
             continue
-        out.append(JointAnswer(batch.predictions[a:start], batch.probabilities[a:start],
+        probs = None if batch.probabilities is None else batch.probabilities[a:start]
+        out.append(JointAnswer(batch.predictions[a:start], probs,
                                batch.scores[a:start], batch.answered_by[a:start],
                                batch.threshold, hit, batch.stages,
                                None if shadow is None else (shadow, a, start)))

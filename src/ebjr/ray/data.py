@@ -41,7 +41,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
     raise missing_dependency("ray", "ray", "ebjr.ray.data") from _exc
 
 from ebjr._utils.arrays import to_numpy
-from ebjr.joint.functional import merge_rows, take_rows
+from ebjr.joint.functional import take_rows
 
 __all__ = ["joint_map_batches", "predict_files", "read_inputs"]
 
@@ -64,8 +64,7 @@ class _StudentStage:
         routed = self.joint.route(x)
         answer = self.joint.merge(routed, None)  # the student's answer for every row
         out = dict(batch)
-        out["prediction"] = np.asarray(to_numpy(answer.predictions), dtype=np.int64)
-        out["probabilities"] = np.asarray(to_numpy(answer.probabilities), dtype=np.float32)
+        out.update(self.joint.task.columns_for(answer))
         out["score"] = np.asarray(to_numpy(routed.scores), dtype=np.float64)
         out["_to_teacher"] = np.asarray(to_numpy(routed.to_teacher), dtype=bool)
         return out
@@ -79,32 +78,30 @@ class _TeacherStage:
         from ebjr.bundle import persist
 
         _threads(threads)
-        self.teacher, _ = persist.load_model(bundle, "teacher", **trust)
+        self.teacher, record = persist.load_model(bundle, "teacher", **trust)
+        self.task = record.make_task()
         self.column = column
         self.keep_input = keep_input
         self.on_teacher_batch = on_teacher_batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ebjr.tasks import Answer
+
         mask = np.asarray(batch["_to_teacher"], dtype=bool)
-        pred = np.asarray(batch["prediction"])
-        probs = np.asarray(batch["probabilities"])
+        answer = Answer(np.asarray(batch["prediction"]),
+                        np.asarray(batch["probabilities"]) if "probabilities" in batch else None)
         routed = np.flatnonzero(mask)
         if routed.size:
             rows = take_rows(_column(batch, self.column), routed)
-            t_logits = np.asarray(to_numpy(self.teacher(rows)))
+            t_out = to_numpy(self.task.check_output(self.teacher.forward(rows), routed.size,
+                                                    "teacher"))
             if self.on_teacher_batch is not None:
                 self.on_teacher_batch(int(routed.size))
-            if t_logits.shape[1] != probs.shape[1]:
-                raise InputError(
-                    f"the student answers in {probs.shape[1]} classes and the teacher "
-                    f"{t_logits.shape[1]}; save the bundle with a class_map"
-                )
-            pred, probs = merge_rows(np, pred.copy(), probs.copy(), routed, t_logits)
+            answer = self.task.replace(np, answer, routed, t_out)
         out = {k: v for k, v in batch.items() if k != "_to_teacher"}
         if not self.keep_input:
             out.pop(self.column, None)
-        out["prediction"] = np.asarray(pred, dtype=np.int64)
-        out["probabilities"] = np.asarray(probs, dtype=np.float32)
+        out.update(self.task.columns_for(answer))
         out["answered_by"] = np.where(mask, "teacher", "student")
         return out
 
@@ -429,7 +426,8 @@ def predict_files(
         for b in out.iter_batches(batch_size=4096, batch_format="numpy"):
             k = len(b["prediction"])
             ids = b[id_name].tolist() if id_name else list(range(start, start + k))
-            writer.write(ids, b["prediction"], b["score"], b["answered_by"], b["probabilities"])
+            writer.write(ids, b["score"], b["answered_by"],
+                         {k: b[k] for k in ("prediction", "probabilities") if k in b})
             start += k
             bar.update(k)
     except BaseException:

@@ -155,10 +155,11 @@ class ModelReplica:
 
         _set_threads(settings)
         self.role = role
-        self.model, _ = persist.load_model(
+        self.model, bundle = persist.load_model(
             settings.bundle, role, allow_factories=settings.allow_factories,
             allow_torchscript=settings.allow_torchscript,
         )
+        self.task = bundle.make_task()  # what the model's output must be
         joint_teacher = settings.role == "joint"
         self.max_batch = settings.teacher_max_batch_size if joint_teacher \
             else settings.max_batch_size
@@ -171,7 +172,8 @@ class ModelReplica:
 
     def _forward(self, rows: np.ndarray) -> np.ndarray:
         try:
-            logits = to_numpy(self.model(rows))
+            logits = to_numpy(self.task.check_output(self.model.forward(rows), len(rows),
+                                                     self.role))
         except Exception as exc:
             raise model_failure(self.role, rows, exc) from exc
         if not np.isfinite(logits).all():
@@ -375,10 +377,13 @@ class RayJointEngine(_RayEngine):
 
     def __init__(
         self, settings: ServeSettings, router: Any, student: Any, control: Any,
-        metrics: ServeMetrics,
+        metrics: ServeMetrics, task: Any = None,
     ) -> None:
+        from ebjr.tasks import get_task
+
         super().__init__(settings)
         self.router = router
+        self.task = get_task(task)
         self.student = student
         self.control = control
         self.metrics = metrics
@@ -396,7 +401,8 @@ class RayJointEngine(_RayEngine):
         else:
             answer = JointAnswer(
                 np.concatenate([p.predictions for p in parts]),
-                np.concatenate([p.probabilities for p in parts]),
+                None if parts[0].probabilities is None
+                else np.concatenate([p.probabilities for p in parts]),
                 np.concatenate([p.scores for p in parts]),
                 np.concatenate([p.answered_by for p in parts]),
                 parts[0].threshold,
@@ -473,6 +479,7 @@ class Ingress:
             state.bundle = read_bundle(s.bundle)
             state.engine = RayJointEngine(
                 s, state.bundle.make_router(), self.model, self.control, state.metrics,
+                state.bundle.make_task(),
             )
         else:
             state.bundle = read_bundle(s.bundle)

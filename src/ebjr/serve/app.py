@@ -92,6 +92,9 @@ def load_models(s: ServeSettings) -> tuple[Any, Any]:
         joint = persist.load(s.bundle, student_side=s.remote_teacher is not None, **trust)
         if isinstance(joint, CascadeModel):
             _check_cascade_settings(s, joint)
+        elif s.shadow_rate > 0 and joint.task.name != "classification":
+            raise InputError(f"the guarantee monitor (--shadow-rate) watches the disagreement "
+                             f"of two classifiers; {s.bundle!r} is a {joint.task.name} bundle")
         return joint, joint.bundle  # type: ignore[attr-defined]
     return persist.load_model(s.bundle, s.role, **trust)
 
@@ -121,7 +124,7 @@ def install(state: AppState, models: tuple[Any, Any]) -> None:
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(model, s, state.metrics, remote)
     else:
-        state.engine = ModelEngine(model, s, state.metrics)
+        state.engine = ModelEngine(model, s, state.metrics, state.bundle.make_task())
 
 
 def _load(state: AppState) -> None:

@@ -92,6 +92,12 @@ class CascadeEngine:
     def router(self) -> Any:
         return self.model.router
 
+    @property
+    def task(self) -> Any:
+        from ebjr.tasks import Classification
+
+        return Classification()  # a cascade of classifiers
+
     def check_room(self) -> None:
         self.batchers[0].check_room()
 

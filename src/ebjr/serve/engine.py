@@ -70,6 +70,11 @@ class JointEngineAPI(Engine, Protocol):
     @property
     def router(self) -> Any: ...
 
+    @property
+    def task(self) -> Any:
+        """The task kind (:mod:`ebjr.tasks`): what an answer is and how it is encoded."""
+        ...
+
     async def threshold(self) -> float:
         """The live threshold (the one a PUT sets)."""
         ...
@@ -139,15 +144,23 @@ class ModelRunner:
 
 
 class ModelEngine:
-    """One model served alone (``--role student|teacher``): rows in, logits out."""
+    """One model served alone (``--role student|teacher``): rows in, its raw output out
+    (logits; a regressor's output columns), checked as ``task`` says."""
 
     kind = "model"
 
-    def __init__(self, adapter: Any, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    def __init__(self, adapter: Any, settings: ServeSettings, metrics: ServeMetrics,
+                 task: Any = None) -> None:
+        from ebjr.tasks import get_task
+
         self.adapter = adapter
         self.settings = settings
         self.metrics = metrics
-        self._runner = ModelRunner(lambda rows: to_numpy(adapter(rows)), settings.role)
+        self.task = get_task(task)
+        self._runner = ModelRunner(
+            lambda rows: to_numpy(self.task.check_output(adapter.forward(rows), len(rows),
+                                                         adapter.kind or settings.role)),
+            settings.role)
         self.batcher = Batcher(
             settings.role,
             self._run,
@@ -309,6 +322,10 @@ class JointEngine:
     @property
     def router(self) -> Any:
         return self.joint.router
+
+    @property
+    def task(self) -> Any:
+        return self.joint.task
 
     async def threshold(self) -> float:
         """The live threshold (the one a PUT sets)."""

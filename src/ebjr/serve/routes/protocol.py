@@ -51,16 +51,13 @@ INPUT_NAME = "input"
 #: protocol extensions this server implements (``GET /v2``)
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics",
               "parameters", "ebjr_threshold"]
-#: the output tensors of each kind of engine (the infer route returns them in this order)
-OUTPUTS = {
-    "joint": [
-        {"name": "predictions", "datatype": "INT64", "shape": [-1]},
-        {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
-        {"name": "scores", "datatype": "FP64", "shape": [-1]},
-        {"name": "answered_by", "datatype": "BYTES", "shape": [-1]},
-    ],
-    "model": [{"name": "logits", "datatype": "FP32", "shape": [-1, -1]}],
-}
+#: the output tensors of a joint engine after its task's answer (``task.output_specs()``),
+#: and of one model served alone; the infer route returns them in this order
+ROUTING_OUTPUTS = [
+    {"name": "scores", "datatype": "FP64", "shape": [-1]},
+    {"name": "answered_by", "datatype": "BYTES", "shape": [-1]},
+]
+MODEL_OUTPUTS = [{"name": "logits", "datatype": "FP32", "shape": [-1, -1]}]
 
 router = APIRouter()
 
@@ -121,7 +118,9 @@ def _platform(engine: Engine) -> str:
 
 
 def _outputs(engine: Engine) -> list[dict[str, Any]]:
-    return OUTPUTS["joint" if isinstance(engine, JointEngineAPI) else "model"]
+    if isinstance(engine, JointEngineAPI):
+        return engine.task.output_specs() + ROUTING_OUTPUTS
+    return MODEL_OUTPUTS
 
 
 def _inputs(state: AppState) -> list[dict[str, Any]]:
@@ -132,7 +131,7 @@ def _inputs(state: AppState) -> list[dict[str, Any]]:
 async def metadata(request: Request, name: str, engine: Serving) -> dict:
     state = app_state(request)
     s = state.settings
-    params: dict[str, Any] = {"role": s.role}
+    params: dict[str, Any] = {"role": s.role, "task": state.bundle.make_task().to_spec()}
     if isinstance(engine, JointEngineAPI):
         params.update(router=engine.router.to_spec(),
                       threshold=json_safe(await engine.threshold()),
@@ -224,13 +223,13 @@ def _tensors(engine: Engine, result: np.ndarray | JointAnswer
     """The output tensors of ``result`` and the response's parameters."""
     if not isinstance(result, JointAnswer):
         return [("logits", result.astype(np.float32))], {}
+    assert isinstance(engine, JointEngineAPI)
     tensors = [
-        ("predictions", result.predictions.astype(np.int64)),
-        ("probabilities", result.probabilities.astype(np.float32)),
+        *engine.task.tensors(result),
         ("scores", _finite(result.scores)),
         ("answered_by", result.answered_by.astype(str)),
     ]
-    router_name = engine.router.name if isinstance(engine, JointEngineAPI) else None
+    router_name = engine.router.name
     moved = "passed_on" if engine.kind == "cascade" else "teacher_rows"
     return tensors, {
         "threshold": json_safe(result.threshold),
@@ -296,9 +295,9 @@ async def predict(request: Request, name: str, engine: Serving) -> dict:
         state.feedback.put(request_id_of(request.scope), result)
     if not isinstance(result, JointAnswer):
         return {"logits": result.tolist(), "latency_ms": 1e3 * elapsed}
+    assert isinstance(engine, JointEngineAPI)
     return {
-        "predictions": result.predictions.tolist(),
-        "probabilities": result.probabilities.tolist(),
+        **engine.task.json_answer(result),
         "scores": _finite(result.scores).tolist(),
         "answered_by": result.answered_by.tolist(),
         "threshold": json_safe(result.threshold),
