@@ -1,4 +1,6 @@
-"""Reading precomputed model outputs (``.npz`` with ``logits`` and optional ``labels``)."""
+"""Reading precomputed model outputs: a classifier's ``.npz`` with ``logits`` and optional
+``labels``; a regressor's with ``prediction``, the columns its routers read and optional
+``targets``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import numpy as np
 from ebjr._utils.validation import check_labels
 from ebjr.exceptions import InputError
 
-__all__ = ["ModelOutputs", "load_class_map", "load_outputs", "load_zoo", "resolve_labels"]
+__all__ = ["ModelOutputs", "RegressionOutputs", "load_class_map", "load_outputs",
+           "load_regression_outputs", "load_zoo", "resolve_labels"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,62 @@ def load_outputs(path: str | Path) -> ModelOutputs:
         # a specialized student's file may hold the teacher's labels
         labels = check_labels(labels, logits.shape[0], None, f"'labels' in {p.name}")
     return ModelOutputs(logits, labels, flag, str(p))
+
+
+@dataclass(frozen=True)
+class RegressionOutputs:
+    """One regressor's outputs on a dataset.
+
+    Attributes:
+        outputs: ``(n, m)``, the columns ``columns`` (``prediction`` first).
+        columns: the names of the columns, in :data:`ebjr.tasks.regression.COLUMNS`'s order.
+        targets: ``(n,)`` or ``None``.
+        path: where they were read from.
+    """
+
+    outputs: np.ndarray
+    columns: tuple[str, ...]
+    targets: np.ndarray | None
+    path: str
+
+
+def load_regression_outputs(path: str | Path) -> RegressionOutputs:
+    """Read a regressor's outputs file: an ``.npz`` with ``prediction`` (n), any of ``std``,
+    ``free_energy``, ``log_density`` (n each: what the routers read) and optionally
+    ``targets`` (n).
+
+    Raises:
+        InputError: the file is missing or unreadable, lacks ``prediction``, or holds
+            arrays of the wrong shape, type or with NaN/inf.
+    """
+    from ebjr.tasks.regression import COLUMNS
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"outputs file not found: {str(p)!r}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.keys()}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{str(p)!r} is not a readable .npz file ({exc}); expected numpy.savez "
+                         "output with a 'prediction' array") from exc
+    if "prediction" not in arrays:
+        raise InputError(f"{str(p)!r} has no 'prediction' array; it holds "
+                         f"{sorted(arrays) or 'nothing'}. Expected a regressor's outputs: "
+                         f"'prediction' (n), any of {list(COLUMNS[1:])} (n) and optionally "
+                         "'targets' (n)")
+    n = arrays["prediction"].shape[0] if arrays["prediction"].ndim else -1
+    for name in (*COLUMNS, "targets"):
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if a.shape != (n,) or a.dtype.kind not in "fiu" or not np.isfinite(a).all():
+            raise InputError(f"{name!r} in {str(p)!r} must be {max(n, 0)} finite numbers (one per "
+                             f"row, 1-d), got shape {a.shape} of {a.dtype}")
+    columns = tuple(c for c in COLUMNS if c in arrays)
+    out = np.stack([arrays[c].astype(np.float64) for c in columns], axis=1)
+    targets = arrays["targets"].astype(np.float64) if "targets" in arrays else None
+    return RegressionOutputs(out, columns, targets, str(p))
 
 
 def load_zoo(

@@ -18,6 +18,7 @@ from ebjr.calibration import Selection, Target, TradeoffCurve, select_threshold,
 from ebjr.calibration.auto import AutoRouter, router_label
 from ebjr.exceptions import InputError
 from ebjr.routing import Router, get_router
+from ebjr.tasks import Classification, TaskKind, get_task
 
 __all__ = ["CalibrationResult", "calibrate_outputs"]
 
@@ -55,14 +56,19 @@ class CalibrationResult:
                     f"  {mark} {e['label']:<16} cost {cost:>10}  drop {drop:>10}  {e['note']}"
                 )
         lines.append(f"target: {self.selection.target}")
+        loss = c.quality.removeprefix("negative ") if c.quality != "accuracy" else None
+        if loss is not None:  # a loss curve: its accuracy is the negated mean loss
+            quality = (f"mean {loss} {-p.accuracy:.4g} (teacher {-c.teacher_accuracy:.4g}, "
+                       f"student {-c.student_accuracy:.4g}), ")
+        elif c.has_labels:
+            quality = (f"accuracy {100 * p.accuracy:.2f}% (teacher "
+                       f"{100 * c.teacher_accuracy:.2f}%, student "
+                       f"{100 * c.student_accuracy:.2f}%), ")
+        else:
+            quality = f"agreement with teacher {100 * p.agreement:.2f}%, "
         lines.append(
             f"threshold {p.threshold:.6g}: teacher share {100 * p.teacher_fraction:.2f}%, "
-            + (
-                f"accuracy {100 * p.accuracy:.2f}% (teacher {100 * c.teacher_accuracy:.2f}%, "
-                f"student {100 * c.student_accuracy:.2f}%), "
-                if c.has_labels
-                else f"agreement with teacher {100 * p.agreement:.2f}%, "
-            )
+            + quality
             + f"cost {p.cost:.4g}{unit} per input, speed-up {p.speedup:.2f}x over the teacher alone"
             f" (on {c.n} calibration inputs)"
         )
@@ -71,6 +77,8 @@ class CalibrationResult:
             what = (
                 "share of answers that differ from the teacher's (so also the accuracy drop)"
                 if t.get("loss") == "disagreement"
+                else f"increase of the mean {loss} (clipped to {t.get('loss_range')}) over "
+                "the teacher's" if loss is not None
                 else "accuracy drop vs the teacher"
             )
             lines.append(
@@ -94,6 +102,7 @@ def calibrate_outputs(
     seed: int = 0,
     sources: dict[str, str] | None = None,
     class_map: Any = None,
+    task: str | TaskKind | None = None,
 ) -> CalibrationResult:
     """Choose a router's threshold for ``target`` on calibration outputs and build a bundle.
 
@@ -103,7 +112,19 @@ def calibrate_outputs(
     others, so the router does not depend on the data the test uses. ``class_map`` (a
     specialized student's classes in the teacher's, see :func:`tradeoff_curve`) is kept in
     the bundle.
+
+    ``task`` (:mod:`ebjr.tasks`, default classification) says what the outputs are. For a
+    regression, ``student_logits`` and ``teacher_logits`` are the two regressors' outputs
+    (``(n,)`` or ``(n, columns)``, the task's columns), ``labels`` the targets (required),
+    and quality is the task's negated loss: targets and guarantees are in loss units
+    (:func:`~ebjr.calibration.curve.curve_from_loss`).
     """
+    kind = get_task(task)
+    if not isinstance(kind, Classification):
+        return _calibrate_task(kind, student_logits, teacher_logits, labels, target, router,
+                               router_params, student_cost, teacher_cost, cost_unit, sources)
+    if class_map is None:
+        class_map = kind.class_map
     s, t = check_pair(student_logits, teacher_logits, class_map)
     s_np, t_np = to_numpy(s), to_numpy(t)
     y = None if labels is None else to_numpy(labels)
@@ -160,3 +181,54 @@ def calibrate_outputs(
         extra={**extra, **({"sources": sources} if sources else {})},
     )
     return CalibrationResult(bundle, selection, curve, r, evidence)
+
+
+def _calibrate_task(task: TaskKind, student: Any, teacher: Any, truth: Any, target: Target,
+                    router: str | Router, router_params: dict[str, Any] | None,
+                    student_cost: float, teacher_cost: float, cost_unit: str,
+                    sources: dict[str, str] | None) -> CalibrationResult:
+    """:func:`calibrate_outputs` for a task whose quality is per row against the truth (a
+    regression's negated loss): the task scores and answers, the curve is the quality's."""
+    from ebjr.calibration.curve import curve_from_quality
+
+    if truth is None:
+        raise InputError(f"a {task.name} is calibrated against its targets: pass them "
+                         "(labels=..., --labels FILE, or 'targets' in an outputs file)")
+    s_np = to_numpy(student)
+    n = int(s_np.shape[0]) if s_np.ndim else 0
+    s_out = task.check_output(s_np, n, "student")
+    t_out = task.check_output(to_numpy(teacher), n, "teacher")
+    y = np.asarray(to_numpy(truth), dtype=np.float64).reshape(-1)
+    if y.shape[0] != n or not np.isfinite(y).all():
+        raise InputError(f"targets: expected {n} finite values (one per row), got shape "
+                         f"{y.shape}" + ("" if y.shape[0] != n else " with NaN or inf"))
+    r = get_router(router, **(router_params or {}))
+    task.check_router(r)
+    scores = np.asarray(to_numpy(task.score(r, s_out)), dtype=np.float64)
+    qs = task.quality(task.answer(np, s_out, "student").predictions, y)
+    qt = task.quality(task.answer(np, t_out).predictions, y)
+    what = getattr(task, "loss", "quality")
+    curve = curve_from_quality(scores, qs, qt, quality=f"negative {what} error",
+                               student_cost=student_cost, teacher_cost=teacher_cost,
+                               cost_unit=cost_unit, router=r.to_spec())
+    selection = select_threshold(curve, target)
+    calibration = {
+        "n": curve.n,
+        "in_sample": True,
+        "quality": curve.quality,
+        "student_quality": float(qs.mean()),
+        "teacher_quality": float(qt.mean()),
+        **selection.point.as_dict(),
+        "details": selection.details,
+    }
+    bundle = RoutingBundle(
+        router=r.to_spec(),
+        threshold=selection.threshold,
+        costs={"student": curve.student_cost, "teacher": curve.teacher_cost, "unit": cost_unit},
+        target=selection.target,
+        calibration=calibration,
+        curve=curve.summary(),
+        task=task.to_spec(),
+        extra={"sources": sources} if sources else {},
+    )
+    return CalibrationResult(bundle, selection, curve, r)

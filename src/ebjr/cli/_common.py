@@ -19,13 +19,23 @@ def add_trust_args(p: Any) -> None:
 
 
 def add_pair_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("student", help="student outputs: .npz with 'logits' (n x C) [and 'labels']")
+    from ebjr._options import REGRESSION_ERRORS, TASKS
+
+    p.add_argument("student", help="student outputs: .npz with 'logits' (n x C) [and 'labels']; "
+                   "a regressor's: 'prediction' (n), what its router reads ('std', "
+                   "'free_energy' or 'log_density', n each) [and 'targets']")
     p.add_argument("teacher", help="teacher outputs on the same inputs, same format")
     p.add_argument(
         "--labels",
         metavar="FILE",
-        help="labels (.npz with 'labels', or .npy); default: from the outputs files",
+        help="labels (.npz with 'labels', or .npy); default: from the outputs files. A "
+        "regression's targets: .npz with 'targets', or .npy",
     )
+    p.add_argument("--task", choices=TASKS, default=TASKS[0],
+                   help="what the models do (default classification; see docs/regression.md)")
+    p.add_argument("--error", choices=REGRESSION_ERRORS, default=REGRESSION_ERRORS[0],
+                   help="a regression's per-row loss (default absolute); targets such as "
+                   "--max-drop are then in its units")
     p.add_argument(
         "--class-map",
         metavar="FILE",
@@ -60,6 +70,53 @@ def class_map(args: argparse.Namespace) -> Any:
     from ebjr.bundle.outputs import load_class_map
 
     return None if args.class_map is None else load_class_map(args.class_map)
+
+
+def load_regression_pair(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The student's and the teacher's regression outputs, their targets and the task."""
+    import numpy as np
+
+    from ebjr.bundle.outputs import load_regression_outputs
+    from ebjr.exceptions import InputError
+    from ebjr.tasks import Regression
+
+    if args.class_map is not None:
+        raise InputError("--class-map applies to classification, not to --task regression")
+    s = load_regression_outputs(args.student)
+    t = load_regression_outputs(args.teacher)
+    if s.outputs.shape[0] != t.outputs.shape[0]:
+        raise InputError(f"the student's file has {s.outputs.shape[0]} rows and the teacher's "
+                         f"{t.outputs.shape[0]}: they must hold the same inputs")
+    y = _targets(args.labels) if args.labels else next(
+        (o.targets for o in (s, t) if o.targets is not None), None)
+    if y is None:
+        raise InputError("no targets: neither outputs file has a 'targets' array; pass "
+                         "--labels FILE")
+    for o in (s, t):
+        if o.targets is not None and (o.targets.shape != y.shape or
+                                      not np.allclose(o.targets, y)):
+            raise InputError(f"the targets in {o.path!r} differ from the others: the files "
+                             "must hold the same inputs in the same order")
+    task = Regression(columns=s.columns, loss=args.error)
+    return s, t, y, task
+
+
+def _targets(path: str) -> Any:
+    import numpy as np
+
+    from ebjr.exceptions import InputError
+
+    try:
+        if path.endswith(".npy"):
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        with np.load(path, allow_pickle=False) as z:
+            if "targets" not in z:
+                raise InputError(f"{path!r} has no 'targets' array; it holds {list(z)}")
+            return np.asarray(z["targets"], dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path!r} is not a readable .npy/.npz targets file ({exc})") from exc
 
 
 def load_pair(args: argparse.Namespace, need_labels: bool = True) -> tuple[Any, Any, Any]:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ebjr._options import LOSSES, P_VALUES
-from ebjr.cli._common import add_pair_args, class_map, load_pair
+from ebjr.cli._common import add_pair_args, class_map, load_pair, load_regression_pair
 
 __all__ = ["add_parser", "run"]
 
@@ -79,9 +79,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--p-value",
         choices=P_VALUES,
-        default=P_VALUES[0],
-        help="with --confidence: the test: exact (default; exact unconditional for the signed "
-        "loss, exact binomial otherwise), betting (wsr) or Hoeffding-Bentkus (hb)",
+        default=None,
+        help="with --confidence: the test: exact (the default for classification; exact "
+        "unconditional for the signed loss, exact binomial otherwise), betting (wsr, the "
+        "default for regression) or Hoeffding-Bentkus (hb)",
+    )
+    p.add_argument(
+        "--loss-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="with --task regression --confidence: the range every row's loss is clipped to "
+        "(the guarantee holds for the clipped loss; narrower is tighter)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for auto folds and wsr order")
     p.add_argument(
@@ -98,6 +107,17 @@ def target_spec(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.confidence is not None and args.max_drop is None:
         raise InputError("--confidence goes with --max-drop (a guaranteed accuracy drop)")
+    regression = getattr(args, "task", "classification") == "regression"
+    loss_range = getattr(args, "loss_range", None)
+    if loss_range is not None and not (regression and args.confidence is not None):
+        raise InputError("--loss-range goes with --task regression --confidence")
+    if regression and args.confidence is not None and loss_range is None:
+        raise InputError("a guarantee for a regression's loss needs the range the loss is "
+                         "clipped to: --loss-range LO HI (e.g. 0 and a value your errors "
+                         "rarely exceed)")
+    if regression and args.histogram_crossing:
+        raise InputError("--histogram-crossing needs right/wrong per row: a classification")
+    p_value = args.p_value or ("wsr" if regression else P_VALUES[0])
     if args.max_drop is not None:
         if args.confidence is None:
             return {"kind": "max_drop", "eps": args.max_drop}
@@ -108,8 +128,9 @@ def target_spec(args: argparse.Namespace) -> dict[str, Any]:
             "eps": args.max_drop,
             "delta": round(1 - args.confidence, 12),
             "loss": args.loss,
-            "p_value": args.p_value,
+            "p_value": p_value,
             "seed": args.seed,
+            **({"loss_range": list(loss_range)} if loss_range is not None else {}),
         }
     if args.teacher_accuracy:
         return {"kind": "teacher_accuracy"}
@@ -121,11 +142,13 @@ def target_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ebjr.bundle import dumps, write_bundle
+    from ebjr.bundle import write_bundle
     from ebjr.calibration import target_from_spec
     from ebjr.calibration.calibrate import calibrate_outputs
 
     target = target_from_spec(target_spec(args))
+    if args.task == "regression":
+        return _run_regression(args, target)
     label_free = getattr(target, "loss", None) == "disagreement"
     s, t, y = load_pair(args, need_labels=not label_free)
     cmap = class_map(args)
@@ -163,9 +186,35 @@ def run(args: argparse.Namespace) -> int:
             ev, args.report, selection=result.selection, title="ebjr calibration (in-sample)"
         )
         print(f"report: {index}", file=sys.stderr)
+    return _print(args, result, path)
+
+
+def _print(args: argparse.Namespace, result: Any, path: Any) -> int:
+    from ebjr.bundle import dumps
+
     if args.json:
         print(dumps(result.bundle.to_dict(), indent=2))
     else:
         print(result.summary())
         print(f"bundle: {path}")
     return 0
+
+
+def _run_regression(args: argparse.Namespace, target: Any) -> int:
+    from ebjr.bundle import write_bundle
+    from ebjr.calibration.calibrate import calibrate_outputs
+    from ebjr.exceptions import InputError
+
+    if args.report:
+        raise InputError("--report draws a classification's report; for a regression the "
+                         "bundle's curve holds the trade-off (see docs/regression.md)")
+    if args.temperature is not None:
+        raise InputError("--temperature applies to the energy of logits, not to a regression")
+    s, t, y, task = load_regression_pair(args)
+    result = calibrate_outputs(s.outputs, t.outputs, y, target, router=args.router,
+                               student_cost=args.student_cost, teacher_cost=args.teacher_cost,
+                               cost_unit=args.cost_unit, seed=args.seed,
+                               sources={"student": s.path, "teacher": t.path}, task=task)
+    path = write_bundle(result.bundle, args.output,
+                        inputs=(args.student, args.teacher, args.labels))
+    return _print(args, result, path)

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ebjr.bundle import dumps
     from ebjr.evaluation import DEFAULT_ROUTERS, evaluate
 
+    if args.task == "regression":
+        return _run_regression(args)
     s, t, y = load_pair(args)
     routers = DEFAULT_ROUTERS if not args.routers else [r.strip() for r in args.routers.split(",")]
     ev = evaluate(
@@ -82,6 +84,43 @@ def run(args: argparse.Namespace) -> int:
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
+    for name, why in ev.skipped.items():
+        print(f"skipped {name}: {why}")
+    return 0
+
+
+def _run_regression(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps
+    from ebjr.cli._common import load_regression_pair
+    from ebjr.evaluation.regression import SHARES, evaluate_regression
+    from ebjr.exceptions import InputError
+
+    if args.report:
+        raise InputError("--report draws a classification's report; for a regression use "
+                         "--json (every router's loss at each teacher share)")
+    s, t, y, task = load_regression_pair(args)
+    routers = [r.strip() for r in args.routers.split(",")] if args.routers else None
+    ev = evaluate_regression(s.outputs, t.outputs, y, task, routers,
+                             student_cost=args.student_cost, teacher_cost=args.teacher_cost,
+                             cost_unit=args.cost_unit)
+    if args.json:
+        print(dumps(ev.to_json_dict(), indent=2))
+        return 0
+    print(f"n={ev.n}  mean {ev.loss} error: student {ev.student_loss:.4g}, "
+          f"teacher {ev.teacher_loss:.4g}")
+    header = ["router", *(f"loss @{round(100 * s)}%" for s in SHARES), "teacher-level share"]
+    rows = []
+    for name, c in ev.curves.items():
+        level = ev.teacher_level(c)
+        rows.append([name, *(f"{ev.loss_at(c, s):.4g}" for s in SHARES),
+                     "-" if level is None else f"{100 * level['teacher_fraction']:.1f}%"])
+    rows.append(["oracle", *(f"{ev.oracle_loss[s]:.4g}" for s in SHARES), ""])
+    rows.append(["random", *(f"{(1 - s) * ev.student_loss + s * ev.teacher_loss:.4g}"
+                             for s in SHARES), ""])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     for name, why in ev.skipped.items():
         print(f"skipped {name}: {why}")
     return 0

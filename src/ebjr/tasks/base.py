@@ -71,9 +71,8 @@ class TaskKind:
         """Refuse a router that does not score this task's outputs."""
         if router.scores_kind != self.scores_kind:
             raise InputError(
-                f"the {router.name!r} router scores {router.scores_kind}, but a {self.name} "
-                f"model's output is {self.scores_kind}: use one of "
-                f"{_routers_for(self.scores_kind)}")
+                f"the {router.name!r} router scores {router.scores_kind}; a {self.name} is "
+                f"routed by one of {_routers_for(self.scores_kind)}")
 
     def score(self, router: Any, out: Array) -> Array:
         """The router's score per row of the student's (checked) output."""
