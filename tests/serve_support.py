@@ -48,6 +48,44 @@ def make_serve_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
     return persist.save(joint, folder / "small.json", result.bundle)
 
 
+def make_regression_bundle(folder: Path, threshold_share: float = 0.3) -> Path:
+    """A real regression bundle: seeded Gaussian-head MLPs (untrained) with 10 features, the
+    ``spread`` router at the threshold that sends ``threshold_share`` of uniform random rows
+    to the teacher; the curve and the input record as the regression quickstart writes."""
+    import torch
+
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import persist
+    from ebjr.calibration import MaxTeacherFraction
+    from ebjr.calibration.calibrate import calibrate_outputs
+    from ebjr.joint import JointModel
+    from ebjr.tasks import Regression
+    from ebjr.zoo.regression import make_gaussian_mlp
+
+    torch.manual_seed(0)
+    kw = {"student": {"in_features": 10, "hidden": 8, "depth": 1, "y_mean": 14.0, "y_scale": 5.0},
+          "teacher": {"in_features": 10, "hidden": 32, "depth": 2, "y_mean": 14.0,
+                      "y_scale": 5.0}}
+    models = {role: TorchAdapter(make_gaussian_mlp(**kw[role]).eval(),
+                                 factory="ebjr.zoo.regression:make_gaussian_mlp",
+                                 factory_kwargs=kw[role]) for role in kw}
+    x = regression_rows(600, seed=1)
+    s, t = models["student"].forward(x).numpy(), models["teacher"].forward(x).numpy()
+    task = Regression(columns=["prediction", "std"])
+    result = calibrate_outputs(s, t, t[:, 0], MaxTeacherFraction(threshold_share),
+                               router="spread", student_cost=200.0, teacher_cost=2.4e3,
+                               cost_unit="FLOPs", task=task)
+    result.bundle.input = {"shape": [10], "datatype": "FP32"}
+    joint = JointModel(models["student"], models["teacher"], result.router,
+                       result.selection.threshold, task=task)
+    return persist.save(joint, folder / "reg.json", result.bundle)
+
+
+def regression_rows(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` rows of 10 uniform features in [0, 1] (float32), the regression bundle's input."""
+    return np.random.default_rng(seed).uniform(size=(n, 10)).astype(np.float32)
+
+
 def make_cascade_bundle(folder: Path, combine: str = "last", name: str = "zoo",
                         faulty_last: bool = False) -> Path:
     """A real 3-stage cascade document: seeded digits models of growing size (untrained),

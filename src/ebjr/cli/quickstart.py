@@ -22,14 +22,16 @@ def add_parser(sub: Any) -> None:
         metavar="DIR",
         help="output folder (default ./ebjr-quickstart)",
     )
-    p.add_argument("--epochs", type=int, default=40, help="most training epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="most training epochs (default 40; regression 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, training and calibration")
     p.add_argument(
         "--max-drop",
         type=float,
-        default=0.005,
+        default=None,
         metavar="EPS",
-        help="guaranteed accuracy drop vs the teacher (default 0.005)",
+        help="guaranteed accuracy drop vs the teacher (default 0.005); regression: the "
+        "increase of the mean absolute error (default 0.05)",
     )
     p.add_argument(
         "--confidence",
@@ -38,7 +40,12 @@ def add_parser(sub: Any) -> None:
         metavar="P",
         help="probability of the guarantee (default 0.95)",
     )
-    p.add_argument("--router", default="energy", help="router (default energy; try auto)")
+    p.add_argument("--router", default=None,
+                   help="router (default energy; try auto. Regression: spread)")
+    p.add_argument("--task", choices=("classification", "regression"),
+                   default="classification",
+                   help="classification (digits, default) or regression (Friedman #1: a "
+                   "Gaussian-head pair, the guarantee on the mean absolute error)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -48,20 +55,45 @@ def run(args: argparse.Namespace) -> int:
     from ebjr.examples.quickstart import QuickstartConfig, print_summary, run_quickstart
     from ebjr.exceptions import InputError
 
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}")
     if not 0 < args.confidence < 1:
         raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
+    if args.task == "regression":
+        return _run_regression(args)
     cfg = QuickstartConfig(
         seed=args.seed,
-        epochs=args.epochs,
-        eps=args.max_drop,
+        epochs=40 if args.epochs is None else args.epochs,
+        eps=0.005 if args.max_drop is None else args.max_drop,
         confidence=args.confidence,
-        router=args.router,
+        router=args.router or "energy",
     )
     summary = run_quickstart(args.out, cfg)
     if args.json:
         print(dumps(summary, indent=2))
     else:
         print_summary(summary)
+    return 0
+
+
+def _run_regression(args: argparse.Namespace) -> int:
+    from ebjr.bundle import dumps
+    from ebjr.examples.regression_quickstart import (
+        RegressionQuickstartConfig,
+        print_regression_summary,
+        run_regression_quickstart,
+    )
+
+    cfg = RegressionQuickstartConfig(
+        seed=args.seed,
+        epochs=200 if args.epochs is None else args.epochs,
+        eps=0.05 if args.max_drop is None else args.max_drop,
+        confidence=args.confidence,
+        router=args.router or "spread",
+    )
+    summary = run_regression_quickstart(args.out, cfg)
+    if args.json:
+        print(dumps(summary, indent=2))
+    else:
+        print_regression_summary(summary)
     return 0

@@ -38,8 +38,18 @@ class RegressionEvaluation:
     student_loss: float
     teacher_loss: float
     curves: dict[str, TradeoffCurve]
-    oracle_loss: dict[float, float]  # at each of SHARES
+    #: the oracle's mean loss after sending ``k`` rows, ``k = 0 .. n`` (largest gains first)
+    oracle: np.ndarray = field(repr=False)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def oracle_loss(self) -> dict[float, float]:
+        """The oracle's mean loss at each of :data:`SHARES`."""
+        return {s: float(self.oracle[int(np.floor(s * self.n))]) for s in SHARES}
+
+    def oracle_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """The oracle's ``(teacher shares, mean losses)``, for plots."""
+        return np.arange(self.n + 1) / self.n, self.oracle
 
     def loss_at(self, curve: TradeoffCurve, share: float) -> float:
         """The mean loss of the last point that sends at most ``share`` to the teacher."""
@@ -115,10 +125,8 @@ def evaluate_regression(
             np.asarray(scores, dtype=np.float64), qs, qt,
             quality=f"negative {kind.loss} error", student_cost=student_cost,
             teacher_cost=teacher_cost, cost_unit=cost_unit, router=r.to_spec())
-    gain = np.sort(qt - qs)[::-1]  # the oracle: the largest improvements first
-    oracle = {}
-    for share in SHARES:
-        k = int(np.floor(share * n))
-        oracle[share] = float(-(qs.sum() + np.clip(gain[:k], 0, None).sum()) / n)
+    gain = np.clip(np.sort(qt - qs)[::-1], 0, None)  # the oracle: largest improvements first
+    oracle = -(qs.sum() + np.concatenate([[0.0], np.cumsum(gain)])) / n
     return RegressionEvaluation(n, kind.loss, float(-qs.mean()), float(-qt.mean()), curves,
                                 oracle, skipped)
+
