@@ -86,6 +86,34 @@ def regression_rows(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=(n, 10)).astype(np.float32)
 
 
+def regression_reference(bundle: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """What a regression bundle's joint model must answer, written out independently: both
+    regressors on *every* row, then the ``spread`` rule ``-std < threshold -> teacher`` per
+    row with numpy (no ebjr routing)."""
+    import ebjr
+
+    joint = ebjr.load(bundle)
+    s = joint.student.forward(x).numpy().astype(np.float64)
+    t = joint.teacher.forward(x).numpy().astype(np.float64)
+    pred, scores, who = [], [], []
+    for i in range(len(x)):
+        score = -s[i, 1]
+        teacher = score < joint.threshold
+        pred.append(t[i, 0] if teacher else s[i, 0])
+        scores.append(score)
+        who.append("teacher" if teacher else "student")
+    return {"predictions": np.array(pred), "scores": np.array(scores),
+            "answered_by": np.array(who)}
+
+
+def check_regression(got: dict, want: dict) -> None:
+    """Answers equal up to float32 rounding; who answered, exactly."""
+    np.testing.assert_allclose(got["predictions"], want["predictions"], rtol=1e-6)
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6)
+    who = [a.decode() if isinstance(a, bytes) else str(a) for a in got["answered_by"]]
+    assert who == want["answered_by"].tolist()
+
+
 def make_cascade_bundle(folder: Path, combine: str = "last", name: str = "zoo",
                         faulty_last: bool = False) -> Path:
     """A real 3-stage cascade document: seeded digits models of growing size (untrained),

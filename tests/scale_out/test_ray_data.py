@@ -22,8 +22,10 @@ from serve_support import (  # noqa: E402
     cascade_reference,
     check_cascade,
     make_cascade_bundle,
+    make_regression_bundle,
     make_serve_bundle,
     random_rows,
+    regression_rows,
 )
 
 
@@ -119,6 +121,28 @@ def test_a_cascade_runs_one_stage_per_map_batches_row_for_row(local_ray, tmp_pat
                    "scores": ta["score"].to_numpy(),
                    "probabilities": np.stack(ta["probabilities"].to_numpy(zero_copy_only=False)),
                    "answered_by": ta["answered_by"].to_pylist()}, want)
+
+
+def test_a_regression_bundle_writes_what_the_in_process_predict_writes(local_ray, tmp_path):
+    """The task kind's columns (a float prediction, no probabilities) on Ray Data, row for
+    row the joint regressor's answers, the teacher called on the routed rows only."""
+    path = str(make_regression_bundle(tmp_path))
+    x = regression_rows(800, seed=15)
+    np.save(tmp_path / "x.npy", x)
+    a = predict_files(path, tmp_path / "x.npy", tmp_path / "ray.parquet", progress=False,
+                      batch_size=128)
+    b = predict_file(path, tmp_path / "x.npy", tmp_path / "local.parquet", progress=False)
+    want = ebjr.load(path).predict(x)
+    routed = int((want.answered_by == "teacher").sum())
+    assert 0 < routed < len(x) and a["teacher_rows"] == b["teacher_rows"] == routed
+    ta, tb = pq.read_table(a["output"]), pq.read_table(b["output"])
+    assert ta.column_names == tb.column_names == ["row", "prediction", "score", "answered_by"]
+    assert ta["row"].to_pylist() == list(range(len(x)))
+    # float32 models round differently in batches of other sizes: equal up to that
+    np.testing.assert_allclose(ta["prediction"].to_numpy(), want.predictions.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tb["prediction"].to_numpy(), want.predictions.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ta["score"].to_numpy(), want.scores.numpy(), rtol=1e-6)
+    assert ta["answered_by"].to_pylist() == want.answered_by.tolist()
 
 
 def test_bad_datasets_and_bundles_are_refused(local_ray, bundle, tmp_path):

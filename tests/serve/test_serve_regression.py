@@ -1,25 +1,27 @@
 """``ebjr serve`` and ``ebjr predict`` of a regression bundle: one path for every task kind.
 
-The reference for every answer is written out independently: both regressors run on
-*every* row, the ``spread`` router's rule ``-std < threshold -> teacher`` applied per
-row with numpy. In-process (the real app, lifespan included) in the fast tier; a real
-``ebjr serve`` process called by tritonclient (binary and JSON), and a joint server whose
-teacher is a second ``ebjr serve --role teacher`` process, in the integration tier.
+The reference for every answer is written out independently
+(:func:`serve_support.regression_reference`): both regressors run on *every* row, the
+``spread`` router's rule ``-std < threshold -> teacher`` applied per row with numpy.
+In-process (the real app, lifespan included) in the fast tier; a real ``ebjr serve``
+process called by tritonclient (binary and JSON), and a joint server whose teacher is a
+second ``ebjr serve --role teacher`` process, in the integration tier.
 """
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import ebjr
 from ebjr.bundle.predict import predict_file
 from ebjr.serve.app import create_app
 from ebjr.serve.settings import ServeSettings
 from serve_support import (
     ServerProcess,
+    check_regression,
     infer_body,
     make_regression_bundle,
     outputs,
+    regression_reference,
     regression_rows,
 )
 
@@ -31,31 +33,10 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(bundle):
-    """Both models on every row, then the router's rule per row (numpy, no ebjr routing)."""
-    joint = ebjr.load(bundle)
-    threshold = joint.threshold
-
-    def answer(x):
-        s = joint.student.forward(x).numpy().astype(np.float64)
-        t = joint.teacher.forward(x).numpy().astype(np.float64)
-        rows = []
-        for i in range(len(x)):
-            score = -s[i, 1]
-            teacher = score < threshold
-            rows.append((t[i, 0] if teacher else s[i, 0], score,
-                         "teacher" if teacher else "student"))
-        pred, scores, who = zip(*rows, strict=True)
-        return {"predictions": np.array(pred), "scores": np.array(scores),
-                "answered_by": np.array(who)}
-
-    return answer
+    return lambda x: regression_reference(bundle, x)
 
 
-def _check(got, want):
-    np.testing.assert_allclose(got["predictions"], want["predictions"], rtol=1e-6)
-    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6)
-    who = [a.decode() if isinstance(a, bytes) else str(a) for a in got["answered_by"]]
-    assert who == want["answered_by"].tolist()
+_check = check_regression
 
 
 @pytest.fixture
