@@ -38,6 +38,12 @@ def test_regression_examples_run():
                                .max() + 1e-3)
     assert scope["choice"].point.teacher_fraction <= 1.0
     assert scope["guaranteed"].target["loss_range"] == [0.0, 300.0]
+    out, threshold = scope["out"], scope["guaranteed"].threshold  # the live joint regressor
+    s_mean, s_std = scope["student"].predict(scope["x"][300:], return_std=True)
+    t_pred = scope["teacher"].predict(scope["x"][300:])
+    teacher = -s_std < threshold
+    np.testing.assert_allclose(out.predictions, np.where(teacher, t_pred, s_mean))
+    assert out.answered_by.tolist() == np.where(teacher, "teacher", "student").tolist()
 
 
 @pytest.mark.integration  # trains two small detectors (~20 s)

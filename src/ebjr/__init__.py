@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.joint.model import JointModel, JointPrediction
     from ebjr.scores.detection import Detections, detection_free_energy
     from ebjr.scores.regression import regression_free_energy
+    from ebjr.tasks import Classification, Regression
 
 # name -> module, imported on first attribute access (keeps `import ebjr` fast)
 _LAZY = {
@@ -118,6 +119,8 @@ _LAZY = {
     "CascadeResult": "ebjr.joint.cascade",
     "CascadeModel": "ebjr.joint.cascade_model",
     "CascadePrediction": "ebjr.joint.cascade_model",
+    "Classification": "ebjr.tasks",
+    "Regression": "ebjr.tasks",
 }
 
 __all__ = [
