@@ -114,6 +114,40 @@ def check_regression(got: dict, want: dict) -> None:
     assert who == want["answered_by"].tolist()
 
 
+def make_detection_bundle(folder: Path, max_detections: int = 8) -> Path:
+    """A real detection bundle: two seeded grid detectors (untrained) with their decoding
+    (``ebjr.zoo.grid_detector:make_grid_detection_model``), the eq. 14 energy router at the
+    median score of a few canvases, 48x48 inputs, ``max_detections`` protocol slots."""
+    import torch
+
+    from ebjr.adapters.torch_module import TorchAdapter
+    from ebjr.bundle import RoutingBundle, persist
+    from ebjr.joint.detector import JointDetector
+    from ebjr.zoo.grid_detector import make_grid_detection_model
+
+    torch.manual_seed(0)
+    kw = {"student": {"width": 4, "min_confidence": 0.5},
+          "teacher": {"width": 8, "extra": 1, "min_confidence": 0.5}}
+    models = {role: TorchAdapter(make_grid_detection_model(**kw[role]).eval(),
+                                 factory="ebjr.zoo.grid_detector:make_grid_detection_model",
+                                 factory_kwargs=kw[role]) for role in kw}
+    joint = JointDetector(models["student"], models["teacher"], 0.0,
+                          max_detections=max_detections)
+    scores = np.asarray(joint.route(detection_rows(16, seed=1)).scores)
+    joint.set_threshold(float(np.median(scores[np.isfinite(scores)])))
+    record = RoutingBundle(router=joint.router.to_spec(), threshold=joint.threshold, costs={},
+                           target={}, calibration={},
+                           input={"shape": [48, 48], "datatype": "FP32"})
+    return persist.save(joint, folder / "det.json", record)
+
+
+def detection_rows(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded 48x48 digit canvases (float32), the detection bundle's input."""
+    from ebjr.zoo.digit_canvas import make_digit_canvases
+
+    return np.asarray(make_digit_canvases(n, seed=seed).images, dtype=np.float32)
+
+
 def make_cascade_bundle(folder: Path, combine: str = "last", name: str = "zoo",
                         faulty_last: bool = False) -> Path:
     """A real 3-stage cascade document: seeded digits models of growing size (untrained),

@@ -132,7 +132,9 @@ def test_joint_detector_sends_only_low_scoring_images_to_the_teacher():
     scores = detection_scores(s_dets)
     t = float(np.median(scores[np.isfinite(scores)]))
     joint = JointDetector(lambda b: [s_dets[i] for i in b], teacher, t)
-    out, mask = joint.predict(images)
+    p = joint.predict(images)
+    out, mask = p.predictions, np.asarray(p.to_teacher)
+    assert p.answered_by.tolist() == np.where(mask, "teacher", "student").tolist()
     assert mask.tolist() == (scores < t).tolist()
     assert seen == [images[mask].tolist()]
     for i in range(10):
@@ -141,7 +143,7 @@ def test_joint_detector_sends_only_low_scoring_images_to_the_teacher():
     # the live knob: -inf keeps every image with a box on the student (empty ones still go)
     assert joint.set_threshold(-math.inf) == t
     seen.clear()
-    out, mask = joint.predict(images)
+    mask = np.asarray(joint.predict(images).to_teacher)
     assert mask.tolist() == [len(d) == 0 for d in s_dets]
     assert seen == ([images[mask].tolist()] if mask.any() else [])
     with pytest.raises(InputError, match="scores logits, not detections"):

@@ -75,7 +75,7 @@ def test_detection_router_conformance(name, empty):
 
 
 def test_the_kinds_never_mix():
-    with pytest.raises(InputError, match="JointDetector routes detections"):
+    with pytest.raises(InputError, match="routed by one of"):
         JointModel(lambda x: x, lambda x: x, "detection_energy")
     with pytest.raises(InputError, match="scores logits, not detections"):
         detection_router("softmax")

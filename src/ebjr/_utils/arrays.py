@@ -17,7 +17,8 @@ from ebjr.exceptions import InputError
 
 Array = Any  # an array-API compatible array (numpy.ndarray, torch.Tensor, ...)
 
-__all__ = ["Array", "check_logits", "namespace", "scatter_rows", "to_numpy"]
+__all__ = ["Array", "check_logits", "device_of", "into_namespace", "namespace", "scatter_rows",
+           "to_numpy"]
 
 
 def namespace(*arrays: Array) -> Any:
@@ -108,3 +109,20 @@ def scatter_rows(xp: Any, base: Any, index: Any, values: Any) -> Any:
         values = xp.astype(values, out.dtype)
     out[index, ...] = values
     return out
+
+
+def device_of(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def into_namespace(x: Array, xp: Any, like: Array) -> Array:
+    """``x`` as an array of ``like``'s namespace and device (a no-op when it already is)."""
+    if namespace(x) is xp:
+        dev = device_of(like)
+        return x if device_of(x) == dev else xp.asarray(x, device=dev)
+    host = to_numpy(x)
+    if isinstance(like, np.ndarray):
+        return host
+    return xp.asarray(host, device=device_of(like))

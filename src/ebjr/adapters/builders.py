@@ -52,6 +52,7 @@ BUILT_IN_BUILDERS = frozenset({
     "ebjr.zoo.densenet:make_densenet",
     "ebjr.zoo.resnet_cifar:make_resnet",
     "ebjr.zoo.grid_detector:make_grid_detector",
+    "ebjr.zoo.grid_detector:make_grid_detection_model",
     "ebjr.zoo.regression:make_gaussian_mlp",
 })
 

@@ -45,9 +45,13 @@ def to_tensor(batch: Any, device: Any, dtype: Any = None) -> Any:
 
 def extract_logits(out: Any) -> Any:
     """The logits tensor of a model output: a tensor, ``out.logits``, ``out["logits"]``,
-    or the first element of a tuple."""
+    or the first element of a tuple. A list of per-image results (detections: dicts or
+    objects with ``boxes``) is returned as it is, for the task kind to read."""
     torch = _torch()
     if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, list) and out and all(
+            "boxes" in o if isinstance(o, dict) else hasattr(o, "boxes") for o in out):
         return out
     logits = getattr(out, "logits", None)
     if logits is None and isinstance(out, dict):

@@ -90,11 +90,8 @@ def save(joint: JointModel | CascadeModel, path: str | Path,
 
     if not isinstance(joint, JointModel | CascadeModel):
         raise BundleError(
-            f"ebjr.save writes a JointModel or a CascadeModel, got {type(joint).__name__}"
-            + (": a JointDetector has no bundle yet (detection bundles are planned); save its "
-               "two detectors in their own formats and rebuild it with JointDetector(...)"
-               if type(joint).__name__ == "JointDetector" else "")
-        )
+            f"ebjr.save writes a JointModel (or JointDetector) or a CascadeModel, got "
+            f"{type(joint).__name__}")
     p = check_output(path, inputs, "bundle")
     if isinstance(joint, CascadeModel):
         return _save_cascade(joint, p)

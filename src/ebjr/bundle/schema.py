@@ -90,10 +90,11 @@ class InputRecord(_Strict):
 class TaskRecord(_Strict):
     """The task kind (:mod:`ebjr.tasks`); a bundle without one is a classification."""
 
-    kind: Literal["classification", "regression"]
+    kind: Literal["classification", "regression", "detection"]
     columns: Annotated[list[Annotated[str, StringConstraints(max_length=64)]],
                        Field(min_length=1, max_length=16)] | None = None
     loss: Literal["absolute", "squared"] | None = None
+    max_detections: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
 
 
 class CurveRecord(_Strict):

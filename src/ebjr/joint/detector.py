@@ -1,25 +1,27 @@
-"""The live joint detector: the student detector on every image, the teacher on routed ones.
+"""The live joint detector: a :class:`~ebjr.joint.model.JointModel` of the detection task.
 
-A thin shell over :mod:`ebjr.joint.functional`, as :class:`~ebjr.joint.model.JointModel`
-is: the router (one of the registry's detection routers) scores the student's
-detections, :func:`~ebjr.joint.functional.route_rows` splits the batch,
-:func:`~ebjr.joint.functional.take_rows` gives the teacher its images and
-:func:`~ebjr.joint.functional.scatter_rows` merges its answers.
+The student detector runs on every image; a detection router (eq. 14 by
+default) scores its detections, and the images scored below the threshold go
+to the teacher, as one sub-batch. Nothing here is specific to detection but
+the task kind (:class:`~ebjr.tasks.detection.Detection`): the same route, merge,
+counts and live threshold as a classifier's joint model, so it is saved,
+served and run by ``ebjr predict`` the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ebjr._utils.arrays import scatter_rows
 from ebjr.exceptions import InputError
-from ebjr.joint.functional import route_rows, scatter_rows, take_rows
-from ebjr.joint.knob import LiveThreshold
+from ebjr.joint.model import JointModel
 from ebjr.routing import Router
 from ebjr.routing.detection import detection_router
 from ebjr.scores.detection import Detections
+from ebjr.tasks.detection import Detection
 
 __all__ = ["JointDetector", "joint_detections"]
 
@@ -36,11 +38,14 @@ def joint_detections(
     return scatter_rows(np, list(student), routed, [teacher[int(i)] for i in routed])
 
 
-class JointDetector(LiveThreshold):
+class JointDetector(JointModel):
     """Student detector on every image; images scored below the threshold go to the teacher.
 
     Args:
-        student, teacher: callables ``images -> list[Detections]``.
+        student, teacher: detectors: anything :func:`~ebjr.adapters.as_adapter` accepts
+            whose output for a batch of images is one result per image
+            (:class:`~ebjr.scores.detection.Detections`, or dicts with ``boxes``,
+            ``labels``, ``scores``, ``class_logits`` and optionally ``coord_energy``).
         threshold: the student answers an image iff its score ``>= threshold``;
             a live knob (:meth:`set_threshold`), read once per batch.
         router: a detection router: a short name of
@@ -48,24 +53,15 @@ class JointDetector(LiveThreshold):
             eq. 14), a registered name (``detection_energy``) or an instance.
         empty: the rule for images where the student kept no box (for a
             router given by name).
+        max_detections: boxes per image in the padded protocol tensors of a server.
+
+    :meth:`predict` returns a :class:`~ebjr.joint.model.JointPrediction` whose
+    ``predictions`` hold one ``Detections`` per image.
     """
 
-    def __init__(self, student: Callable[[Any], Sequence[Detections]],
-                 teacher: Callable[[Any], Sequence[Detections]], threshold: float,
-                 router: str | Router = "energy", *, empty: str | float = "teacher") -> None:
+    def __init__(self, student: Any, teacher: Any, threshold: float,
+                 router: str | Router = "energy", *, empty: str | float = "teacher",
+                 max_detections: int = 100, **options: Any) -> None:
         params = {} if isinstance(router, Router) else {"empty": empty}
-        self.router = detection_router(router, **params)
-        self.student, self.teacher = student, teacher
-        LiveThreshold.__init__(self, threshold)
-
-    def predict(self, images: Any) -> tuple[list[Detections], np.ndarray]:
-        """The joint detections and the mask of images the teacher answered."""
-        threshold = self._threshold  # one read: the whole batch uses this value
-        s = list(self.student(images))
-        mask, routed = route_rows(np, self.router.score(s), threshold)
-        if not routed.size:
-            return s, np.asarray(mask, dtype=bool)
-        t = list(self.teacher(take_rows(images, routed)))
-        if len(t) != routed.size:
-            raise InputError(f"the teacher returned {len(t)} results for {routed.size} images")
-        return scatter_rows(np, s, routed, t), np.asarray(mask, dtype=bool)
+        super().__init__(student, teacher, detection_router(router, **params), threshold,
+                         task=Detection(max_detections), **options)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr._utils.arrays import Array, namespace, scatter_rows, to_numpy
+from ebjr._utils.arrays import Array, device_of, into_namespace, namespace, scatter_rows, to_numpy
 from ebjr.routing.base import teacher_mask
 
 __all__ = [
@@ -76,23 +76,6 @@ def take_rows(batch: Any, index: Any) -> Any:
     if isinstance(batch, np.ndarray):
         return batch[to_numpy(index)]
     return batch[index]
-
-
-def device_of(x: Array) -> Any:
-    from array_api_compat import device
-
-    return device(x)
-
-
-def into_namespace(x: Array, xp: Any, like: Array) -> Array:
-    """``x`` as an array of ``like``'s namespace and device (a no-op when it already is)."""
-    if namespace(x) is xp:
-        dev = device_of(like)
-        return x if device_of(x) == dev else xp.asarray(x, device=dev)
-    host = to_numpy(x)
-    if isinstance(like, np.ndarray):
-        return host
-    return xp.asarray(host, device=device_of(like))
 
 
 def route_rows(xp: Any, scores: Array, threshold: float) -> tuple[Array, Array]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr._utils.arrays import Array, namespace, to_numpy
+from ebjr._utils.arrays import Array, to_numpy
 from ebjr._utils.validation import check_int
 from ebjr.adapters.base import Adapter, as_adapter, batch_size
 from ebjr.exceptions import InputError
@@ -28,12 +28,11 @@ from ebjr.joint.counts import RoutingCounts
 from ebjr.joint.functional import (
     RoutedBatch,
     concat_rows,
-    into_namespace,
     route_rows,
     take_rows,
 )
 from ebjr.joint.knob import LiveThreshold
-from ebjr.routing import Router, check_threshold, get_router
+from ebjr.routing import Router, check_threshold
 from ebjr.tasks import Classification, TaskKind, get_task
 
 __all__ = ["JointModel", "JointPrediction"]
@@ -117,16 +116,13 @@ class JointModel(LiveThreshold):
     ) -> None:
         self.student: Adapter = as_adapter(student)
         self.teacher: Adapter | None = None if teacher is None else as_adapter(teacher)
-        self.router: Router = get_router(router)
         if class_map is not None:
             if task is not None and not isinstance(get_task(task), Classification):
                 raise InputError("class_map applies to classification, not to a "
                                  f"{get_task(task).name} task")
             task = Classification(class_map)
         self.task: TaskKind = get_task(task)
-        if self.router.scores_kind == "detections":
-            raise InputError(f"the {self.router.name!r} router scores detections; a JointModel "
-                             "routes a model's outputs per row (JointDetector routes detections)")
+        self.router: Router = self.task.get_router(router)
         self.task.check_router(self.router)
         if getattr(self.router, "requires_fit", False) and not getattr(
             self.router, "is_fitted", False
@@ -178,7 +174,7 @@ class JointModel(LiveThreshold):
         s_logits = self.student.forward(batch)
         if self.validate:
             s_logits = self.task.check_output(s_logits, n, f"{self.student.kind or 'student'}")
-        xp = namespace(s_logits)
+        xp = self.task.namespace(s_logits)
         t1 = time.perf_counter()
         if self.validate and not self._raw_logits_checked:  # once per model, not per batch
             self._raw_logits_checked = self.task.scores_kind != "logits" or \
@@ -210,7 +206,7 @@ class JointModel(LiveThreshold):
         """
         t3 = time.perf_counter()
         if t_logits is not None:
-            t_logits = into_namespace(t_logits, p.xp, p.s_logits)
+            t_logits = self.task.into(t_logits, p.xp, p.s_logits)
         answer = self.task.merge(p.xp, p.s_logits, p.routed, t_logits)
         pred, probs = answer.predictions, answer.probabilities
         timings = {}
@@ -267,7 +263,7 @@ class JointModel(LiveThreshold):
             t_all = self._run_teacher(rows, routed[0].xp, routed[0].s_logits)
             offset = 0
             for p in routed:
-                outputs[id(p)] = into_namespace(t_all[offset : offset + p.k], p.xp, p.s_logits)
+                outputs[id(p)] = self.task.into(t_all[offset : offset + p.k], p.xp, p.s_logits)
                 offset += p.k
         total = sum(p.k for p in routed) or 1
         elapsed = time.perf_counter() - start
@@ -291,7 +287,7 @@ class JointModel(LiveThreshold):
     def run_teacher(self, sub_batch: Any, like: Array) -> Array:
         """The teacher's logits for ``sub_batch`` (chunked by ``max_teacher_batch``), as
         arrays of ``like``'s namespace and device; counted in ``teacher_calls``."""
-        return self._run_teacher(sub_batch, namespace(like), like)
+        return self._run_teacher(sub_batch, self.task.namespace(like), like)
 
     def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
         if self.teacher is None:
@@ -314,8 +310,8 @@ class JointModel(LiveThreshold):
                                              f"{self.teacher.kind or 'teacher'}")
             with self._lock:
                 self._counts.teacher_calls += 1
-            parts.append(into_namespace(out, xp, like))
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+            parts.append(self.task.into(out, xp, like))
+        return self.task.concat(parts, xp)
 
     def __call__(self, batch: Any) -> JointPrediction:
         return self.predict(batch)

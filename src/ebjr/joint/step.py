@@ -36,7 +36,7 @@ AskTeacher = Callable[[Any], Awaitable[tuple[Any, TeacherUnavailable | None]]]
 class JointAnswer:
     """The answer of a joint model (or of a cascade) for one request's rows."""
 
-    predictions: np.ndarray
+    predictions: Any  # an array; a detector's: a list of Detections per image
     probabilities: np.ndarray | None  # None for a task without classes (regression)
     scores: np.ndarray
     answered_by: np.ndarray  # one of ANSWERED_BY per row; a cascade's: its stage names
@@ -102,7 +102,7 @@ async def finish_batch(
         t_logits, failure = await ask_teacher(take_rows(batch, np.flatnonzero(mask)))
     pred = joint.merge(routed, t_logits)
     answered = np.where(mask, "student_fallback" if failure else "teacher", "student")
-    answer = JointAnswer(to_numpy(pred.predictions), _host(pred.probabilities),
+    answer = JointAnswer(joint.task.host(pred.predictions), _host(pred.probabilities),
                          to_numpy(routed.scores), answered, routed.threshold, False)
     found = None if observe is None else observe(mask, answer.predictions, failure is not None)
     return split_answers(answer, mask if failure else np.zeros_like(mask), failure, sizes,

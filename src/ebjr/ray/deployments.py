@@ -172,11 +172,11 @@ class ModelReplica:
 
     def _forward(self, rows: np.ndarray) -> np.ndarray:
         try:
-            logits = to_numpy(self.task.check_output(self.model.forward(rows), len(rows),
-                                                     self.role))
+            logits = self.task.host(self.task.check_output(self.model.forward(rows), len(rows),
+                                                           self.role))
         except Exception as exc:
             raise model_failure(self.role, rows, exc) from exc
-        if not np.isfinite(logits).all():
+        if isinstance(logits, np.ndarray) and not np.isfinite(logits).all():
             raise ModelError(
                 f"the {self.role} model emitted NaN or infinity on a batch of {len(rows)} rows",
                 self.role,
@@ -400,7 +400,7 @@ class RayJointEngine(_RayEngine):
             answer = parts[0]
         else:
             answer = JointAnswer(
-                np.concatenate([p.predictions for p in parts]),
+                self.task.concat([p.predictions for p in parts], np),
                 None if parts[0].probabilities is None
                 else np.concatenate([p.probabilities for p in parts]),
                 np.concatenate([p.scores for p in parts]),

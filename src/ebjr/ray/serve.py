@@ -52,7 +52,7 @@ from ebjr.exceptions import InputError
 from ebjr.ray.auth import token_path, use_cluster_token
 from ebjr.ray.control import CascadeControl
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
-from ebjr.serve.settings import ServeSettings
+from ebjr.serve.settings import ServeSettings, check_task
 
 __all__ = [
     "DEPLOYMENT_OPTIONS",
@@ -345,6 +345,8 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
     opts = deployment_options(settings, sections, replicas, here)
+    if not isinstance(bundle, CascadeRecord):
+        check_task(settings, bundle.make_task())
     if isinstance(bundle, CascadeRecord):
         opts = _cascade_options(settings, bundle, opts, here, stage_sections)
     elif stage_sections:

@@ -60,7 +60,7 @@ from ebjr.serve.protocol import (
 )
 from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.routes import knob, operations, protocol
-from ebjr.serve.settings import ServeSettings
+from ebjr.serve.settings import ServeSettings, check_task
 from ebjr.serve.shadow import FeedbackStore, LocalGuarantee
 from ebjr.serve.state import AppState
 
@@ -92,11 +92,12 @@ def load_models(s: ServeSettings) -> tuple[Any, Any]:
         joint = persist.load(s.bundle, student_side=s.remote_teacher is not None, **trust)
         if isinstance(joint, CascadeModel):
             _check_cascade_settings(s, joint)
-        elif s.shadow_rate > 0 and joint.task.name != "classification":
-            raise InputError(f"the guarantee monitor (--shadow-rate) watches the disagreement "
-                             f"of two classifiers; {s.bundle!r} is a {joint.task.name} bundle")
+        else:
+            check_task(s, joint.task)
         return joint, joint.bundle  # type: ignore[attr-defined]
-    return persist.load_model(s.bundle, s.role, **trust)
+    model, bundle = persist.load_model(s.bundle, s.role, **trust)
+    check_task(s, bundle.make_task())
+    return model, bundle
 
 
 def _check_cascade_settings(s: ServeSettings, model: CascadeModel) -> None:

@@ -158,8 +158,8 @@ class ModelEngine:
         self.metrics = metrics
         self.task = get_task(task)
         self._runner = ModelRunner(
-            lambda rows: to_numpy(self.task.check_output(adapter.forward(rows), len(rows),
-                                                         adapter.kind or settings.role)),
+            lambda rows: self.task.host(self.task.check_output(adapter.forward(rows), len(rows),
+                                                               adapter.kind or settings.role)),
             settings.role)
         self.batcher = Batcher(
             settings.role,

@@ -289,3 +289,21 @@ def settings_from_arguments(
 ) -> ServeSettings:
     """The settings of a parsed command line (flags over ``EBJR_*`` variables over defaults)."""
     return ServeSettings(_cli_settings_source=source(parsed_args=parsed), **overrides)
+
+
+def check_task(settings: ServeSettings, task: Any) -> None:
+    """Refuse, before serving, the settings that do not apply to the bundle's task kind.
+
+    Raises:
+        InputError: naming the setting and the task.
+    """
+    from ebjr.exceptions import InputError
+
+    if settings.shadow_rate > 0 and task.name != "classification":
+        raise InputError(f"the guarantee monitor (--shadow-rate) watches the disagreement of "
+                         f"two classifiers; {settings.bundle!r} is a {task.name} bundle")
+    if task.name == "detection" and (settings.remote_teacher or settings.role != "joint"):
+        raise InputError("a detector's answer travels over the protocol as padded detection "
+                         "tensors, which carry no class logits: serve a detection bundle whole "
+                         "(role 'joint', its teacher in this process or on Ray: --ray), not "
+                         "one of its models alone or with a remote teacher")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ebjr._utils.arrays import Array, to_numpy
+from ebjr._utils.arrays import Array, namespace, to_numpy
 from ebjr._utils.registry import Registry
 from ebjr.exceptions import InputError
 
@@ -67,6 +67,12 @@ class TaskKind:
         """
         raise NotImplementedError
 
+    def get_router(self, router: Any) -> Any:
+        """The router ``router`` names for this task (an instance is returned as it is)."""
+        from ebjr.routing import get_router
+
+        return get_router(router)
+
     def check_router(self, router: Any) -> None:
         """Refuse a router that does not score this task's outputs."""
         if router.scores_kind != self.scores_kind:
@@ -77,6 +83,24 @@ class TaskKind:
     def score(self, router: Any, out: Array) -> Array:
         """The router's score per row of the student's (checked) output."""
         return router.score(out, validate=False)
+
+    def namespace(self, out: Any) -> Any:
+        """The array namespace a batch's routing and merging run in (the output's)."""
+        return namespace(out)
+
+    def into(self, t_out: Any, xp: Any, like: Any) -> Any:
+        """The teacher's output moved into the student's namespace and device."""
+        from ebjr._utils.arrays import into_namespace
+
+        return into_namespace(t_out, xp, like)
+
+    def concat(self, parts: list[Any], xp: Any) -> Any:
+        """Outputs of consecutive sub-batches as one."""
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+    def host(self, out: Any) -> Any:
+        """A model's output on the host, to ship (numpy arrays; lists stay lists)."""
+        return to_numpy(out)
 
     # ------------------------------------------------------------ answers
     def answer(self, xp: Any, out: Array, role: str = "teacher") -> Answer:
@@ -152,7 +176,8 @@ def _routers_for(kind: str) -> list[str]:
 #: the task kinds by name
 TASKS: Registry[type[TaskKind]] = Registry("task kind")
 for _name, _target in (("classification", "ebjr.tasks.classification:Classification"),
-                       ("regression", "ebjr.tasks.regression:Regression")):
+                       ("regression", "ebjr.tasks.regression:Regression"),
+                       ("detection", "ebjr.tasks.detection:Detection")):
     TASKS.add_lazy(_name, _target)
 
 

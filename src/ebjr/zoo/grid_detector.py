@@ -32,7 +32,8 @@ from ebjr.adapters.builders import model_builder
 from ebjr.evaluation.detection import Detections, dfl_coordinate_free_energy
 from ebjr.exceptions import InputError
 
-__all__ = ["GridDetector", "decode", "flops_per_image", "make_grid_detector", "train_detector"]
+__all__ = ["GridDetectionModel", "GridDetector", "decode", "flops_per_image",
+           "make_grid_detection_model", "make_grid_detector", "train_detector"]
 
 STRIDE = 8
 
@@ -76,6 +77,33 @@ def make_grid_detector(width: int = 16, extra: int = 0, n_classes: int = 10,
     check_int(n_classes, "n_classes", 1, 100_000)
     check_int(bins, "bins", 2, 1024)
     return GridDetector(width, extra, n_classes, bins)
+
+
+class GridDetectionModel(nn.Module):
+    """A :class:`GridDetector` and its decoding: canvases in, one
+    :class:`~ebjr.scores.detection.Detections` per canvas out (the form a joint detector,
+    its bundle and ``ebjr serve`` take)."""
+
+    def __init__(self, detector: GridDetector, min_confidence: float = 0.25,
+                 iou: float = 0.5) -> None:
+        super().__init__()
+        self.detector, self.min_confidence, self.iou = detector, min_confidence, iou
+
+    def forward(self, x: torch.Tensor) -> list[Detections]:
+        return decode(self.detector, x.detach().cpu().numpy(),
+                      min_confidence=self.min_confidence, iou=self.iou)
+
+
+@model_builder
+def make_grid_detection_model(width: int = 16, extra: int = 0, n_classes: int = 10,
+                              bins: int = 16, min_confidence: float = 0.25,
+                              iou: float = 0.5) -> GridDetectionModel:
+    """Factory for bundles: ``"ebjr.zoo.grid_detector:make_grid_detection_model"``."""
+    if not (0 <= float(min_confidence) < 1 and 0 < float(iou) <= 1):
+        raise InputError(f"min_confidence must lie in [0, 1) and iou in (0, 1], got "
+                         f"{min_confidence!r} and {iou!r}")
+    return GridDetectionModel(make_grid_detector(width, extra, n_classes, bins),
+                              float(min_confidence), float(iou))
 
 
 def _targets(boxes: list[np.ndarray], labels: list[np.ndarray], grid: int, n_classes: int,
