@@ -21,7 +21,9 @@ from predict_support import check, write_inputs  # noqa: E402
 from serve_support import (  # noqa: E402
     cascade_reference,
     check_cascade,
+    detection_rows,
     make_cascade_bundle,
+    make_detection_bundle,
     make_regression_bundle,
     make_serve_bundle,
     random_rows,
@@ -143,6 +145,29 @@ def test_a_regression_bundle_writes_what_the_in_process_predict_writes(local_ray
     np.testing.assert_allclose(tb["prediction"].to_numpy(), want.predictions.numpy(), rtol=1e-6)
     np.testing.assert_allclose(ta["score"].to_numpy(), want.scores.numpy(), rtol=1e-6)
     assert ta["answered_by"].to_pylist() == want.answered_by.tolist()
+
+
+def test_a_detection_bundle_writes_what_the_in_process_predict_writes(local_ray, tmp_path):
+    """A detector's answers travel between the stages as the task's padded columns; the
+    file equals the in-process ``ebjr predict`` of the joint detector."""
+    path = str(make_detection_bundle(tmp_path))
+    x = detection_rows(40, seed=16)
+    np.save(tmp_path / "x.npy", x)
+    a = predict_files(path, tmp_path / "x.npy", tmp_path / "ray.parquet", progress=False,
+                      batch_size=16)
+    b = predict_file(path, tmp_path / "x.npy", tmp_path / "local.parquet", progress=False)
+    assert 0 < a["teacher_rows"] == b["teacher_rows"] < len(x)
+    ta, tb = pq.read_table(a["output"]), pq.read_table(b["output"])
+    assert ta.column_names == tb.column_names
+    for name in ta.column_names:
+        if name == "score":
+            np.testing.assert_allclose(ta[name].to_numpy(), tb[name].to_numpy(), rtol=1e-6)
+        elif name.startswith("detection_"):
+            np.testing.assert_allclose(np.stack(ta[name].to_numpy(zero_copy_only=False)),
+                                       np.stack(tb[name].to_numpy(zero_copy_only=False)),
+                                       rtol=1e-6)
+        else:
+            assert ta[name].to_pylist() == tb[name].to_pylist(), name
 
 
 def test_bad_datasets_and_bundles_are_refused(local_ray, bundle, tmp_path):

@@ -45,9 +45,6 @@ from ebjr.joint.functional import take_rows
 
 __all__ = ["joint_map_batches", "predict_files", "read_inputs"]
 
-_OUT = ("prediction", "probabilities", "score", "answered_by")
-
-
 class _StudentStage:
     """Holds the student (and the router and threshold); routes every row."""
 
@@ -85,23 +82,27 @@ class _TeacherStage:
         self.on_teacher_batch = on_teacher_batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ebjr.tasks import Answer
-
         mask = np.asarray(batch["_to_teacher"], dtype=bool)
-        answer = Answer(np.asarray(batch["prediction"]),
-                        np.asarray(batch["probabilities"]) if "probabilities" in batch else None)
         routed = np.flatnonzero(mask)
+        out = {k: v for k, v in batch.items() if k != "_to_teacher"}
         if routed.size:
             rows = take_rows(_column(batch, self.column), routed)
-            t_out = to_numpy(self.task.check_output(self.teacher.forward(rows), routed.size,
-                                                    "teacher"))
+            t_out = self.task.check_output(self.teacher.forward(rows), routed.size, "teacher")
             if self.on_teacher_batch is not None:
                 self.on_teacher_batch(int(routed.size))
-            answer = self.task.replace(np, answer, routed, t_out)
-        out = {k: v for k, v in batch.items() if k != "_to_teacher"}
+            # the teacher's answer columns written over the routed rows' (every task kind's
+            # answer travels between the stages as its columns)
+            for name, values in self.task.columns_for(
+                    self.task.answer(np, self.task.host(t_out))).items():
+                column = np.array(batch[name])  # a copy: blocks may be read-only views
+                if column.shape[1:] != values.shape[1:]:
+                    raise InputError(f"the student answers {name!r} with rows of shape "
+                                     f"{column.shape[1:]} and the teacher {values.shape[1:]}; "
+                                     "save the bundle with a class_map")
+                column[routed] = values
+                out[name] = column
         if not self.keep_input:
             out.pop(self.column, None)
-        out.update(self.task.columns_for(answer))
         out["answered_by"] = np.where(mask, "teacher", "student")
         return out
 
@@ -426,8 +427,8 @@ def predict_files(
         for b in out.iter_batches(batch_size=4096, batch_format="numpy"):
             k = len(b["prediction"])
             ids = b[id_name].tolist() if id_name else list(range(start, start + k))
-            writer.write(ids, b["score"], b["answered_by"],
-                         {k: b[k] for k in ("prediction", "probabilities") if k in b})
+            writer.write(ids, b["score"], b["answered_by"],  # the rest: the task's columns
+                         {k: v for k, v in b.items() if k not in ("score", "answered_by", id_name)})
             start += k
             bar.update(k)
     except BaseException:
