@@ -54,6 +54,7 @@ BUILT_IN_BUILDERS = frozenset({
     "ebjr.zoo.grid_detector:make_grid_detector",
     "ebjr.zoo.grid_detector:make_grid_detection_model",
     "ebjr.zoo.regression:make_gaussian_mlp",
+    "ebjr.zoo.torchvision_detection:make_torchvision_detector",
 })
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
