@@ -428,7 +428,8 @@ def predict_files(
             k = len(b["prediction"])
             ids = b[id_name].tolist() if id_name else list(range(start, start + k))
             writer.write(ids, b["score"], b["answered_by"],  # the rest: the task's columns
-                         {k: v for k, v in b.items() if k not in ("score", "answered_by", id_name)})
+                         {str(k): v for k, v in b.items()
+                          if k not in ("score", "answered_by", id_name)})
             start += k
             bar.update(k)
     except BaseException:

@@ -67,7 +67,7 @@ class TorchvisionDetectionModel(nn.Module):
     def forward(self, images: Any) -> list[dict[str, torch.Tensor]]:
         """Images ``(n, 3, H, W)`` (or a list of ``(3, H, W)``) in ``[0, 1]`` -> one dict per
         image: ``boxes``, ``labels``, ``scores``, ``class_logits``."""
-        m = self.model
+        m: Any = self.model  # a torchvision GeneralizedRCNN (its parts are untyped here)
         images = list(images)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch, _ = m.transform(images)
