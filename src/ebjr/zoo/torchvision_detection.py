@@ -104,8 +104,8 @@ def make_torchvision_detector(name: str = "fasterrcnn_resnet50_fpn", num_classes
     ``options`` are more of its plain keyword arguments (e.g. ``box_score_thresh``,
     ``box_detections_per_img``, ``rpn_pre_nms_top_n_test``).
     """
-    import torchvision
-    from torchvision.models import detection
+    import torchvision  # pyright: ignore[reportMissingImports]
+    from torchvision.models import detection  # pyright: ignore[reportMissingImports]
 
     known = torchvision.models.list_models(module=detection)
     if name not in known:
