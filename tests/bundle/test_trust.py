@@ -154,7 +154,9 @@ def test_builtin_builders_are_exactly_the_decorated_zoo():
     import ebjr.zoo.densenet
     import ebjr.zoo.digits
     import ebjr.zoo.grid_detector
-    import ebjr.zoo.resnet_cifar  # noqa: F401  (importing registers)
+    import ebjr.zoo.regression
+    import ebjr.zoo.resnet_cifar
+    import ebjr.zoo.torchvision_detection  # noqa: F401  (importing registers; torchvision lazily)
 
     assert {n for n in _BUILDERS if n.startswith("ebjr.")} == set(BUILT_IN_BUILDERS)
     assert set(BUILT_IN_BUILDERS) <= set(list_builders())
