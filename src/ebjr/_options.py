@@ -11,6 +11,6 @@ LOSSES = ("signed", "harm", "disagreement")
 #: tests a guaranteed drop can use; the first is the default
 P_VALUES = ("exact", "wsr", "hb")
 #: the task kinds (see :mod:`ebjr.tasks`); the first is the default
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "detection")
 #: a regression's per-row losses (see :mod:`ebjr.tasks.regression`)
 REGRESSION_ERRORS = ("absolute", "squared")

@@ -7,14 +7,16 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ebjr._utils.validation import check_labels
 from ebjr.exceptions import InputError
 
-__all__ = ["ModelOutputs", "RegressionOutputs", "load_class_map", "load_outputs",
-           "load_regression_outputs", "load_zoo", "resolve_labels"]
+__all__ = ["ModelOutputs", "RegressionOutputs", "load_class_map", "load_detections",
+           "load_outputs", "load_regression_outputs", "load_zoo", "resolve_labels",
+           "save_detections"]
 
 
 @dataclass(frozen=True)
@@ -211,3 +213,84 @@ def load_class_map(path: str | Path) -> np.ndarray:
         raise InputError(f"{str(p)!r} must hold a flat list of integers (one teacher class, or "
                          f"-1, per student class), got shape {m.shape} of {m.dtype}")
     return m.astype(np.int64)
+
+
+#: the arrays of a detector's outputs file (padded per image: ``K`` slots, a count)
+DETECTION_ARRAYS = ("num_detections", "boxes", "labels", "scores", "class_logits")
+
+
+def save_detections(path: str | Path, detections: list[Any], image_ids: Any = None) -> Path:
+    """Write one :class:`~ebjr.scores.detection.Detections` per image as a detector's outputs
+    file: ``num_detections`` (n), ``boxes`` (n, K, 4), ``labels`` (n, K), ``scores`` (n, K),
+    ``class_logits`` (n, K, C), ``coord_energy`` (n, K, 4) when every image has it, and
+    ``image_ids`` (n; the ground truth's image ids, default 0..n-1). ``K`` is the most boxes
+    an image has; slots past an image's count are zeros."""
+    n = len(detections)
+    k = max([len(d) for d in detections] + [1])
+    c = max([np.shape(d.class_logits)[-1] for d in detections if len(d)] + [1])
+    arrays = {"num_detections": np.zeros(n, np.int64), "boxes": np.zeros((n, k, 4)),
+              "labels": np.zeros((n, k), np.int64), "scores": np.zeros((n, k)),
+              "class_logits": np.zeros((n, k, c))}
+    coord = all(d.coord_energy is not None for d in detections)
+    if coord:
+        arrays["coord_energy"] = np.zeros((n, k, 4))
+    for i, d in enumerate(detections):
+        b = len(d)
+        arrays["num_detections"][i] = b
+        if not b:
+            continue
+        arrays["boxes"][i, :b] = np.asarray(d.boxes, np.float64).reshape(-1, 4)
+        arrays["labels"][i, :b] = np.asarray(d.labels)
+        arrays["scores"][i, :b] = np.asarray(d.scores)
+        arrays["class_logits"][i, :b] = np.asarray(d.class_logits)
+        if coord:
+            arrays["coord_energy"][i, :b] = np.asarray(d.coord_energy)
+    arrays["image_ids"] = np.arange(n) if image_ids is None else np.asarray(image_ids, np.int64)
+    np.savez(path, **arrays)
+    return Path(path)
+
+
+def load_detections(path: str | Path) -> tuple[list[Any], np.ndarray]:
+    """A detector's outputs file (:func:`save_detections`) as one ``Detections`` per image,
+    and the images' ids.
+
+    Raises:
+        InputError: the file is missing or unreadable, lacks an array, or the arrays'
+            shapes disagree (named).
+    """
+    from ebjr.scores.detection import Detections
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"outputs file not found: {str(p)!r}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            a = {k: np.asarray(z[k]) for k in z.keys()}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{str(p)!r} is not a readable .npz file ({exc})") from exc
+    missing = [k for k in DETECTION_ARRAYS if k not in a]
+    if missing:
+        raise InputError(f"{str(p)!r} is not a detector's outputs file: it lacks {missing} "
+                         f"(expected {list(DETECTION_ARRAYS)}, optionally coord_energy and "
+                         "image_ids; see ebjr.bundle.outputs.save_detections)")
+    num = a["num_detections"]
+    n = num.shape[0] if num.ndim == 1 else -1
+    k = a["boxes"].shape[1] if a["boxes"].ndim == 3 else -1
+    want = {"boxes": (n, k, 4), "labels": (n, k), "scores": (n, k)}
+    if "coord_energy" in a:
+        want["coord_energy"] = (n, k, 4)
+    bad = {name: a[name].shape for name, shape in want.items() if a[name].shape != shape}
+    if n < 0 or k < 0 or bad or a["class_logits"].shape[:2] != (n, k) or \
+            a["class_logits"].ndim != 3 or (num < 0).any() or (num > k).any():
+        raise InputError(f"{str(p)!r}: expected num_detections (n), boxes (n, K, 4), labels and "
+                         f"scores (n, K), class_logits (n, K, C) with 0 <= num_detections <= K; "
+                         f"got {({name: a[name].shape for name in a})}")
+    ids = a.get("image_ids", np.arange(n))
+    if ids.shape != (n,):
+        raise InputError(f"{str(p)!r}: image_ids must be (n,) = ({n},), got {ids.shape}")
+    dets = []
+    for i, b in enumerate(num.tolist()):
+        coord = a["coord_energy"][i, :b] if "coord_energy" in a else None
+        dets.append(Detections(a["boxes"][i, :b], a["labels"][i, :b].astype(np.int64),
+                               a["scores"][i, :b], a["class_logits"][i, :b], coord))
+    return dets, ids.astype(np.int64)

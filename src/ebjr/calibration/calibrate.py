@@ -103,6 +103,7 @@ def calibrate_outputs(
     sources: dict[str, str] | None = None,
     class_map: Any = None,
     task: str | TaskKind | None = None,
+    n_points: int = 21,
 ) -> CalibrationResult:
     """Choose a router's threshold for ``target`` on calibration outputs and build a bundle.
 
@@ -117,12 +118,16 @@ def calibrate_outputs(
     regression, ``student_logits`` and ``teacher_logits`` are the two regressors' outputs
     (``(n,)`` or ``(n, columns)``, the task's columns), ``labels`` the targets (required),
     and quality is the task's negated loss: targets and guarantees are in loss units
-    (:func:`~ebjr.calibration.curve.curve_from_loss`).
+    (:func:`~ebjr.calibration.curve.curve_from_loss`). For a detection, they are one
+    ``Detections`` per image each, and ``labels`` is the set-level quality of a routing
+    mask (e.g. :class:`ebjr.evaluation.detection.MapMetric`): the curve is
+    :func:`~ebjr.calibration.curve.curve_from_metric`'s, ``n_points`` operating points.
     """
     kind = get_task(task)
     if not isinstance(kind, Classification):
         return _calibrate_task(kind, student_logits, teacher_logits, labels, target, router,
-                               router_params, student_cost, teacher_cost, cost_unit, sources)
+                               router_params, student_cost, teacher_cost, cost_unit, sources,
+                               n_points)
     if class_map is None:
         class_map = kind.class_map
     s, t = check_pair(student_logits, teacher_logits, class_map)
@@ -186,45 +191,67 @@ def calibrate_outputs(
 def _calibrate_task(task: TaskKind, student: Any, teacher: Any, truth: Any, target: Target,
                     router: str | Router, router_params: dict[str, Any] | None,
                     student_cost: float, teacher_cost: float, cost_unit: str,
-                    sources: dict[str, str] | None) -> CalibrationResult:
+                    sources: dict[str, str] | None, n_points: int) -> CalibrationResult:
     """:func:`calibrate_outputs` for a task whose quality is per row against the truth (a
-    regression's negated loss): the task scores and answers, the curve is the quality's."""
-    from ebjr.calibration.curve import curve_from_quality
+    regression's negated loss) or set-level (a detection's mAP): the task checks, scores and
+    answers; the curve is the quality's."""
+    from ebjr.calibration.curve import curve_from_metric, curve_from_quality
 
     if truth is None:
         raise InputError(f"a {task.name} is calibrated against its targets: pass them "
-                         "(labels=..., --labels FILE, or 'targets' in an outputs file)")
-    s_np = to_numpy(student)
-    n = int(s_np.shape[0]) if s_np.ndim else 0
-    s_out = task.check_output(s_np, n, "student")
-    t_out = task.check_output(to_numpy(teacher), n, "teacher")
+                         "(labels=..., --labels FILE, or 'targets' in an outputs file)"
+                         if task.name != "detection" else "a detection is calibrated against "
+                         "its ground truth: pass a metric of routing masks (MapMetric; "
+                         "--ground-truth COCO.json)")
+    n = len(student) if isinstance(student, list | tuple) else int(to_numpy(student).shape[0])
+    s_out = task.check_output(student if isinstance(student, list | tuple)
+                              else to_numpy(student), n, "student")
+    t_out = task.check_output(teacher if isinstance(teacher, list | tuple)
+                              else to_numpy(teacher), n, "teacher")
+    r = task.get_router(router) if not router_params else get_router(router, **router_params)
+    task.check_router(r)
+    scores = np.asarray(to_numpy(task.score(r, s_out)), dtype=np.float64)
+    if task.name == "detection":
+        if not callable(truth):
+            raise InputError("a detection's truth is a metric of routing masks (e.g. "
+                             f"MapMetric), got a {type(truth).__name__}")
+        curve = curve_from_metric(scores, truth, n_points=n_points, quality="mAP",
+                                  student_cost=student_cost, teacher_cost=teacher_cost,
+                                  cost_unit=cost_unit, router=r.to_spec())
+        return _result(task, r, curve, select_threshold(curve, target), sources,
+                       {"student_quality": float(curve.accuracy[0]),
+                        "teacher_quality": float(curve.accuracy[-1])})
     y = np.asarray(to_numpy(truth), dtype=np.float64).reshape(-1)
     if y.shape[0] != n or not np.isfinite(y).all():
         raise InputError(f"targets: expected {n} finite values (one per row), got shape "
                          f"{y.shape}" + ("" if y.shape[0] != n else " with NaN or inf"))
-    r = get_router(router, **(router_params or {}))
-    task.check_router(r)
-    scores = np.asarray(to_numpy(task.score(r, s_out)), dtype=np.float64)
     qs = task.quality(task.answer(np, s_out, "student").predictions, y)
     qt = task.quality(task.answer(np, t_out).predictions, y)
     what = getattr(task, "loss", "quality")
     curve = curve_from_quality(scores, qs, qt, quality=f"negative {what} error",
                                student_cost=student_cost, teacher_cost=teacher_cost,
                                cost_unit=cost_unit, router=r.to_spec())
-    selection = select_threshold(curve, target)
+    return _result(task, r, curve, select_threshold(curve, target), sources,
+                   {"student_quality": float(qs.mean()), "teacher_quality": float(qt.mean())})
+
+
+def _result(task: TaskKind, r: Router, curve: TradeoffCurve, selection: Selection,
+            sources: dict[str, str] | None, qualities: dict[str, float]) -> CalibrationResult:
+    """The result of a calibration whose curve and selection are made: the bundle with the
+    task's record."""
     calibration = {
         "n": curve.n,
         "in_sample": True,
         "quality": curve.quality,
-        "student_quality": float(qs.mean()),
-        "teacher_quality": float(qt.mean()),
+        **qualities,
         **selection.point.as_dict(),
         "details": selection.details,
     }
     bundle = RoutingBundle(
         router=r.to_spec(),
         threshold=selection.threshold,
-        costs={"student": curve.student_cost, "teacher": curve.teacher_cost, "unit": cost_unit},
+        costs={"student": curve.student_cost, "teacher": curve.teacher_cost,
+               "unit": curve.cost_unit},
         target=selection.target,
         calibration=calibration,
         curve=curve.summary(),

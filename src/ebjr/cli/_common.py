@@ -32,7 +32,12 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
         "regression's targets: .npz with 'targets', or .npy",
     )
     p.add_argument("--task", choices=TASKS, default=TASKS[0],
-                   help="what the models do (default classification; see docs/regression.md)")
+                   help="what the models do (default classification; see docs/regression.md "
+                   "and docs/detection.md)")
+    p.add_argument("--ground-truth", metavar="COCO.json",
+                   help="--task detection: the COCO annotations the images' detections are "
+                   "scored against (mAP by pycocotools); the outputs files' image_ids name "
+                   "their images")
     p.add_argument("--error", choices=REGRESSION_ERRORS, default=REGRESSION_ERRORS[0],
                    help="a regression's per-row loss (default absolute); targets such as "
                    "--max-drop are then in its units")
@@ -99,6 +104,31 @@ def load_regression_pair(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                              "must hold the same inputs in the same order")
     task = Regression(columns=s.columns, loss=args.error)
     return s, t, y, task
+
+
+def load_detection_pair(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The student's and the teacher's detections (one per image), the mAP metric of a
+    routing mask against ``--ground-truth``, and the task."""
+    import numpy as np
+
+    from ebjr.bundle.outputs import load_detections
+    from ebjr.evaluation.detection import MapMetric
+    from ebjr.exceptions import InputError
+    from ebjr.tasks import get_task
+
+    if args.class_map is not None or args.labels is not None:
+        raise InputError("--task detection is scored against --ground-truth COCO.json; "
+                         "--labels and --class-map do not apply")
+    if args.ground_truth is None:
+        raise InputError("--task detection needs --ground-truth COCO.json (the annotations "
+                         "the detections are scored against)")
+    (s, s_ids), (t, t_ids) = load_detections(args.student), load_detections(args.teacher)
+    if not np.array_equal(s_ids, t_ids):
+        raise InputError(f"the two outputs files hold different images (image_ids differ): "
+                         f"{args.student!r} and {args.teacher!r} must hold the same images in "
+                         "the same order")
+    return s, t, MapMetric.from_coco(s, t, args.ground_truth, s_ids.tolist()), \
+        get_task("detection")
 
 
 def _targets(path: str) -> Any:

@@ -7,7 +7,13 @@ import sys
 from typing import Any
 
 from ebjr._options import LOSSES, P_VALUES
-from ebjr.cli._common import add_pair_args, class_map, load_pair, load_regression_pair
+from ebjr.cli._common import (
+    add_pair_args,
+    class_map,
+    load_detection_pair,
+    load_pair,
+    load_regression_pair,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -24,8 +30,9 @@ def add_parser(sub: Any) -> None:
     add_pair_args(p)
     p.add_argument(
         "--router",
-        default="energy",
-        help="router name (default energy; 'auto' picks one by cross-validation)",
+        default=None,
+        help="router name (default energy; 'auto' picks one by cross-validation; "
+        "--task regression: spread; --task detection: energy, eq. 14)",
     )
     p.add_argument(
         "--temperature",
@@ -108,6 +115,12 @@ def target_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.confidence is not None and args.max_drop is None:
         raise InputError("--confidence goes with --max-drop (a guaranteed accuracy drop)")
     regression = getattr(args, "task", "classification") == "regression"
+    if getattr(args, "task", None) == "detection" and args.confidence is not None:
+        raise InputError("mAP is a quality of the whole set, not of each image, so there is no "
+                         "per-image test to guarantee it: drop --confidence (--max-drop is "
+                         "then in-sample, in mAP points)")
+    if getattr(args, "task", None) == "detection" and args.histogram_crossing:
+        raise InputError("--histogram-crossing needs right/wrong per row: a classification")
     loss_range = getattr(args, "loss_range", None)
     if loss_range is not None and not (regression and args.confidence is not None):
         raise InputError("--loss-range goes with --task regression --confidence")
@@ -147,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     from ebjr.calibration.calibrate import calibrate_outputs
 
     target = target_from_spec(target_spec(args))
-    if args.task == "regression":
-        return _run_regression(args, target)
+    if args.task != "classification":
+        return _run_task(args, target)
     label_free = getattr(target, "loss", None) == "disagreement"
     s, t, y = load_pair(args, need_labels=not label_free)
     cmap = class_map(args)
@@ -158,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         t.logits,
         y,
         target,
-        router=args.router,
+        router=args.router or "energy",
         router_params=params,
         student_cost=args.student_cost,
         teacher_cost=args.teacher_cost,
@@ -200,21 +213,28 @@ def _print(args: argparse.Namespace, result: Any, path: Any) -> int:
     return 0
 
 
-def _run_regression(args: argparse.Namespace, target: Any) -> int:
+def _run_task(args: argparse.Namespace, target: Any) -> int:
+    """A regression or a detection: their outputs files, through the same calibration."""
     from ebjr.bundle import write_bundle
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.exceptions import InputError
 
     if args.report:
-        raise InputError("--report draws a classification's report; for a regression the "
-                         "bundle's curve holds the trade-off (see docs/regression.md)")
+        raise InputError(f"--report draws a classification's report; for a {args.task} the "
+                         "bundle's curve holds the trade-off (ebjr evaluate --task ... --json)")
     if args.temperature is not None:
-        raise InputError("--temperature applies to the energy of logits, not to a regression")
-    s, t, y, task = load_regression_pair(args)
-    result = calibrate_outputs(s.outputs, t.outputs, y, target, router=args.router,
+        raise InputError(f"--temperature applies to the energy of logits, not to a {args.task}")
+    if args.task == "regression":
+        s, t, truth, task = load_regression_pair(args)
+        s, t = s.outputs, t.outputs
+    else:
+        s, t, truth, task = load_detection_pair(args)
+    router = args.router or ("spread" if args.task == "regression" else "energy")
+    result = calibrate_outputs(s, t, truth, target, router=router,
                                student_cost=args.student_cost, teacher_cost=args.teacher_cost,
                                cost_unit=args.cost_unit, seed=args.seed,
-                               sources={"student": s.path, "teacher": t.path}, task=task)
+                               sources={"student": args.student, "teacher": args.teacher},
+                               task=task)
     path = write_bundle(result.bundle, args.output,
-                        inputs=(args.student, args.teacher, args.labels))
+                        inputs=(args.student, args.teacher, args.labels, args.ground_truth))
     return _print(args, result, path)

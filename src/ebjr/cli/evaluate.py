@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.task == "regression":
         return _run_regression(args)
+    if args.task == "detection":
+        return _run_detection(args)
     s, t, y = load_pair(args)
     routers = DEFAULT_ROUTERS if not args.routers else [r.strip() for r in args.routers.split(",")]
     ev = evaluate(
@@ -123,4 +125,33 @@ def _run_regression(args: argparse.Namespace) -> int:
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     for name, why in ev.skipped.items():
         print(f"skipped {name}: {why}")
+    return 0
+
+
+def _run_detection(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ebjr.bundle import dumps
+    from ebjr.cli._common import load_detection_pair
+    from ebjr.evaluation.detection import evaluate_detection
+    from ebjr.exceptions import InputError
+
+    if args.report:
+        raise InputError("--report draws a classification's report; for a detection use "
+                         "--json (every router's mAP at each teacher share)")
+    s, t, metric, _ = load_detection_pair(args)
+    routers = [r.strip() for r in args.routers.split(",")] if args.routers else None
+    ev = evaluate_detection(s, t, metric, routers, student_cost=args.student_cost,
+                            teacher_cost=args.teacher_cost, cost_unit=args.cost_unit)
+    if args.json:
+        print(dumps({**{k: v for k, v in ev.items() if k != "curves"},
+                     "routers": {k: c.summary() for k, c in ev["curves"].items()}}, indent=2))
+        return 0
+    print(f"n={ev['n']}  mAP: student {ev['student_map']:.4f}, teacher {ev['teacher_map']:.4f}")
+    shares = (0.1, 0.2, 0.3, 0.5)
+    print("  router            " + "  ".join(f"mAP @{round(100 * x)}%" for x in shares))
+    for name, c in ev["curves"].items():
+        at = [float(c.accuracy[int(np.searchsorted(c.teacher_fraction, x + 1e-12, "right")) - 1])
+              for x in shares]
+        print(f"  {name:<16}  " + "  ".join(f"{v:>9.4f}" for v in at))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,11 @@ __all__ = [
     "Detections",
     "JointDetector",
     "MapMetric",
+    "coco_ground_truth",
     "detection_free_energy",
     "detection_scores",
     "dfl_coordinate_free_energy",
+    "evaluate_detection",
     "joint_detections",
     "mean_average_precision",
     "per_image_ap",
@@ -98,22 +101,79 @@ class MapMetric:
     """mAP of the joint detections for a routing mask, with the ground truth indexed once.
 
     ``MapMetric(student, teacher, targets, C)(to_teacher)`` is what
-    :func:`ebjr.calibration.curve_from_metric` calls at each operating point.
+    :func:`ebjr.calibration.curve_from_metric` calls at each operating point;
+    :meth:`from_coco` takes the ground truth from a COCO annotations file instead.
     """
 
     def __init__(self, student: Sequence[Detections], teacher: Sequence[Detections],
-                 targets: Sequence[tuple[Any, Any]], n_classes: int, key: str = "map") -> None:
-        self.gt = _coco(targets, n_classes)
-        ids = list(range(len(targets)))
+                 targets: Sequence[tuple[Any, Any]] | None, n_classes: int = 0,
+                 key: str = "map", *, gt: Any = None, image_ids: Sequence[int] | None = None
+                 ) -> None:
+        if len(student) != len(teacher):
+            raise InputError(f"{len(student)} student and {len(teacher)} teacher images")
+        if gt is None:
+            if targets is None or len(targets) != len(student):
+                raise InputError("targets: expected one (boxes, labels) per image")
+            gt, image_ids = _coco(targets, n_classes), None
+        ids = list(range(len(student))) if image_ids is None else [int(i) for i in image_ids]
+        self.gt, self.image_ids = gt, None if image_ids is None else ids
         self.student = [_results([d], [i]) for i, d in zip(ids, student, strict=True)]
         self.teacher = [_results([d], [i]) for i, d in zip(ids, teacher, strict=True)]
         self.index = 0 if key == "map" else 1
+
+    @classmethod
+    def from_coco(cls, student: Sequence[Detections], teacher: Sequence[Detections],
+                  annotations: str | Path, image_ids: Sequence[int], key: str = "map"
+                  ) -> MapMetric:
+        """The metric against a COCO annotations file (``images``, ``annotations``,
+        ``categories``); row ``i`` of the detections is the image ``image_ids[i]`` and
+        their labels are the file's category ids."""
+        gt = coco_ground_truth(annotations)
+        known = set(gt.getImgIds())
+        missing = sorted({int(i) for i in image_ids} - known)
+        if missing:
+            raise InputError(f"image ids {missing[:5]}{'...' if len(missing) > 5 else ''} are "
+                             f"not in {str(annotations)!r} ({len(known)} images)")
+        return cls(student, teacher, None, key=key, gt=gt, image_ids=image_ids)
 
     def __call__(self, to_teacher: Any) -> float:
         mask = np.asarray(to_teacher, dtype=bool)
         res = [r for s, t, m in zip(self.student, self.teacher, mask, strict=True)
                for r in (t if m else s)]
-        return float(_evaluate(self.gt, res, None)[self.index])
+        return float(_evaluate(self.gt, res, self.image_ids)[self.index])
+
+
+def coco_ground_truth(path: str | Path) -> Any:
+    """A COCO annotations file read by pycocotools.
+
+    Raises:
+        InputError: the file is missing, not JSON, or not COCO-shaped (named).
+    """
+    import json
+
+    try:
+        from pycocotools.coco import COCO
+    except ImportError as exc:  # pragma: no cover - pycocotools is in the detection extra
+        raise missing_dependency("pycocotools", "detection", "mAP") from exc
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"ground-truth file not found: {str(p)!r}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{str(p)!r} is not a JSON file: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in
+                                             ("images", "annotations", "categories")):
+        raise InputError(f"{str(p)!r} is not COCO annotations: expected an object with "
+                         "'images', 'annotations' and 'categories' lists")
+    gt: Any = COCO()
+    gt.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{str(p)!r}: a COCO record lacks a field: {exc}") from exc
+    return gt
 
 
 def per_image_ap(detections: Sequence[Detections], targets: Sequence[tuple[Any, Any]],
@@ -129,3 +189,26 @@ def per_image_ap(detections: Sequence[Detections], targets: Sequence[tuple[Any, 
     return out
 
 
+
+
+def evaluate_detection(student: Sequence[Detections], teacher: Sequence[Detections],
+                       metric: Any, routers: Sequence[str] | None = None, *,
+                       n_points: int = 11, student_cost: float = 1.0,
+                       teacher_cost: float = 1.0, cost_unit: str = "") -> dict[str, Any]:
+    """Every detection router's mAP against the teacher's share (``n_points`` operating
+    points each, by ``metric``, e.g. :class:`MapMetric`), with the student's and the
+    teacher's mAP alone: what ``ebjr evaluate --task detection`` prints."""
+    from ebjr.calibration import curve_from_metric
+    from ebjr.routing.detection import detection_router
+
+    names = list(routers or DETECTION_ROUTERS)
+    curves = {}
+    for name in names:
+        r = detection_router(name)
+        curves[name] = curve_from_metric(r.score(list(student)), metric, n_points=n_points,
+                                         quality="mAP", student_cost=student_cost,
+                                         teacher_cost=teacher_cost, cost_unit=cost_unit,
+                                         router=r.to_spec())
+    any_curve = next(iter(curves.values()))
+    return {"n": len(student), "student_map": float(any_curve.accuracy[0]),
+            "teacher_map": float(any_curve.accuracy[-1]), "curves": curves}
