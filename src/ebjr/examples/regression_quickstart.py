@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr.examples.quickstart import _say
+from ebjr.examples.quickstart import _say, single_threaded
 
 __all__ = ["RegressionQuickstartConfig", "make_friedman_splits", "run_regression_quickstart"]
 
@@ -127,6 +127,7 @@ def _plot(ev: Any, chosen: tuple[float, float], teacher_loss: float, path: Path)
     return path
 
 
+@single_threaded
 def run_regression_quickstart(out: str | Path = "ebjr-quickstart",
                               cfg: RegressionQuickstartConfig | None = None, *,
                               progress: bool = True) -> dict[str, Any]:
