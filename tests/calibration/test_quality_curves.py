@@ -87,3 +87,13 @@ def test_metric_curve_calls_the_metric_at_realisable_points():
     for mask, t in zip(calls, curve.threshold, strict=True):
         assert (mask == (scores < t)).all()
     assert 2 <= len(curve) <= 11
+
+
+def test_quality_at_share_is_the_last_point_within_the_share():
+    from ebjr.calibration import curve_from_quality
+
+    rng = np.random.default_rng(0)
+    c = curve_from_quality(rng.normal(size=50), rng.uniform(size=50), rng.uniform(size=50))
+    for share in (0.0, 0.1, 0.33, 0.5, 1.0):
+        within = [i for i, f in enumerate(c.teacher_fraction) if f <= share + 1e-12]
+        assert c.quality_at_share(share) == c.accuracy[within[-1]]

@@ -172,6 +172,12 @@ class TradeoffCurve:
         k = int(np.searchsorted(self.scores, t, side="left"))
         return int(np.searchsorted(self.n_teacher, k, side="left"))
 
+    def quality_at_share(self, share: float) -> float:
+        """The quality (``accuracy``) of the last point that sends at most ``share`` of the
+        inputs to the teacher."""
+        i = int(np.searchsorted(self.teacher_fraction, share + 1e-12, side="right")) - 1
+        return float(self.accuracy[max(i, 0)])
+
     def at_threshold(self, threshold: float) -> OperatingPoint:
         """The operating point that ``threshold`` gives on the calibration data.
 

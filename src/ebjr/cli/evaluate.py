@@ -75,17 +75,8 @@ def run(args: argparse.Namespace) -> int:
         f"  teacher {100 * ev.teacher_accuracy:.2f}% at {ev.teacher_cost:.4g}{unit}"
     )
     print("at the teacher's accuracy (in-sample):")
-    header = ["router", "teacher %", "accuracy %", "cost", "speed-up", "AUC"]
-    rows = router_rows(ev)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print(
-            "  "
-            + "  ".join(
-                str(c).rjust(w) if i else str(c).ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
+    _print_table(["router", "teacher %", "accuracy %", "cost", "speed-up", "AUC"],
+                 router_rows(ev))
     for name, why in ev.skipped.items():
         print(f"skipped {name}: {why}")
     return 0
@@ -119,18 +110,13 @@ def _run_regression(args: argparse.Namespace) -> int:
     rows.append(["oracle", *(f"{ev.oracle_loss[s]:.4g}" for s in SHARES), ""])
     rows.append(["random", *(f"{(1 - s) * ev.student_loss + s * ev.teacher_loss:.4g}"
                              for s in SHARES), ""])
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    _print_table(header, rows)
     for name, why in ev.skipped.items():
         print(f"skipped {name}: {why}")
     return 0
 
 
 def _run_detection(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ebjr.bundle import dumps
     from ebjr.cli._common import load_detection_pair
     from ebjr.evaluation.detection import evaluate_detection
@@ -149,9 +135,15 @@ def _run_detection(args: argparse.Namespace) -> int:
         return 0
     print(f"n={ev['n']}  mAP: student {ev['student_map']:.4f}, teacher {ev['teacher_map']:.4f}")
     shares = (0.1, 0.2, 0.3, 0.5)
-    print("  router            " + "  ".join(f"mAP @{round(100 * x)}%" for x in shares))
-    for name, c in ev["curves"].items():
-        at = [float(c.accuracy[int(np.searchsorted(c.teacher_fraction, x + 1e-12, "right")) - 1])
-              for x in shares]
-        print(f"  {name:<16}  " + "  ".join(f"{v:>9.4f}" for v in at))
+    _print_table(["router", *(f"mAP @{round(100 * x)}%" for x in shares)],
+                 [[name, *(f"{c.quality_at_share(x):.4f}" for x in shares)]
+                  for name, c in ev["curves"].items()])
     return 0
+
+
+def _print_table(header: list[str], rows: list[list[Any]]) -> None:
+    """Rows under a header, columns aligned (the first to the left, the others right)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))

@@ -53,8 +53,7 @@ class RegressionEvaluation:
 
     def loss_at(self, curve: TradeoffCurve, share: float) -> float:
         """The mean loss of the last point that sends at most ``share`` to the teacher."""
-        i = int(np.searchsorted(curve.teacher_fraction, share + 1e-12, side="right")) - 1
-        return float(-curve.accuracy[max(i, 0)])
+        return -curve.quality_at_share(share)
 
     def teacher_level(self, curve: TradeoffCurve) -> dict[str, float] | None:
         """The cheapest point whose loss is at most the teacher's (``None``: none)."""
