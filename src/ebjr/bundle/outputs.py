@@ -105,14 +105,7 @@ def load_regression_outputs(path: str | Path) -> RegressionOutputs:
     from ebjr.tasks.regression import COLUMNS
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"outputs file not found: {str(p)!r}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in z.keys()}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{str(p)!r} is not a readable .npz file ({exc}); expected numpy.savez "
-                         "output with a 'prediction' array") from exc
+    arrays = _read_npz(p, "a 'prediction' array")
     if "prediction" not in arrays:
         raise InputError(f"{str(p)!r} has no 'prediction' array; it holds "
                          f"{sorted(arrays) or 'nothing'}. Expected a regressor's outputs: "
@@ -261,13 +254,7 @@ def load_detections(path: str | Path) -> tuple[list[Any], np.ndarray]:
     from ebjr.scores.detection import Detections
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"outputs file not found: {str(p)!r}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            a = {k: np.asarray(z[k]) for k in z.keys()}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{str(p)!r} is not a readable .npz file ({exc})") from exc
+    a = _read_npz(p, f"{list(DETECTION_ARRAYS)}")
     missing = [k for k in DETECTION_ARRAYS if k not in a]
     if missing:
         raise InputError(f"{str(p)!r} is not a detector's outputs file: it lacks {missing} "
@@ -294,3 +281,16 @@ def load_detections(path: str | Path) -> tuple[list[Any], np.ndarray]:
         dets.append(Detections(a["boxes"][i, :b], a["labels"][i, :b].astype(np.int64),
                                a["scores"][i, :b], a["class_logits"][i, :b], coord))
     return dets, ids.astype(np.int64)
+
+
+def _read_npz(p: Path, expected: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``p`` (never unpickling); ``expected`` says what it
+    should hold, in messages."""
+    if not p.is_file():
+        raise InputError(f"outputs file not found: {str(p)!r}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.keys()}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{str(p)!r} is not a readable .npz file ({exc}); expected "
+                         f"numpy.savez output with {expected}") from exc
