@@ -53,3 +53,43 @@ def test_quickstart_rejects_bad_options(capsys, tmp_path):
     assert "--epochs must be >= 1" in capsys.readouterr().err
     assert main(["quickstart", "--out", str(tmp_path), "--confidence", "1.5"]) == 2
     assert "--confidence must lie in (0, 1)" in capsys.readouterr().err
+
+
+def test_specialized_quickstart_writes_a_bundle_predict_and_serve_answer(tmp_path, capsys):
+    """``--task specialized``: skewed traffic, a student over the top 3 digits + other, a
+    bundle with its class map; ``ebjr predict`` and ``ebjr serve`` answer what the loaded
+    joint model answers."""
+    from fastapi.testclient import TestClient
+
+    from ebjr.bundle.predict import predict_file
+    from ebjr.examples.specialized_quickstart import specialized_config
+    from ebjr.serve.app import create_app
+    from ebjr.serve.settings import ServeSettings
+    from serve_support import infer_body, outputs
+
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--task", "specialized", "--out", str(out), "--epochs", "6",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    test = summary["test"]
+    assert 0.0 < test["teacher_fraction"] < 1.0 and summary["student"]["classes"] == 4
+    joint = ebjr.load(summary["bundle"])
+    assert joint.class_map.tolist() == [0, 1, 2, -1] and joint.router.name == "specialized"
+    data = make_digits_traffic(specialized_config(QuickstartConfig(epochs=6)))
+    top = np.isin(data["y_test"], [0, 1, 2]).mean()
+    assert abs(top - 0.8) < 0.02  # the traffic is skewed as said
+    want = joint.predict(torch.as_tensor(data["x_test"]))
+    assert np.mean(want.predictions.numpy() == data["y_test"]) == pytest.approx(test["accuracy"])
+    x = data["x_test"][:300]
+    np.save(tmp_path / "x.npy", x)
+    predict_file(summary["bundle"], tmp_path / "x.npy", tmp_path / "p.parquet", progress=False)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "p.parquet")
+    np.testing.assert_array_equal(table["prediction"].to_numpy(),
+                                  want.predictions.numpy()[:300])
+    with TestClient(create_app(ServeSettings(bundle=summary["bundle"]))) as client:
+        r = client.post("/v2/models/specialized/infer", json=infer_body(x[:50]))
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(outputs(r.json())["predictions"],
+                                  want.predictions.numpy()[:50])

@@ -44,10 +44,14 @@ class QuickstartConfig:
     eps: float = 0.005
     confidence: float = 0.95
     router: str = "energy"
+    #: the calibration and test traffic's classes: ``None`` uniform, or one weight per class
+    class_weights: tuple[float, ...] | None = None
 
     def key(self) -> str:
         data = json.dumps(
-            {k: v for k, v in vars(self).items() if k not in ("eps", "confidence", "router")},
+            # what the trained models depend on (not the calibration, nor the traffic's skew)
+            {k: v for k, v in vars(self).items()
+             if k not in ("eps", "confidence", "router", "class_weights")},
             sort_keys=True,
         )
         return hashlib.sha256(data.encode()).hexdigest()[:12]
@@ -97,8 +101,12 @@ def make_digits_traffic(cfg: QuickstartConfig) -> dict[str, np.ndarray]:
         "x_val": _augment(images[np.repeat(val_idx, 3)], rng),
         "y_val": labels[np.repeat(val_idx, 3)],
     }
+    p = None
+    if cfg.class_weights is not None:  # skewed traffic: each image weighted by its class
+        w = np.asarray(cfg.class_weights, dtype=np.float64)[labels[pool]]
+        p = w / w.sum()
     for split, n in (("cal", cfg.n_calibration), ("test", cfg.n_test)):
-        draw = rng.choice(pool, size=n, replace=True)  # i.i.d. draws from the traffic
+        draw = rng.choice(pool, size=n, replace=True, p=p)  # i.i.d. draws from the traffic
         data[f"x_{split}"] = _augment(images[draw], rng)
         data[f"y_{split}"] = labels[draw]
     return data
@@ -129,14 +137,18 @@ def _say(msg: str) -> None:
 
 
 def _train_or_load(
-    name: str, factory: str, data: dict, cfg: QuickstartConfig, cache: Path, progress: bool
+    name: str, factory: str, data: dict, cfg: QuickstartConfig, cache: Path, progress: bool,
+    labels: Any = None, **kwargs: Any,
 ) -> Any:
+    """The digits model ``factory`` (with ``kwargs``) trained on ``data`` (its labels mapped
+    by ``labels``, e.g. a specialized student's), or read from the cache."""
     import torch
 
     from ebjr.training import train_classifier
     from ebjr.zoo import digits
 
-    model = getattr(digits, factory)()
+    model = getattr(digits, factory)(**kwargs)
+    relabel = (lambda y: y) if labels is None else labels
     # the architecture is part of the key: a cache from another version is never loaded
     arch = hashlib.sha256(
         repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode()
@@ -149,9 +161,9 @@ def _train_or_load(
         train_classifier(
             model,
             data["x_train"],
-            data["y_train"],
+            relabel(data["y_train"]),
             data["x_val"],
-            data["y_val"],
+            relabel(data["y_val"]),
             epochs=cfg.epochs,
             seed=cfg.seed,
             progress=progress,
