@@ -10,8 +10,9 @@ models are in. Endpoints (``{name}`` is the served model's name):
   ``GET /v2/models/stats``, ``POST /v2/repository/index``;
 - ``POST /v2/models/{name}[/versions/1]/infer``: one input tensor named
   ``input``, first axis = batch, as JSON or with the binary tensor data
-  extension. A joint model returns ``predictions``, ``probabilities``,
-  ``scores`` and ``answered_by`` tensors, and ``parameters`` with the
+  extension. A joint model returns its task kind's answer tensors (a
+  classification's ``predictions`` and ``probabilities``; see
+  :mod:`ebjr.tasks`), then ``scores`` and ``answered_by``, and ``parameters`` with the
   threshold in use, the router and ``degraded`` (routed rows answered by the
   student because the teacher failed); a plain model returns ``logits``;
 - ``POST /v2/models/{name}/predict``: ``{"instances": [...]}`` in, JSON out;
