@@ -173,7 +173,7 @@ class JointModel(LiveThreshold):
         # the one check of the student's outputs: at the adapter's boundary
         s_logits = self.student.forward(batch)
         if self.validate:
-            s_logits = self.task.check_output(s_logits, n, f"{self.student.kind or 'student'}")
+            s_logits = self.task.check_output(s_logits, n, _who("student", self.student))
         xp = self.task.namespace(s_logits)
         t1 = time.perf_counter()
         if self.validate and not self._raw_logits_checked:  # once per model, not per batch
@@ -307,7 +307,7 @@ class JointModel(LiveThreshold):
             out = self.teacher.forward(chunk)
             if self.validate:
                 out = self.task.check_output(out, batch_size(chunk),
-                                             f"{self.teacher.kind or 'teacher'}")
+                                             _who("teacher", self.teacher))
             with self._lock:
                 self._counts.teacher_calls += 1
             parts.append(self.task.into(out, xp, like))
@@ -322,3 +322,8 @@ class JointModel(LiveThreshold):
             f"router={self.router!r}, threshold={self._threshold!r}"
             + ("" if self.task == Classification() else f", task={self.task!r}") + ")"
         )
+
+
+def _who(role: str, adapter: Adapter) -> str:
+    """How messages name a model: its role and kind (``student (torch)``)."""
+    return f"{role} ({adapter.kind})" if adapter.kind else role
