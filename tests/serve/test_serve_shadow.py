@@ -53,6 +53,11 @@ def test_shadowing_never_changes_a_response(bundle):
             assert a["outputs"] == b["outputs"] and a["parameters"] == b["parameters"]
         g = guarantee(shadowed, rows=16 * 12)
         assert g["rows"] == 16 * 12 and g["shadow_rows"] == 16 * 12 - g["teacher_rows"]
+        # shadow calls answer no row: teacher_calls counts the routed rows' calls alone
+        # (requests one at a time: each routes its rows in one teacher call on both servers)
+        calls = [c.get("/v2/models/small/routing_stats").json()["counts"]["teacher_calls"]
+                 for c in (plain, shadowed)]
+        assert g["shadow_rows"] > 0 and calls[0] == calls[1] > 0
 
 
 def test_the_route_equals_the_library_monitor_fed_the_same_rows(bundle):

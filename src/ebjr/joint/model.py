@@ -284,12 +284,13 @@ class JointModel(LiveThreshold):
         with self._lock:
             self._counts.teacher_calls += 1
 
-    def run_teacher(self, sub_batch: Any, like: Array) -> Array:
+    def run_teacher(self, sub_batch: Any, like: Array, *, count: bool = True) -> Array:
         """The teacher's logits for ``sub_batch`` (chunked by ``max_teacher_batch``), as
-        arrays of ``like``'s namespace and device; counted in ``teacher_calls``."""
-        return self._run_teacher(sub_batch, self.task.namespace(like), like)
+        arrays of ``like``'s namespace and device; counted in ``teacher_calls`` unless
+        ``count`` is False (a server's shadow calls, which answer no row)."""
+        return self._run_teacher(sub_batch, self.task.namespace(like), like, count)
 
-    def _run_teacher(self, sub_batch: Any, xp: Any, like: Array) -> Array:
+    def _run_teacher(self, sub_batch: Any, xp: Any, like: Array, count: bool = True) -> Array:
         if self.teacher is None:
             raise InputError(
                 "this JointModel has no teacher (a student side that routes and merges, "
@@ -308,8 +309,9 @@ class JointModel(LiveThreshold):
             if self.validate:
                 out = self.task.check_output(out, batch_size(chunk),
                                              _who("teacher", self.teacher))
-            with self._lock:
-                self._counts.teacher_calls += 1
+            if count:
+                with self._lock:
+                    self._counts.teacher_calls += 1
             parts.append(self.task.into(out, xp, like))
         return self.task.concat(parts, xp)
 

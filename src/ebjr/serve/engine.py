@@ -225,7 +225,8 @@ class JointEngine:
         self._teacher = (
             teacher
             if teacher is not None
-            else ModelRunner(lambda rows: to_numpy(joint.run_teacher(rows, rows)), "teacher")
+            else ModelRunner(lambda rows, count=True: joint.task.host(
+                joint.run_teacher(rows, rows, count=count)), "teacher")
         )
         self.control: LoadAwareThreshold | None = None
         if settings.load_mode is not None:
@@ -257,8 +258,9 @@ class JointEngine:
         if settings.shadow_rate > 0:
             # shadows queue apart, so they never take a routed row's place in the teacher's
             # queue; they go only while the teacher's is under half full (shed first)
-            self.shadow_batcher = Batcher(
-                "shadow", self._run_teacher, max_batch=settings.teacher_max_batch_size,
+            self.shadow_batcher = Batcher(  # shadow calls answer no row: not teacher calls
+                "shadow", lambda blocks: self._run_teacher(blocks, count=False),
+                max_batch=settings.teacher_max_batch_size,
                 max_wait_s=settings.teacher_max_wait_ms / 1000,
                 max_queue_rows=settings.teacher_max_queue_rows,
                 on_batch=lambda n: metrics.batch_rows.labels("shadow").observe(n))
@@ -361,10 +363,17 @@ class JointEngine:
             raise result
         return result
 
-    async def _run_teacher(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
-        logits = await self._teacher(np.concatenate(blocks))
+    async def _run_teacher(self, blocks: list[np.ndarray], count: bool = True
+                           ) -> list[np.ndarray]:
+        """The teacher on ``blocks``; counted in ``teacher_calls`` unless ``count`` is False
+        (shadow calls: the monitor's, not an answer's)."""
+        rows = np.concatenate(blocks)
         if self._remote:
-            self.joint.count_teacher_call()
+            logits = await self._teacher(rows)
+            if count:
+                self.joint.count_teacher_call()
+        else:
+            logits = await self._teacher(rows, count)
         return [logits[a:b] for a, b in split_rows(blocks)]
 
     async def _ask_teacher(
