@@ -141,15 +141,16 @@ class CascadeModel:
         self.count(out)
         return out
 
-    def count(self, out: CascadePrediction) -> None:
+    def count(self, out: CascadePrediction) -> dict[str, int]:
         """Add one answered batch to :meth:`counts` (servers that walk the cascade
-        themselves call it)."""
+        themselves call it); returns the rows each stage ran on in it."""
         reached = out.stage_rows()
         with self._lock:
             self._batches += 1
             for i, name in enumerate(self.stages):
                 self._reached[name] += reached[name]
                 self._answered[name] += int(np.sum(out.exit_stage == i))
+        return reached
 
     def __call__(self, batch: Any) -> CascadePrediction:
         return self.predict(batch)

@@ -160,8 +160,7 @@ class CascadeEngine:
                 break
             rows = walk.feed(logits)
         out = walk.result()
-        self.model.count(out)
-        reached = out.stage_rows()
+        reached = self.model.count(out)
         self.metrics.observe_routing(len(batch), reached[self.stages[1]]
                                      if len(self.stages) > 1 else 0)
         answer = JointAnswer(to_numpy(out.predictions), to_numpy(out.probabilities), out.scores,
