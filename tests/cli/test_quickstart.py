@@ -93,3 +93,37 @@ def test_specialized_quickstart_writes_a_bundle_predict_and_serve_answer(tmp_pat
     assert r.status_code == 200, r.text
     np.testing.assert_array_equal(outputs(r.json())["predictions"],
                                   want.predictions.numpy()[:50])
+
+
+@pytest.mark.integration  # trains two grid detectors (about a minute)
+def test_detection_quickstart_writes_a_bundle_the_server_answers(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from ebjr.evaluation.detection import MapMetric
+    from ebjr.examples.detection_quickstart import CANVAS
+    from ebjr.serve.app import create_app
+    from ebjr.serve.settings import ServeSettings
+    from ebjr.tasks.detection import pad_detections
+    from ebjr.zoo.digit_canvas import make_digit_canvases
+    from serve_support import infer_body, outputs
+
+    assert main(["quickstart", "--task", "detection", "--out", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    joint = ebjr.load(summary["bundle"])
+    assert joint.task.name == "detection" and joint.router.name == "detection_energy"
+    test = make_digit_canvases(400, part="test", seed=2, **CANVAS)  # the quickstart's test
+    live = joint.predict(test.images)
+    mask = np.asarray(live.to_teacher)
+    assert mask.mean() == pytest.approx(summary["test"]["teacher_fraction"])
+    s, t = joint.student.forward(test.images), joint.teacher.forward(test.images)
+    metric = MapMetric(joint.task.check_output(s, 400, "s"), joint.task.check_output(t, 400, "t"),
+                       test.targets, 10)
+    assert metric(mask) == pytest.approx(summary["test"]["map"])
+    assert summary["student"]["map"] < summary["test"]["map"] <= summary["teacher"]["map"] + 1e-9
+    with TestClient(create_app(ServeSettings(bundle=summary["bundle"]))) as client:
+        r = client.post("/v2/models/detection/infer", json=infer_body(test.images[:6]))
+    assert r.status_code == 200, r.text
+    got = outputs(r.json())
+    want = pad_detections(live.predictions[:6], 8)
+    np.testing.assert_allclose(got["detection_boxes"], want["detection_boxes"], rtol=1e-5)
+    assert got["num_detections"].tolist() == want["num_detections"].tolist()

@@ -56,10 +56,14 @@ class CalibrationResult:
                     f"  {mark} {e['label']:<16} cost {cost:>10}  drop {drop:>10}  {e['note']}"
                 )
         lines.append(f"target: {self.selection.target}")
-        loss = c.quality.removeprefix("negative ") if c.quality != "accuracy" else None
+        loss = c.quality.removeprefix("negative ") if c.quality.startswith("negative ") \
+            else None
         if loss is not None:  # a loss curve: its accuracy is the negated mean loss
             quality = (f"mean {loss} {-p.accuracy:.4g} (teacher {-c.teacher_accuracy:.4g}, "
                        f"student {-c.student_accuracy:.4g}), ")
+        elif c.quality != "accuracy":  # a set-level quality (mAP): the curve's ends
+            quality = (f"{c.quality} {p.accuracy:.4g} (teacher {c.accuracy[-1]:.4g}, "
+                       f"student {c.accuracy[0]:.4g}), ")
         elif c.has_labels:
             quality = (f"accuracy {100 * p.accuracy:.2f}% (teacher "
                        f"{100 * c.teacher_accuracy:.2f}%, student "
