@@ -104,3 +104,19 @@ def test_a_detection_bundle_round_trips(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="routed by one of"):
         read_bundle(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"rpn_pre_nms_top_n_test": 10**9}, "rpn_pre_nms_top_n_test"),
+    ({"num_classes": 10**9}, "num_classes"),
+    ({"min_size": 10**6}, "min_size"),
+    ({"box_score_thresh": 2.0}, "box_score_thresh"),
+    ({"trainable_backbone_layers": 5}, "unknown option 'trainable_backbone_layers'"),
+])
+def test_a_bundle_cannot_make_the_torchvision_builder_allocate_what_it_names(kwargs, match):
+    """The builder's arguments come from a bundle: bounded and listed, checked before
+    torchvision is imported or anything is built."""
+    from ebjr.zoo.torchvision_detection import make_torchvision_detector
+
+    with pytest.raises(InputError, match=match):
+        make_torchvision_detector("fasterrcnn_mobilenet_v3_large_320_fpn", **kwargs)

@@ -37,12 +37,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from ebjr._utils.validation import check_int, check_probability
 from ebjr.adapters.builders import model_builder
 from ebjr.exceptions import InputError
 
-__all__ = ["TorchvisionDetectionModel", "make_torchvision_detector"]
+__all__ = ["OPTIONS", "TorchvisionDetectionModel", "make_torchvision_detector"]
 
 BACKGROUND = ("drop", "keep")
+#: the further options a bundle may give a torchvision detector: the largest count each
+#: takes (``None``: a probability)
+OPTIONS: dict[str, int | None] = {
+    "box_score_thresh": None,
+    "box_nms_thresh": None,
+    "box_detections_per_img": 1000,
+    "rpn_pre_nms_top_n_test": 10_000,
+    "rpn_post_nms_top_n_test": 10_000,
+}
 
 
 class TorchvisionDetectionModel(nn.Module):
@@ -101,16 +111,25 @@ def make_torchvision_detector(name: str = "fasterrcnn_resnet50_fpn", num_classes
 
     ``name`` must be one of torchvision's detection models with a ``roi_heads`` (Faster
     R-CNN family); ``min_size`` and ``max_size`` are its transform's resize bounds;
-    ``options`` are more of its plain keyword arguments (e.g. ``box_score_thresh``,
-    ``box_detections_per_img``, ``rpn_pre_nms_top_n_test``).
+    ``options`` are more of its keyword arguments, those of :data:`OPTIONS` only. A bundle
+    names all of these, so each is checked against its bounds before anything is built.
     """
+    checked: dict[str, int | float] = {
+        "num_classes": check_int(num_classes, "num_classes", 2, 100_000),
+        "min_size": check_int(min_size, "min_size", 16, 4096),
+        "max_size": check_int(max_size, "max_size", 16, 4096)}
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise InputError(f"unknown option {key!r} for a torchvision detector; expected "
+                             f"some of {sorted(OPTIONS)}")
+        high = OPTIONS[key]
+        checked[key] = check_probability(value, key) if high is None \
+            else check_int(value, key, 1, high)
     import torchvision  # pyright: ignore[reportMissingImports]
     from torchvision.models import detection  # pyright: ignore[reportMissingImports]
 
     known = torchvision.models.list_models(module=detection)
     if name not in known:
         raise InputError(f"unknown torchvision detection model {name!r}; known: {known}")
-    model = torchvision.models.get_model(name, weights=None, weights_backbone=None,
-                                         num_classes=int(num_classes), min_size=int(min_size),
-                                         max_size=int(max_size), **options)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, **checked)
     return TorchvisionDetectionModel(model, background)
