@@ -55,17 +55,25 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ebjr.bundle import dumps
-    from ebjr.examples.quickstart import QuickstartConfig, print_summary, run_quickstart
     from ebjr.exceptions import InputError
 
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}")
     if not 0 < args.confidence < 1:
         raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
-    if args.task == "regression":
-        return _run_regression(args)
-    if args.task == "detection":
-        return _run_detection(args)
+    run_task = {"regression": _regression, "detection": _detection}.get(args.task, _digits)
+    summary, show = run_task(args)
+    if args.json:
+        print(dumps(summary, indent=2))
+    else:
+        show(summary)
+    return 0
+
+
+def _digits(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The classification and specialized quickstarts: their summary and its printer."""
+    from ebjr.examples.quickstart import QuickstartConfig, print_summary, run_quickstart
+
     cfg = QuickstartConfig(
         seed=args.seed,
         epochs=40 if args.epochs is None else args.epochs,
@@ -79,20 +87,11 @@ def run(args: argparse.Namespace) -> int:
             run_specialized_quickstart,
         )
 
-        summary = run_specialized_quickstart(args.out, cfg)
-        show = print_specialized_summary
-    else:
-        summary = run_quickstart(args.out, cfg)
-        show = print_summary
-    if args.json:
-        print(dumps(summary, indent=2))
-    else:
-        show(summary)
-    return 0
+        return run_specialized_quickstart(args.out, cfg), print_specialized_summary
+    return run_quickstart(args.out, cfg), print_summary
 
 
-def _run_regression(args: argparse.Namespace) -> int:
-    from ebjr.bundle import dumps
+def _regression(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     from ebjr.examples.regression_quickstart import (
         RegressionQuickstartConfig,
         print_regression_summary,
@@ -106,16 +105,10 @@ def _run_regression(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         router=args.router or "spread",
     )
-    summary = run_regression_quickstart(args.out, cfg)
-    if args.json:
-        print(dumps(summary, indent=2))
-    else:
-        print_regression_summary(summary)
-    return 0
+    return run_regression_quickstart(args.out, cfg), print_regression_summary
 
 
-def _run_detection(args: argparse.Namespace) -> int:
-    from ebjr.bundle import dumps
+def _detection(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     from ebjr.examples.detection_quickstart import (
         DetectionQuickstartConfig,
         print_detection_summary,
@@ -128,9 +121,4 @@ def _run_detection(args: argparse.Namespace) -> int:
                          "trains its detectors for fixed epochs")
     cfg = DetectionQuickstartConfig(seed=args.seed, router=args.router or "energy",
                                     eps=0.03 if args.max_drop is None else args.max_drop)
-    summary = run_detection_quickstart(args.out, cfg)
-    if args.json:
-        print(dumps(summary, indent=2))
-    else:
-        print_detection_summary(summary)
-    return 0
+    return run_detection_quickstart(args.out, cfg), print_detection_summary
