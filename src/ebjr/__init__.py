@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.calibration.guarantee import GuaranteedDrop
     from ebjr.calibration.monitor import GuaranteeMonitor
+    from ebjr.calibration.shadow_plan import ShadowPlan
     from ebjr.calibration.zoo import search_cascade
     from ebjr.evaluation import evaluate, mcnemar
     from ebjr.evaluation.report import write_report
@@ -95,6 +96,7 @@ _LAZY = {
     "HistogramCrossing": "ebjr.calibration",
     "GuaranteedDrop": "ebjr.calibration.guarantee",
     "GuaranteeMonitor": "ebjr.calibration.monitor",
+    "ShadowPlan": "ebjr.calibration.shadow_plan",
     "AutoRouter": "ebjr.calibration.auto",
     "evaluate": "ebjr.evaluation",
     "mcnemar": "ebjr.evaluation",

@@ -1,5 +1,6 @@
 """The live guarantee on Ray Serve: the monitor lives in the control deployment and counts
-the rows of both ingress replicas; its policy's move reaches every replica."""
+the rows of both ingress replicas (shadowed with per-row probabilities); its policy's move
+reaches every replica."""
 
 import asyncio
 import time
@@ -28,7 +29,9 @@ def url(bundle):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(bundle, shadow_rate=1.0, guarantee_eps=0.01, on_alarm="teacher",
+    # rows near the threshold shadowed always, the others half the time (per-row weights)
+    serve.run(build_app(bundle, shadow_rate=0.5, shadow_near_rate=1.0, guarantee_eps=0.01,
+                        on_alarm="teacher",
                         student_replicas=2, student=HALF_CPU, teacher=HALF_CPU,
                         max_wait_ms=2.0),
               name="small", route_prefix="/")
@@ -60,6 +63,7 @@ def test_the_control_deployment_monitors_every_replica_and_its_policy_reaches_al
     g = _guarantee(url, 40 * 16)
     assert g["batches_left_out"] == 0 and g["rows"] == 40 * 16  # both replicas' rows
     assert g["shadow_rows"] > 0 and g["eps"] == 0.01
+    assert g["shadow_near_rate"] == 1.0 and g["shadow_rate"] == 0.5
     # the untrained student disagrees with the teacher on most rows it answers: the alarm
     # comes, and the 'teacher' policy sends every row to the teacher, on every replica
     assert g["alarm"] and g["actions"][0]["threshold_after"] >= 1e300

@@ -47,6 +47,8 @@ ON_THE_COMMAND_LINE = {
     "load_budget": ("12", 12.0),
     "load_min_threshold": ("-3", -3.0),
     "shadow_rate": ("0.05", 0.05),
+    "shadow_near_rate": ("0.3", 0.3),
+    "shadow_near_share": ("0.2", 0.2),
     "guarantee_eps": ("0.01", 0.01),
     "guarantee_delta": ("0.1", 0.1),
     "on_alarm": ("tighten", "tighten"),
@@ -78,6 +80,8 @@ def test_every_setting_has_a_flag():
         argv = ["b.json", f"--{name.replace('_', '-')}", *([] if typed is None else [typed])]
         if name in ("remote_teacher", "shadow_rate") or name.startswith("load_"):  # joint
             argv += ["--role", "joint"]
+        if name == "shadow_near_rate":  # needs a shadow rate away from the threshold
+            argv += ["--shadow-rate", "0.05"]
         if name == "admin_token_file":  # the token comes from one place only
             argv += ["--admin-token", "none"]
         if name in ("load_mode", "load_budget", "load_min_threshold"):

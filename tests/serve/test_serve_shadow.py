@@ -89,6 +89,41 @@ def test_the_route_equals_the_library_monitor_fed_the_same_rows(bundle):
     assert f'ebjr_shadow_rows_total{{outcome="answered"}} {float(lib.shadow_rows)}' in text
 
 
+def test_rows_near_the_threshold_are_shadowed_more_and_weighted_by_their_probability(
+        bundle):
+    """``--shadow-near-rate 1`` with ``--shadow-rate 1e-9``: the shadowed rows are the band's
+    (a row away from it is shadowed with probability 1e-9), the band holds the share of the
+    calibration rows it says (their scores computed offline), and the route equals the
+    library monitor fed the band's rows with their probabilities."""
+    joint = ebjr.load(bundle)
+    calibration = joint.router.score(joint.student(random_rows(600, seed=1)).numpy())
+    with serve(bundle, shadow_rate=1e-9, shadow_near_rate=1.0, shadow_near_share=0.2,
+               guarantee_eps=0.05, guarantee_delta=0.1) as c:
+        g = guarantee(c)
+        thr, top = g["threshold"], g["shadow_band_top"]
+        assert g["shadow_near_rate"] == 1.0 and g["shadow_near_share"] == 0.2
+        band_share = np.mean((calibration >= thr) & (calibration < top))
+        assert 0.2 - 1 / 600 <= band_share <= 0.25, band_share
+        lib = ebjr.GuaranteeMonitor(0.05, 0.1, min_shadow_prob=1e-9,
+                                    thresholds=[p["threshold"] for p in g["grid"]])
+        seen = 0
+        for i in range(10):
+            x = random_rows(24, seed=300 + i)
+            r = c.post("/v2/models/small/infer", json=infer_body(x))
+            seen += 24
+            g = guarantee(c, rows=seen)
+            student = outputs(r.json())["answered_by"] == "student"
+            s_logits, t_logits = joint.student(x).numpy(), joint.teacher(x).numpy()
+            scores = joint.router.score(s_logits)
+            band = student & (scores < top)
+            lib.update(student, band, s_logits.argmax(1) != t_logits.argmax(1),
+                       np.where(band, 1.0, 1e-9), scores=scores)
+            assert g["shadow_rows"] == lib.shadow_rows
+            assert g["e_value"] == pytest.approx(lib.e_value, rel=1e-9)
+            assert g["drop_upper"] == pytest.approx(lib.drop_upper)
+    assert lib.shadow_rows > 0
+
+
 def test_shadows_are_shed_first_when_the_teacher_is_busy(bundle):
     # the teacher queue holds 4 rows; shadows may use half of it: batches of 16 rows whose
     # student answers several are left out of the monitor, and no response changes
@@ -140,6 +175,8 @@ def test_bad_monitor_settings_are_refused(bundle, tmp_path):
         ServeSettings(bundle=bundle, shadow_rate=1.5)
     with pytest.raises(InputError, match="shadow_rate needs role 'joint'"):
         ServeSettings(bundle=bundle, shadow_rate=0.1, role="student")
+    with pytest.raises(InputError, match="shadow_near_rate needs shadow_rate"):
+        ServeSettings(bundle=bundle, shadow_near_rate=0.5)
     with serve(bundle) as c:
         r = c.get("/v2/models/small/guarantee")
         assert r.status_code == 404 and "--shadow-rate" in r.json()["error"]

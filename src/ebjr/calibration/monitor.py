@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.validation import check_probability
+from ebjr.calibration.shadow_plan import ShadowPlan
 from ebjr.exceptions import InputError
 
 __all__ = ["POLICIES", "AlarmPolicy", "GuaranteeMonitor", "LiveGuarantee"]
@@ -456,27 +457,30 @@ class LiveGuarantee:
     """
 
     def __init__(self, monitor: GuaranteeMonitor, policy: str, floor: float,
-                 shadow_rate: float) -> None:
+                 plan: ShadowPlan | float) -> None:
         self.monitor = monitor
         self.policy = AlarmPolicy(monitor, policy, floor)
-        self.shadow_rate = float(shadow_rate)
+        self.plan = plan if isinstance(plan, ShadowPlan) else ShadowPlan(plan)
         self.actions: list[dict[str, Any]] = []
         self.left_out: dict[str, int] = {}  # batches left out of the monitor, by reason
 
     def feed(self, served: float, student: Any, shadowed: Any, disagree: Any,
-             scores: Any = None) -> float | None:
+             scores: Any = None, shadow_prob: Any = None) -> float | None:
+        """One batch of served rows (``shadow_prob`` per row: by default the plan's
+        ``rate``, as a uniform plan samples)."""
         m = self.monitor
         was = m.alarm
-        m.update(student, shadowed, disagree, self.shadow_rate, scores=scores)
+        m.update(student, shadowed, disagree, self._prob(shadow_prob), scores=scores)
         return self._after(served, m.alarm and not was, m.alarmed_at, m.drop_upper)
 
     def feed_labels(self, served: float, student: Any, shadowed: Any, joint_wrong: Any,
-                    teacher_wrong: Any) -> float | None:
+                    teacher_wrong: Any, shadow_prob: Any = None) -> float | None:
         """Rows whose labels arrived (:meth:`GuaranteeMonitor.update_labels`); a labelled
         alarm is acted on as the live one is."""
         m = self.monitor
         was = m.labelled_alarm
-        m.update_labels(student, shadowed, joint_wrong, teacher_wrong, self.shadow_rate)
+        m.update_labels(student, shadowed, joint_wrong, teacher_wrong,
+                        self._prob(shadow_prob))
         return self._after(served, m.labelled_alarm and not was, m.rows,
                            m.labelled_drop_upper)
 
@@ -500,6 +504,9 @@ class LiveGuarantee:
                             "rows); serving it instead of %r", after, m.rows, served)
         return new if moved else None
 
+    def _prob(self, shadow_prob: Any) -> Any:
+        return self.plan.rate if shadow_prob is None else shadow_prob
+
     def leave_out(self, why: str) -> None:
         """A batch was left out of the monitor (its shadows could not go)."""
         self.left_out[why] = self.left_out.get(why, 0) + 1
@@ -511,7 +518,8 @@ class LiveGuarantee:
             {"threshold": float(t), "certified": bool(c), "alarmed": bool(a)}
             for t, c, a in zip(m.thresholds, m.certified(), m.alarmed(), strict=True)]
         return {**m.state(), "alarm": m.alarm or bool(self.actions), "live_alarm": m.alarm,
-                "shadow_rate": self.shadow_rate, "threshold": served,
+                **self.plan.describe(), "shadow_band_top": self.plan.band_top(served),
+                "threshold": served,
                 "certified_threshold": m.certified_threshold(at_least=served), "grid": grid,
                 "batches_left_out": sum(self.left_out.values()),
                 "left_out_by_reason": dict(self.left_out), "on_alarm": self.policy.policy,

@@ -237,10 +237,11 @@ class RoutingControl:
         return self.guarantee
 
     async def guarantee_feed(self, student: Any, shadowed: Any, disagree: Any,
-                             scores: Any) -> None:
+                             scores: Any, shadow_prob: Any = None) -> None:
         """One replica's batch of served rows; a policy's new threshold is published to
         every replica before this returns."""
-        new = self._live().feed(self._threshold, student, shadowed, disagree, scores)
+        new = self._live().feed(self._threshold, student, shadowed, disagree, scores,
+                                shadow_prob)
         if new is not None:
             await self.publish_threshold(new)
         self._record()

@@ -160,8 +160,10 @@ class ControlGuarantee:
     def __init__(self, control: Any) -> None:
         self.control = control
 
-    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any) -> None:
-        await self.control.guarantee_feed.remote(student, shadowed, disagree, scores)
+    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any,
+                   shadow_prob: Any) -> None:
+        await self.control.guarantee_feed.remote(student, shadowed, disagree, scores,
+                                                 shadow_prob)
 
     async def leave_out(self, why: str) -> None:
         await self.control.guarantee_leave_out.remote(why)

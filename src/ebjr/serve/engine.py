@@ -26,7 +26,7 @@ from ebjr.serve.batcher import Batcher
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
-from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee
+from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee, shadow_plan
 
 __all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
            "ModelRunner", "TeacherUnavailable", "ask_stage", "split_rows"]
@@ -266,11 +266,11 @@ class JointEngine:
                 on_batch=lambda n: metrics.batch_rows.labels("shadow").observe(n))
             shadows = self.shadow_batcher
             limit = settings.teacher_max_queue_rows // 2
+            bundle = getattr(joint, "bundle", None)
             sink = guarantee or LocalGuarantee(
-                live_guarantee(settings, getattr(joint, "bundle", None), joint.threshold),
-                joint, metrics)
+                live_guarantee(settings, bundle, joint.threshold), joint, metrics)
             self.shadow = ShadowTraffic(
-                joint, settings.shadow_rate, metrics, shadows.submit,
+                joint, shadow_plan(settings, bundle), metrics, shadows.submit,
                 lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit,
                 sink)
         self._last_effective = joint.threshold

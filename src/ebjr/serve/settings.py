@@ -161,6 +161,14 @@ class ServeSettings(BaseSettings):
         0.0, ge=0.0, le=1.0, description="share of the rows the student answered that the "
         "teacher answers too, off the response path (shed first under load); > 0 turns on "
         "the live guarantee monitor (GET /v2/models/{name}/guarantee)")
+    shadow_near_rate: float | None = Field(
+        None, gt=0.0, le=1.0, description="shadow probability of the rows the student "
+        "answers just above the threshold (a band holding shadow_near_share of the "
+        "traffic, from the bundle's curve), where disagreements gather; shadow_rate "
+        "elsewhere; each shadow is weighted by 1/p; none: shadow_rate everywhere")
+    shadow_near_share: float = Field(
+        0.1, gt=0.0, le=1.0, description="share of all traffic in the band above the "
+        "threshold shadowed at shadow_near_rate")
     guarantee_eps: float | None = Field(
         None, gt=0.0, lt=1.0, description="the disagreement with the teacher the monitor "
         "tests; none: the bundle's guaranteed_drop eps")
@@ -226,6 +234,9 @@ class ServeSettings(BaseSettings):
                 raise ValueError(f"load_budget for mode 'queue' is rows >= 1, got {b!r}")
         if self.shadow_rate > 0 and self.role != "joint":
             raise ValueError("shadow_rate needs role 'joint' (a student and a teacher)")
+        if self.shadow_near_rate is not None and self.shadow_rate == 0:
+            raise ValueError("shadow_near_rate needs shadow_rate > 0 (the probability away "
+                             "from the threshold)")
         if self.remote_teacher is not None:
             if self.role != "joint":
                 raise ValueError("remote_teacher needs role 'joint'")

@@ -39,10 +39,11 @@ import numpy as np
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.calibration.monitor import GuaranteeMonitor, LiveGuarantee
+from ebjr.calibration.shadow_plan import ShadowPlan
 from ebjr.exceptions import InputError, Overloaded
 
 __all__ = ["BatchShadow", "FeedbackStore", "LocalGuarantee", "ShadowTraffic", "live_guarantee",
-           "monitor_grid"]
+           "monitor_grid", "shadow_plan"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -69,6 +70,14 @@ def _target_value(bundle: Any, key: str) -> float | None:
     return None
 
 
+def shadow_plan(settings: Any, bundle: Any) -> ShadowPlan:
+    """The shadow probabilities that ``settings`` ask for (the near-threshold band placed
+    by the bundle's stored curve)."""
+    return ShadowPlan.from_curve(settings.shadow_rate, getattr(bundle, "curve", None),
+                                 near_rate=settings.shadow_near_rate,
+                                 near_share=settings.shadow_near_share)
+
+
 def live_guarantee(settings: Any, bundle: Any, threshold: float) -> LiveGuarantee:
     """The monitor and policy that ``settings`` ask for (``eps``/``delta`` by default the
     bundle's ``guaranteed_drop`` target's; the grid from :func:`monitor_grid`)."""
@@ -77,10 +86,11 @@ def live_guarantee(settings: Any, bundle: Any, threshold: float) -> LiveGuarante
         raise InputError("--shadow-rate needs the disagreement to watch: give "
                          "--guarantee-eps (the bundle's target is not a guaranteed drop)")
     delta = settings.guarantee_delta or _target_value(bundle, "delta") or 0.05
-    monitor = GuaranteeMonitor(eps, delta, min_shadow_prob=settings.shadow_rate,
+    plan = shadow_plan(settings, bundle)
+    monitor = GuaranteeMonitor(eps, delta, min_shadow_prob=plan.min_prob,
                                thresholds=monitor_grid(bundle, threshold))
     # tighten never serves below the calibrated threshold
-    return LiveGuarantee(monitor, settings.on_alarm, threshold, settings.shadow_rate)
+    return LiveGuarantee(monitor, settings.on_alarm, threshold, plan)
 
 
 class LocalGuarantee:
@@ -91,8 +101,10 @@ class LocalGuarantee:
         self.live, self.joint, self.metrics = live, joint, metrics
         self._publish()
 
-    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any) -> None:
-        new = self.live.feed(self.joint.threshold, student, shadowed, disagree, scores)
+    async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any,
+                   shadow_prob: Any) -> None:
+        new = self.live.feed(self.joint.threshold, student, shadowed, disagree, scores,
+                             shadow_prob)
         if new is not None:
             self.joint.set_threshold(new)
             self.metrics.threshold.labels("set").set(new)
@@ -102,9 +114,9 @@ class LocalGuarantee:
         self.live.leave_out(why)
 
     async def feed_labels(self, student: Any, shadowed: Any, joint_wrong: Any,
-                          teacher_wrong: Any) -> None:
+                          teacher_wrong: Any, shadow_prob: Any) -> None:
         new = self.live.feed_labels(self.joint.threshold, student, shadowed, joint_wrong,
-                                    teacher_wrong)
+                                    teacher_wrong, shadow_prob)
         if new is not None:
             self.joint.set_threshold(new)
             self.metrics.threshold.labels("set").set(new)
@@ -168,11 +180,14 @@ class BatchShadow:
         self.usable = False
         self.shadowed = np.zeros(n, dtype=bool)
         self.teacher_classes = np.full(n, -1, dtype=np.int64)
+        self.shadow_prob = np.ones(n)
 
-    def finish(self, usable: bool, shadowed: Any = None, teacher_classes: Any = None) -> None:
+    def finish(self, usable: bool, shadowed: Any = None, teacher_classes: Any = None,
+               shadow_prob: Any = None) -> None:
         self.usable = usable
         if usable:
             self.shadowed, self.teacher_classes = shadowed, teacher_classes
+            self.shadow_prob = shadow_prob
         self.done.set()
 
 
@@ -182,7 +197,7 @@ class ShadowTraffic:
 
     Args:
         joint: the served :class:`~ebjr.joint.JointModel`.
-        rate: the shadow probability of each row the student answers.
+        plan: each row's shadow probability (:class:`~ebjr.calibration.ShadowPlan`).
         metrics: the server's metrics (the shadow counts).
         teacher: ``await teacher(rows) -> logits`` (the engine's shadow batcher).
         room: ``room(rows) -> bool``: whether the teacher can take ``rows`` shadow rows now.
@@ -190,10 +205,10 @@ class ShadowTraffic:
             and ``await state()``.
     """
 
-    def __init__(self, joint: Any, rate: float, metrics: Any, teacher: Any, room: Any,
+    def __init__(self, joint: Any, plan: ShadowPlan, metrics: Any, teacher: Any, room: Any,
                  sink: Any, seed: int | None = None) -> None:
         self.joint, self.metrics, self.sink = joint, metrics, sink
-        self.rate = float(rate)
+        self.plan = plan
         self._teacher, self._room = teacher, room
         self._rng = np.random.default_rng(seed)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -216,7 +231,9 @@ class ShadowTraffic:
         mine = np.asarray(to_numpy(self.joint.student_classes(routed)))
         disagree = mine != predictions  # routed rows: the teacher's answer; others: equal
         scores = np.asarray(to_numpy(routed.scores), dtype=np.float64)
-        pick = student & (self._rng.random(student.size) < self.rate)
+        # each row's probability is fixed by its score before the teacher's answer is known
+        prob = self.plan.probabilities(scores, self.joint.threshold)
+        pick = student & (self._rng.random(student.size) < prob)
         rows = np.flatnonzero(pick)
         if rows.size and not self._room(rows.size):
             self._spawn(self._leave_out("shed", found))
@@ -225,12 +242,13 @@ class ShadowTraffic:
             self.metrics.shadow_rows.labels("sent").inc(rows.size)
         teacher = np.where(student, -1, predictions).astype(np.int64)
         self._spawn(self._shadow(batch[rows], rows, student, pick, disagree, mine, scores,
-                                 teacher, found))
+                                 prob, teacher, found))
         return found
 
     async def _shadow(self, rows_x: Any, rows: np.ndarray, student: np.ndarray,
                       pick: np.ndarray, disagree: np.ndarray, mine: np.ndarray,
-                      scores: np.ndarray, teacher: np.ndarray, found: BatchShadow) -> None:
+                      scores: np.ndarray, prob: np.ndarray, teacher: np.ndarray,
+                      found: BatchShadow) -> None:
         if rows.size:
             try:
                 logits = await self._teacher(rows_x)
@@ -242,9 +260,9 @@ class ShadowTraffic:
             disagree = disagree.copy()
             teacher[rows] = np.asarray(to_numpy(logits)).argmax(axis=1)
             disagree[rows] = mine[rows] != teacher[rows]
-        found.finish(True, pick, teacher)
+        found.finish(True, pick, teacher, prob)
         try:
-            await self.sink.feed(student, pick, disagree, scores)
+            await self.sink.feed(student, pick, disagree, scores, prob)
         except Exception as exc:  # e.g. the control deployment restarting: never the answer
             log.warning("the guarantee monitor could not take a batch: %s", exc)
 
@@ -274,7 +292,8 @@ class ShadowTraffic:
         shadowed, teacher = found.shadowed[a:b], found.teacher_classes[a:b]
         joint_wrong = answer.predictions != labels
         teacher_wrong = np.where(student & ~shadowed, joint_wrong, teacher != labels)
-        await self.sink.feed_labels(student, shadowed, joint_wrong, teacher_wrong)
+        await self.sink.feed_labels(student, shadowed, joint_wrong, teacher_wrong,
+                                    found.shadow_prob[a:b])
 
     async def close(self) -> None:
         """Wait for the shadows in flight (their teacher calls are queued already)."""
