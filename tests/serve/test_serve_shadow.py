@@ -239,11 +239,12 @@ def test_labels_that_arrive_later_feed_the_signed_loss_test(bundle):
 def test_the_feedback_store_forgets_the_oldest_by_requests_and_rows():
     from types import SimpleNamespace
 
-    from ebjr.serve.shadow import FeedbackStore
+    from ebjr.serve.feedback import FeedbackStore, NotWaiting, pending
 
     def answer(n):
-        return SimpleNamespace(predictions=np.zeros(n), answered_by=np.array(["student"] * n),
-                               shadow=(None, 0, n))
+        return pending(SimpleNamespace(predictions=np.zeros(n),
+                                       answered_by=np.array(["student"] * n),
+                                       shadow=(None, 0, n)))
 
     store = FeedbackStore(capacity=3, max_rows=10)
     for i in range(4):
@@ -252,5 +253,6 @@ def test_the_feedback_store_forgets_the_oldest_by_requests_and_rows():
     store.put("big", answer(9))  # 10 rows at most: the older ones go
     assert store.pop("r2") is None and store.pop("r3") is None and store.pop("big") is not None
     store.put(None, answer(1))  # no id: nothing to wait for
-    store.put("plain", SimpleNamespace(predictions=np.zeros(1), shadow=None))
-    assert store.pop("plain") is None
+    store.put("plain", pending(SimpleNamespace(predictions=np.zeros(1), shadow=None)))
+    with pytest.raises(NotWaiting, match="'plain'"):
+        store.get("plain")

@@ -102,7 +102,10 @@ class ShadowPlan:
         if self.near_rate is None:
             return float(threshold)
         thr, tf = self.thresholds, self.teacher_fraction
-        here = float(np.interp(threshold, thr, tf)) if math.isfinite(threshold) else 1.0
+        # the share below ``threshold``: that of the next stored threshold at or above it
+        # (no calibration score lies between them)
+        at = int(np.searchsorted(thr, threshold, side="left"))
+        here = float(tf[at]) if at < thr.size else 1.0
         i = int(np.searchsorted(tf, here + self.near_share - 1e-12, side="left"))
         return float(thr[i]) if i < thr.size else math.inf
 

@@ -28,8 +28,10 @@ import logging
 import time
 from typing import Any
 
+from ebjr.exceptions import InputError
 from ebjr.joint.counts import RoutingCounts
 from ebjr.routing.base import check_threshold
+from ebjr.serve.feedback import FeedbackStore, Labelled, NotWaiting, check_labels, signed_loss
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 
 __all__ = ["Broadcast", "CascadeControl", "RoutingControl"]
@@ -146,6 +148,7 @@ class RoutingControl:
         self._reported: dict[str, dict[str, int]] = {}  # replica -> its counts so far
         self.broadcast = Broadcast(self._threshold)
         self.guarantee = guarantee
+        self._labels: FeedbackStore | None = None  # answers waiting for labels, by id
         self._record()
 
     def _record(self) -> None:
@@ -248,6 +251,34 @@ class RoutingControl:
 
     def guarantee_leave_out(self, why: str) -> None:
         self._live().leave_out(why)
+
+    def guarantee_pending(self, records: list[tuple[str, Labelled]]) -> None:
+        """Answered requests of one replica (their shadows in), waiting for labels."""
+        if self._labels is None:
+            self._labels = FeedbackStore()
+        for request_id, rec in records:
+            self._labels.put(request_id, rec)
+
+    async def guarantee_label(self, request_id: str, labels: Any) -> tuple[int, str] | None:
+        """Count the labels of request ``request_id``: ``None``, or the HTTP status and
+        message that refuse them (a policy's move is published to every replica first)."""
+        live = self._live()
+        try:
+            if self._labels is None:
+                raise NotWaiting(f"no answered request {request_id!r} is waiting for labels")
+            rec: Labelled = self._labels.get(request_id)
+            got = check_labels(request_id, rec.predictions, labels)
+            self._labels.pop(request_id)
+            new = live.feed_labels(self._threshold, *signed_loss(rec, got))
+        except NotWaiting as exc:
+            return 404, (f"{exc} (a replica sends its answers here about once a second: "
+                         "retry one answered just now)")
+        except InputError as exc:
+            return 400, str(exc)
+        if new is not None:
+            await self.publish_threshold(new)
+        self._record()
+        return None
 
     def guarantee_state(self) -> dict[str, Any]:
         return self._live().state(self._threshold)

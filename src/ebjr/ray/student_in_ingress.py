@@ -24,15 +24,16 @@ import numpy as np
 from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
 
-from ebjr.exceptions import ModelError, TeacherUnavailable
+from ebjr.exceptions import InputError, ModelError, TeacherUnavailable
 from ebjr.joint import JointModel
 from ebjr.joint.cascade_model import CascadeModel, check_thresholds
 from ebjr.serve.cascade_engine import CascadeEngine
 from ebjr.serve.engine import JointEngine
+from ebjr.serve.feedback import NotWaiting, Pending, labelled, pending
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
 
-__all__ = ["ControlGuarantee", "IngressCascadeEngine", "IngressJointEngine",
+__all__ = ["ControlFeedback", "ControlGuarantee", "IngressCascadeEngine", "IngressJointEngine",
            "TeacherDeployment"]
 
 log = logging.getLogger("ebjr.ray")
@@ -172,6 +173,36 @@ class ControlGuarantee:
         return await self.control.guarantee_state.remote()
 
 
+class ControlFeedback:
+    """Labels that arrive later, on Ray: this replica's answers go to the control
+    deployment once their shadows are in (with the counts, about once a second; at most
+    ``capacity`` waiting here), and a label reaching any replica is counted there."""
+
+    def __init__(self, control: Any, capacity: int = 65_536) -> None:
+        self.control, self.capacity = control, capacity
+        self._waiting: list[tuple[str, Pending]] = []
+
+    def put(self, request_id: str | None, answer: Any) -> None:
+        rec = pending(answer)
+        if request_id is not None and rec is not None:
+            self._waiting.append((request_id, rec))
+            del self._waiting[:-self.capacity]
+
+    async def flush(self) -> None:
+        """Send the answers whose shadows are in."""
+        ready = [(i, labelled(r)) for i, r in self._waiting if r.shadow[0].done.is_set()]
+        if ready:
+            self._waiting = [(i, r) for i, r in self._waiting if not r.shadow[0].done.is_set()]
+            await self.control.guarantee_pending.remote(ready)
+
+    async def label(self, request_id: str, labels: Any) -> None:
+        await self.flush()  # this replica's own answers first
+        refused = await self.control.guarantee_label.remote(request_id, labels)
+        if refused is not None:
+            status, message = refused
+            raise (NotWaiting if status == 404 else InputError)(message)
+
+
 class IngressJointEngine(_FollowsTheApplication, JointEngine):
     """:class:`JointEngine` in an ingress replica: its threshold is the application's
     (pushed by the control deployment), its counts are reported there, and with
@@ -183,6 +214,13 @@ class IngressJointEngine(_FollowsTheApplication, JointEngine):
                              TeacherDeployment(teacher, settings.request_timeout_s),
                              ControlGuarantee(control) if settings.shadow_rate > 0 else None)
         self._follow(control, replica)
+        if self.shadow is not None:
+            self.feedback = ControlFeedback(control)
+
+    async def _report(self) -> None:
+        await super()._report()
+        if self.feedback is not None:
+            await self.feedback.flush()
 
     def _apply_value(self, value: float) -> None:
         self.joint.set_threshold(value)

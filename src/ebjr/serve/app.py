@@ -62,7 +62,6 @@ from ebjr.serve.protocol import (
 from ebjr.serve.remote import RemoteTeacher
 from ebjr.serve.routes import knob, operations, protocol
 from ebjr.serve.settings import ServeSettings, check_task
-from ebjr.serve.shadow import FeedbackStore, LocalGuarantee
 from ebjr.serve.state import AppState
 
 __all__ = ["create_app", "install", "load_models"]
@@ -169,9 +168,7 @@ def _lifespan(state: AppState, load: Any) -> Any:
         if running is None:  # load sets it or raises
             raise RuntimeError("the models did not load")
         state.read_input_record()
-        shadow = getattr(running, "shadow", None)
-        if shadow is not None and isinstance(shadow.sink, LocalGuarantee):
-            state.feedback = FeedbackStore()  # labels for this process's answers
+        state.feedback = getattr(running, "feedback", None)  # labels that arrive later
         await running.start()
         state.ready = True
         log.info("serving %s %r from %s (loaded in %.1f s)", s.role, s.name, s.bundle,

@@ -23,6 +23,7 @@ from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailab
 from ebjr.joint import JointModel
 from ebjr.joint.step import JointAnswer, finish_batch, model_failure
 from ebjr.serve.batcher import Batcher
+from ebjr.serve.feedback import LocalFeedback
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
@@ -255,6 +256,7 @@ class JointEngine:
         )
         self.shadow: ShadowTraffic | None = None
         self.shadow_batcher: Batcher | None = None
+        self.feedback: Any = None  # where labels that arrive later go (with a monitor)
         if settings.shadow_rate > 0:
             # shadows queue apart, so they never take a routed row's place in the teacher's
             # queue; they go only while the teacher's is under half full (shed first)
@@ -273,6 +275,8 @@ class JointEngine:
                 joint, shadow_plan(settings, bundle), metrics, shadows.submit,
                 lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit,
                 sink)
+            if guarantee is None:  # labels for this process's answers (Ray sets its own)
+                self.feedback = LocalFeedback(sink)
         self._last_effective = joint.threshold
         metrics.threshold.labels("set").set(joint.threshold)
         metrics.threshold.labels("effective").set(joint.threshold)

@@ -21,9 +21,8 @@ the cheapest grid threshold certified since the alarm, never below the calibrate
 sending every row to the teacher until one is certified. A policy that acts restarts the
 live test, which then watches the threshold now served.
 
-Labels that arrive later (``POST .../feedback``) find their request in a
-:class:`FeedbackStore` and what its batch's shadows found in a :class:`BatchShadow`; they
-feed the monitor's labelled test of the signed loss.
+Labels that arrive later (``POST .../feedback``, :mod:`ebjr.serve.feedback`) find what
+their request's batch's shadows found in a :class:`BatchShadow`.
 """
 
 from __future__ import annotations
@@ -32,18 +31,17 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.calibration.monitor import GuaranteeMonitor, LiveGuarantee
 from ebjr.calibration.shadow_plan import ShadowPlan
-from ebjr.exceptions import InputError, Overloaded
+from ebjr.exceptions import InputError
 
-__all__ = ["BatchShadow", "FeedbackStore", "LocalGuarantee", "ShadowTraffic", "live_guarantee",
-           "monitor_grid", "shadow_plan"]
+__all__ = ["BatchShadow", "LocalGuarantee", "ShadowTraffic", "live_guarantee", "monitor_grid",
+           "shadow_plan"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -130,44 +128,6 @@ class LocalGuarantee:
         m.guarantee_drop_upper.set(mon.drop_upper)
         m.guarantee_alarm.set(1.0 if mon.alarm or self.live.actions else 0.0)
         m.guarantee_e_value.set(min(mon.e_value, 1e300))
-
-
-class Pending(NamedTuple):
-    """What labels for one answered request need: its classes, which rows the student
-    answered, and what its batch's shadows found (with the request's rows in it)."""
-
-    predictions: np.ndarray
-    student: np.ndarray
-    shadow: tuple[Any, int, int]
-
-
-class FeedbackStore:
-    """The answered requests that labels may still come for, by id: at most ``capacity``
-    requests and ``max_rows`` rows (the oldest forgotten first); each is counted once."""
-
-    def __init__(self, capacity: int = 65_536, max_rows: int = 1 << 20) -> None:
-        self.capacity, self.max_rows = capacity, max_rows
-        self._pending: OrderedDict[str, Pending] = OrderedDict()
-        self._rows = 0
-
-    def put(self, request_id: str | None, answer: Any) -> None:
-        if request_id is None or getattr(answer, "shadow", None) is None:
-            return
-        self.pop(request_id)
-        rec = Pending(np.array(answer.predictions, dtype=np.int64),
-                      np.asarray(answer.answered_by == "student"), answer.shadow)
-        self._pending[request_id] = rec
-        self._rows += rec.predictions.size
-        while len(self._pending) > self.capacity or self._rows > self.max_rows:
-            _, old = self._pending.popitem(last=False)
-            self._rows -= old.predictions.size
-
-    def pop(self, request_id: str) -> Pending | None:
-        """The request ``request_id`` (forgotten from now on); ``None`` if unknown."""
-        rec = self._pending.pop(request_id, None)
-        if rec is not None:
-            self._rows -= rec.predictions.size
-        return rec
 
 
 class BatchShadow:
@@ -276,24 +236,6 @@ class ShadowTraffic:
 
     async def state(self) -> dict[str, Any]:
         return await self.sink.state()
-
-    async def feedback(self, answer: Pending, labels: np.ndarray, wait_s: float = 2.0) -> None:
-        """Labels for the rows of one answered request."""
-        found, a, b = answer.shadow
-        try:
-            await asyncio.wait_for(found.done.wait(), wait_s)
-        except TimeoutError:
-            raise Overloaded("this request's shadow answers are not in yet; retry", 1.0
-                             ) from None
-        if not found.usable:
-            raise InputError("this request's batch was left out of the monitor (its shadows "
-                             "could not go), so its labels cannot be counted")
-        student = answer.student
-        shadowed, teacher = found.shadowed[a:b], found.teacher_classes[a:b]
-        joint_wrong = answer.predictions != labels
-        teacher_wrong = np.where(student & ~shadowed, joint_wrong, teacher != labels)
-        await self.sink.feed_labels(student, shadowed, joint_wrong, teacher_wrong,
-                                    found.shadow_prob[a:b])
 
     async def close(self) -> None:
         """Wait for the shadows in flight (their teacher calls are queued already)."""

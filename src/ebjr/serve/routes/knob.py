@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from ebjr.bundle import curve_point_at, json_safe
 from ebjr.exceptions import InputError
 from ebjr.serve.engine import JointEngineAPI
+from ebjr.serve.feedback import NotWaiting
 from ebjr.serve.protocol import FeedbackRequest, ThresholdUpdate
 from ebjr.serve.routes import ERRORS, json_body
 from ebjr.serve.state import AppState, Joint, State, app_state
@@ -148,23 +149,16 @@ async def feedback(
     shadow = getattr(engine, "shadow", None)
     if shadow is None or state.feedback is None:
         raise HTTPException(404, "no labelled feedback here: it needs the guarantee monitor "
-                                 "(--shadow-rate) in 'ebjr serve' without --ray")
+                                 "(--shadow-rate)")
     # feedback changes what the monitor believes, and what its policy does
     _check_writer(state.settings.admin_token, authorization, ("feedback writes",
                                                               "send feedback"))
     body: FeedbackRequest = await state.bodies.parse(await state.bodies.read(request),
                                                      FeedbackRequest)
-    answer = state.feedback.pop(body.id)
-    if answer is None:
-        raise HTTPException(404, f"no answered request {body.id!r} is waiting for labels "
-                                 "(unknown, already counted, or older than the last "
-                                 f"{state.feedback.capacity} requests)")
-    labels = np.asarray(body.labels, dtype=np.int64)
-    if labels.shape != answer.predictions.shape or (labels < 0).any():
-        raise InputError(f"labels: expected {answer.predictions.shape[0]} class indices >= 0 "
-                         f"(one per row of request {body.id!r}), got {len(body.labels)}"
-                         + (" with negatives" if (labels < 0).any() else ""))
-    await shadow.feedback(answer, labels)
+    try:
+        await state.feedback.label(body.id, body.labels)
+    except NotWaiting as exc:
+        raise HTTPException(404, str(exc)) from None
     return json_safe(await shadow.state())
 
 
