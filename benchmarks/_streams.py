@@ -41,19 +41,37 @@ class Population:
     def disagree(self) -> np.ndarray:
         return self.student_probs.argmax(1) != self.teacher_probs.argmax(1)
 
+    @cached_property
+    def row_weights(self) -> np.ndarray:
+        """How much each row counts (the weights, normalised to sum to 1)."""
+        n = self.labels.size
+        return np.full(n, 1.0 / n) if self.weights is None else self.weights / self.weights.sum()
+
     def weighted(self, weights: np.ndarray) -> Population:
         return Population(self.student_probs, self.teacher_probs, self.labels, weights)
 
     def disagreement(self, threshold: float) -> float:
         """The population's disagreement with the teacher at ``threshold`` (rows the
         student answers and the teacher would have answered otherwise)."""
-        n = self.labels.size
-        w = np.full(n, 1.0 / n) if self.weights is None else self.weights / self.weights.sum()
+        w = self.row_weights
         return float(np.sum(w * ((self.score >= threshold) & self.disagree)))
 
+    def drop(self, threshold: float) -> float:
+        """The joint model's accuracy drop against the teacher at ``threshold`` (labels)."""
+        w = self.row_weights
+        teacher = self.teacher_probs.argmax(1)
+        joint = np.where(self.score >= threshold, self.student_probs.argmax(1), teacher)
+        return float(np.sum(w * ((teacher == self.labels).astype(float)
+                                 - (joint == self.labels))))
+
+    def weighted_accuracy(self, model: str) -> float:
+        """The accuracy of ``"student"`` or ``"teacher"`` on the population."""
+        w = self.row_weights
+        probs = self.student_probs if model == "student" else self.teacher_probs
+        return float(np.sum(w * (probs.argmax(1) == self.labels)))
+
     def student_share(self, threshold: float) -> float:
-        n = self.labels.size
-        w = np.full(n, 1.0 / n) if self.weights is None else self.weights / self.weights.sum()
+        w = self.row_weights
         return float(np.sum(w * (self.score >= threshold)))
 
     def save(self, path: Path, **extra: np.ndarray) -> None:
