@@ -518,7 +518,9 @@ class LiveGuarantee:
             {"threshold": float(t), "certified": bool(c), "alarmed": bool(a)}
             for t, c, a in zip(m.thresholds, m.certified(), m.alarmed(), strict=True)]
         return {**m.state(), "alarm": m.alarm or bool(self.actions), "live_alarm": m.alarm,
-                **self.plan.describe(), "shadow_band_top": self.plan.band_top(served),
+                **self.plan.describe(),
+                "shadow_band_top": (None if self.plan.near_rate is None
+                                    else self.plan.band_top(served)),
                 "threshold": served,
                 "certified_threshold": m.certified_threshold(at_least=served), "grid": grid,
                 "batches_left_out": sum(self.left_out.values()),
