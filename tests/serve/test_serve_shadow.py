@@ -18,7 +18,14 @@ from fastapi.testclient import TestClient
 import ebjr
 from ebjr.serve.app import create_app
 from ebjr.serve.settings import ServeSettings
-from serve_support import infer_body, make_serve_bundle, outputs, random_rows
+from serve_support import (
+    cascade_reference,
+    infer_body,
+    make_cascade_bundle,
+    make_serve_bundle,
+    outputs,
+    random_rows,
+)
 
 TOKEN = "shadow-token"
 
@@ -33,12 +40,12 @@ def serve(bundle, **settings):
                                                max_wait_ms=1.0, **settings)))
 
 
-def guarantee(c, rows=None, timeout=10.0):
+def guarantee(c, rows=None, timeout=10.0, name="small"):
     """The monitor's state, once it has seen ``rows`` rows (shadows answer after the
     response)."""
     deadline = time.monotonic() + timeout
     while True:
-        g = c.get("/v2/models/small/guarantee").json()
+        g = c.get(f"/v2/models/{name}/guarantee").json()
         if rows is None or g["rows"] + 0 >= rows or time.monotonic() > deadline:
             return g
         time.sleep(0.02)
@@ -256,3 +263,52 @@ def test_the_feedback_store_forgets_the_oldest_by_requests_and_rows():
     store.put("plain", pending(SimpleNamespace(predictions=np.zeros(1), shadow=None)))
     with pytest.raises(NotWaiting, match="'plain'"):
         store.get("plain")
+
+
+def test_a_cascades_monitor_watches_the_disagreement_with_its_last_stage(tmp_path):
+    """A cascade of 3: rows an earlier stage answered are shadowed to the last stage; the
+    route equals the library monitor fed the same rows, computed offline (every stage on
+    every row, Cascade.apply); responses are those of a server without shadows; labels
+    count; the 'teacher' policy sends every row to the last stage on the alarm."""
+    from ebjr.exceptions import InputError
+
+    path = make_cascade_bundle(tmp_path)
+    live = ebjr.load(path)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    lib = ebjr.GuaranteeMonitor(0.05, 0.1, min_shadow_prob=1.0)
+    with serve(path, shadow_rate=1.0, guarantee_eps=0.05, guarantee_delta=0.1) as c, \
+            serve(path) as plain:
+        for i in range(8):
+            x = random_rows(24, seed=900 + i)
+            body = {**infer_body(x), "id": f"c-{i}"}
+            r = c.post("/v2/models/zoo/infer", json=body)
+            assert r.json()["outputs"] == plain.post("/v2/models/zoo/infer",
+                                                     json=body).json()["outputs"]
+            want = cascade_reference(path, x)
+            early = want["answered_by"] != "big"
+            big = live.adapters["big"](x).numpy().argmax(1)
+            lib.update(early, early, want["predictions"] != big, 1.0)
+            g = guarantee(c, rows=24 * (i + 1), name="zoo")
+            assert (g["rows"], g["shadow_rows"]) == (lib.rows, lib.shadow_rows)
+            assert g["e_value"] == pytest.approx(lib.e_value, rel=1e-9)
+            assert g["drop_upper"] == pytest.approx(lib.drop_upper)
+            assert g["threshold"] == pytest.approx(list(live.thresholds))
+        labels = np.arange(24) % 10
+        fb = c.post("/v2/models/zoo/feedback", headers=auth,
+                    json={"id": "c-7", "labels": labels.tolist()})
+        assert fb.status_code == 200, fb.text
+        want_wrong = want["predictions"] != labels
+        lib.update_labels(early, early, want_wrong, big != labels, 1.0)
+        assert fb.json()["labelled"]["e_value"] == pytest.approx(
+            lib.state()["labelled"]["e_value"])
+    with serve(path, shadow_rate=1.0, guarantee_eps=0.001, on_alarm="teacher") as c:
+        for i in range(6):
+            c.post("/v2/models/zoo/infer", json=infer_body(random_rows(24, seed=950 + i)))
+        g = guarantee(c, rows=6 * 24, name="zoo")
+        assert g["alarm"] and g["actions"][0]["threshold_after"] >= 1e300
+        r = c.post("/v2/models/zoo/infer", json=infer_body(random_rows(16, seed=3)))
+        assert set(outputs(r.json())["answered_by"].tolist()) == {"big"}
+    for bad in ({"on_alarm": "tighten"}, {"shadow_near_rate": 0.5}):
+        with pytest.raises(InputError, match="a cascade's guarantee monitor"), \
+                serve(path, shadow_rate=0.1, guarantee_eps=0.05, **bad):
+            pass

@@ -370,9 +370,12 @@ def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
     if settings.role != "joint":
         raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
                          "not one model of it")
-    if settings.load_mode is not None or settings.shadow_rate > 0:
-        raise InputError("the load-aware threshold (load_mode) and the guarantee monitor "
-                         "(shadow_rate) apply to a student/teacher pair, not a cascade")
+    if settings.load_mode is not None:
+        raise InputError("the load-aware threshold (load_mode) applies to a "
+                         "student/teacher pair, not a cascade")
+    if settings.shadow_rate > 0:
+        raise InputError("a cascade's guarantee monitor (shadow_rate) runs in 'ebjr serve' "
+                         "without --ray; on Ray, only a student/teacher pair's does")
     stages = bundle.cascade.stages
     first = {} if here else {stage_deployment(0): dict(opts["student"])}
     out = {"ingress": opts["ingress"], **first,

@@ -109,9 +109,6 @@ def _check_cascade_settings(s: ServeSettings, model: CascadeModel) -> None:
     if s.load_mode is not None:
         raise InputError("the load-aware threshold (--load-mode) moves one threshold; a "
                          "cascade has one per stage: serve it without --load-mode")
-    if s.shadow_rate > 0:
-        raise InputError("the guarantee monitor (--shadow-rate) watches a student/teacher "
-                         "pair; a cascade's is not there yet")
 
 
 def install(state: AppState, models: tuple[Any, Any]) -> None:
@@ -120,7 +117,7 @@ def install(state: AppState, models: tuple[Any, Any]) -> None:
     s = state.settings
     if isinstance(model, CascadeModel):
         _check_cascade_settings(s, model)
-        state.engine = CascadeEngine(model, s, state.metrics)
+        state.engine = CascadeEngine(model, s, state.metrics, bundle=state.bundle)
     elif s.role == "joint":
         remote = RemoteTeacher(s, state.metrics) if s.remote_teacher else None
         state.engine = JointEngine(model, s, state.metrics, remote)

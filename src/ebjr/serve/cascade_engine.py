@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ebjr._utils.arrays import to_numpy
+from ebjr.calibration.shadow_plan import ShadowPlan
 from ebjr.exceptions import InputError, ModelError, TeacherUnavailable
 from ebjr.joint.cascade_model import CascadeModel
 from ebjr.joint.cascade_walk import CascadeWalk
@@ -27,8 +28,10 @@ from ebjr.joint.functional import take_rows
 from ebjr.joint.step import JointAnswer, split_answers
 from ebjr.serve.batcher import Batcher
 from ebjr.serve.engine import ModelRunner, ask_stage, split_rows
+from ebjr.serve.feedback import LocalFeedback
 from ebjr.serve.metrics import ServeMetrics
 from ebjr.serve.settings import ServeSettings
+from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee
 
 __all__ = ["CascadeEngine"]
 
@@ -41,10 +44,10 @@ class CascadeEngine:
     kind = "cascade"
 
     def __init__(self, model: CascadeModel, settings: ServeSettings, metrics: ServeMetrics,
-                 remote: dict[str, Any] | None = None) -> None:
-        if settings.load_mode is not None or settings.shadow_rate > 0:
-            raise InputError("the load-aware threshold (--load-mode) and the guarantee monitor "
-                             "(--shadow-rate) apply to a student/teacher pair, not a cascade")
+                 remote: dict[str, Any] | None = None, bundle: Any = None) -> None:
+        if settings.load_mode is not None:
+            raise InputError("the load-aware threshold (--load-mode) applies to a "
+                             "student/teacher pair, not a cascade")
         self.model = model
         self.settings = settings
         self.metrics = metrics
@@ -70,6 +73,39 @@ class CascadeEngine:
             for i, name in enumerate(self.stages)
         ]
         self._show_thresholds()
+        self.shadow: ShadowTraffic | None = None
+        self.shadow_batcher: Batcher | None = None
+        self.feedback: Any = None
+        if settings.shadow_rate > 0:
+            self._watch_the_guarantee(bundle)
+
+    def _watch_the_guarantee(self, bundle: Any) -> None:
+        """Shadow a share of the rows an earlier stage answered to the last stage (its own
+        queue, off the response path, shed first), and monitor the disagreement with it."""
+        s, last = self.settings, len(self.stages) - 1
+        if s.shadow_near_rate is not None or s.on_alarm == "tighten":
+            raise InputError("a cascade's guarantee monitor shadows uniformly and acts with "
+                             "--on-alarm log or teacher: --shadow-near-rate and --on-alarm "
+                             "tighten move along one threshold, and a cascade has one per "
+                             "stage")
+        shadows = self.shadow_batcher = Batcher(
+            "shadow", self._stage_call(last), max_batch=s.teacher_max_batch_size,
+            max_wait_s=s.teacher_max_wait_ms / 1000, max_queue_rows=s.teacher_max_queue_rows,
+            on_batch=lambda n: self.metrics.batch_rows.labels("shadow").observe(n))
+        sink = LocalGuarantee(live_guarantee(s, bundle, list(self.model.thresholds),
+                                             grid=False),
+                              lambda: list(self.model.thresholds), self._serve_everywhere,
+                              self.metrics)
+        limit = s.teacher_max_queue_rows // 2
+        self.shadow = ShadowTraffic(
+            ShadowPlan(s.shadow_rate), self.metrics, shadows.submit,
+            lambda k: self.batchers[last].queued_rows + shadows.queued_rows + k <= limit, sink)
+        self.feedback = LocalFeedback(sink)
+
+    def _serve_everywhere(self, threshold: float) -> None:
+        """The policy's move: ``threshold`` at every stage (``inf``: the last answers all)."""
+        self.model.set_thresholds([threshold] * (len(self.stages) - 1))
+        self._show_thresholds()
 
     def _local(self, name: str) -> Any:
         return lambda rows: to_numpy(self.model.run_stage(name, rows))
@@ -81,6 +117,8 @@ class CascadeEngine:
     async def start(self) -> None:
         for b in self.batchers:
             b.start()
+        if self.shadow_batcher is not None:
+            self.shadow_batcher.start()
 
     # ------------------------------------------------------------ what the HTTP layer asks
     @property
@@ -165,13 +203,23 @@ class CascadeEngine:
                                      if len(self.stages) > 1 else 0)
         answer = JointAnswer(to_numpy(out.predictions), to_numpy(out.probabilities), out.scores,
                              out.answered_by, out.thresholds, False, self.stages)
+        found = None
+        if self.shadow is not None:
+            served = np.asarray(answer.predictions)
+            last = list(self.stages)[-1]
+            found = self.shadow.observe(batch, answer.answered_by != last, served,
+                                        served, out.scores, out.thresholds,
+                                        failure is not None or bool(np.any(out.fallback)))
         return split_answers(answer, out.fallback, failure, [len(b) for b in blocks],
-                             self.settings.fallback)
+                             self.settings.fallback, shadow=found)
 
     async def close(self) -> None:
         """Finish every queued request (earlier stages first), then stop."""
         for b in self.batchers:
             await b.close()
+        if self.shadow is not None and self.shadow_batcher is not None:
+            await self.shadow_batcher.close()  # the shadows queued are answered first
+            await self.shadow.close()
         for r in self._runners:
             await r.close()
         for adapter in self.model.adapters.values():

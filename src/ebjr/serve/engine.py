@@ -270,9 +270,10 @@ class JointEngine:
             limit = settings.teacher_max_queue_rows // 2
             bundle = getattr(joint, "bundle", None)
             sink = guarantee or LocalGuarantee(
-                live_guarantee(settings, bundle, joint.threshold), joint, metrics)
+                live_guarantee(settings, bundle, joint.threshold), lambda: joint.threshold,
+                self._serve_threshold, metrics)
             self.shadow = ShadowTraffic(
-                joint, shadow_plan(settings, bundle), metrics, shadows.submit,
+                shadow_plan(settings, bundle), metrics, shadows.submit,
                 lambda k: self.teacher_batcher.queued_rows + shadows.queued_rows + k <= limit,
                 sink)
             if guarantee is None:  # labels for this process's answers (Ray sets its own)
@@ -339,6 +340,9 @@ class JointEngine:
 
     async def set_threshold(self, threshold: float) -> float:
         """Set the live threshold for every later batch; returns the old one."""
+        return self._serve_threshold(threshold)
+
+    def _serve_threshold(self, threshold: float) -> float:
         old = self.joint.set_threshold(threshold)
         self.metrics.threshold.labels("set").set(threshold)
         return old
@@ -393,8 +397,9 @@ class JointEngine:
         self.metrics.observe_routing(len(batch), routed.k)
         shadow = self.shadow
         observe = None if shadow is None else (
-            lambda mask, predictions, failed: shadow.observe(batch, routed, mask, predictions,
-                                                             failed))
+            lambda mask, predictions, failed: shadow.observe(
+                batch, ~mask, np.asarray(to_numpy(self.joint.student_classes(routed))),
+                predictions, routed.scores, self.joint.threshold, failed))
         return await finish_batch(self.joint, batch, [len(b) for b in blocks], routed,
                                   self._ask_teacher, self.settings.fallback, observe)
 

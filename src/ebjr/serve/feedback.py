@@ -32,12 +32,11 @@ class NotWaiting(LookupError):
 
 
 class Pending(NamedTuple):
-    """An answered request whose batch's shadows may still be out: its classes, which rows
-    the student answered, and the batch's :class:`~ebjr.serve.shadow.BatchShadow` with the
-    request's rows in it (``found, a, b``)."""
+    """An answered request whose batch's shadows may still be out: its classes, and the
+    batch's :class:`~ebjr.serve.shadow.BatchShadow` with the request's rows in it
+    (``found, a, b``)."""
 
     predictions: np.ndarray
-    student: np.ndarray
     shadow: tuple[Any, int, int]
 
 
@@ -58,14 +57,13 @@ def pending(answer: Any) -> Pending | None:
     """The record an answer leaves for its labels (``None``: it had no shadow handle)."""
     if getattr(answer, "shadow", None) is None:
         return None
-    return Pending(np.array(answer.predictions, dtype=np.int64),
-                   np.asarray(answer.answered_by == "student"), answer.shadow)
+    return Pending(np.array(answer.predictions, dtype=np.int64), answer.shadow)
 
 
 def labelled(rec: Pending) -> Labelled:
     """``rec`` once its batch's shadows are in (``rec.shadow[0].done`` is set)."""
     found, a, b = rec.shadow
-    return Labelled(rec.predictions, rec.student, found.shadowed[a:b],
+    return Labelled(rec.predictions, found.student[a:b], found.shadowed[a:b],
                     found.teacher_classes[a:b], found.shadow_prob[a:b], found.usable)
 
 

@@ -76,9 +76,11 @@ def shadow_plan(settings: Any, bundle: Any) -> ShadowPlan:
                                  near_share=settings.shadow_near_share)
 
 
-def live_guarantee(settings: Any, bundle: Any, threshold: float) -> LiveGuarantee:
+def live_guarantee(settings: Any, bundle: Any, threshold: Any,
+                   grid: bool = True) -> LiveGuarantee:
     """The monitor and policy that ``settings`` ask for (``eps``/``delta`` by default the
-    bundle's ``guaranteed_drop`` target's; the grid from :func:`monitor_grid`)."""
+    bundle's ``guaranteed_drop`` target's; the grid from :func:`monitor_grid`, or none:
+    a cascade's thresholds are a vector)."""
     eps = settings.guarantee_eps or _target_value(bundle, "eps")
     if eps is None:
         raise InputError("--shadow-rate needs the disagreement to watch: give "
@@ -86,26 +88,31 @@ def live_guarantee(settings: Any, bundle: Any, threshold: float) -> LiveGuarante
     delta = settings.guarantee_delta or _target_value(bundle, "delta") or 0.05
     plan = shadow_plan(settings, bundle)
     monitor = GuaranteeMonitor(eps, delta, min_shadow_prob=plan.min_prob,
-                               thresholds=monitor_grid(bundle, threshold))
-    # tighten never serves below the calibrated threshold
-    return LiveGuarantee(monitor, settings.on_alarm, threshold, plan)
+                               thresholds=monitor_grid(bundle, threshold) if grid else None)
+    # tighten (a grid's policy) never serves below the calibrated threshold
+    return LiveGuarantee(monitor, settings.on_alarm, threshold if grid else -math.inf, plan)
 
 
 class LocalGuarantee:
-    """The guarantee kept in this process: fed batch by batch, moving the joint model's
-    threshold when the policy says so, and shown in this server's metrics."""
+    """The guarantee kept in this process: fed batch by batch, moving the served threshold
+    when the policy says so, and shown in this server's metrics.
 
-    def __init__(self, live: LiveGuarantee, joint: Any, metrics: Any) -> None:
-        self.live, self.joint, self.metrics = live, joint, metrics
+    Args:
+        live: the monitor and its policy.
+        served: ``served()`` is the live threshold (a number, or a cascade's vector).
+        serve: ``serve(t)`` serves threshold ``t`` from the next batch on.
+        metrics: the server's metrics.
+    """
+
+    def __init__(self, live: LiveGuarantee, served: Any, serve: Any, metrics: Any) -> None:
+        self.live, self.served, self.serve, self.metrics = live, served, serve, metrics
         self._publish()
 
     async def feed(self, student: Any, shadowed: Any, disagree: Any, scores: Any,
                    shadow_prob: Any) -> None:
-        new = self.live.feed(self.joint.threshold, student, shadowed, disagree, scores,
-                             shadow_prob)
+        new = self.live.feed(self.served(), student, shadowed, disagree, scores, shadow_prob)
         if new is not None:
-            self.joint.set_threshold(new)
-            self.metrics.threshold.labels("set").set(new)
+            self.serve(new)
         self._publish()
 
     async def leave_out(self, why: str) -> None:
@@ -113,15 +120,14 @@ class LocalGuarantee:
 
     async def feed_labels(self, student: Any, shadowed: Any, joint_wrong: Any,
                           teacher_wrong: Any, shadow_prob: Any) -> None:
-        new = self.live.feed_labels(self.joint.threshold, student, shadowed, joint_wrong,
+        new = self.live.feed_labels(self.served(), student, shadowed, joint_wrong,
                                     teacher_wrong, shadow_prob)
         if new is not None:
-            self.joint.set_threshold(new)
-            self.metrics.threshold.labels("set").set(new)
+            self.serve(new)
         self._publish()
 
     async def state(self) -> dict[str, Any]:
-        return self.live.state(self.joint.threshold)
+        return self.live.state(self.served())
 
     def _publish(self) -> None:
         m, mon = self.metrics, self.live.monitor
@@ -132,10 +138,13 @@ class LocalGuarantee:
 
 class BatchShadow:
     """What the shadows of one student batch found, for labels that arrive later: per row,
-    whether it was shadowed and the teacher's class where known (its routed rows too);
+    whether the student answered it, whether it was shadowed and the teacher's class where
+    known (its routed rows too);
     ``usable`` is False for a batch left out of the monitor. ``done`` is set once known."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, student: np.ndarray) -> None:
+        n = student.size
+        self.student = student  # the rows answered before the teacher (the last stage)
         self.done = asyncio.Event()
         self.usable = False
         self.shadowed = np.zeros(n, dtype=bool)
@@ -156,7 +165,6 @@ class ShadowTraffic:
     :class:`LocalGuarantee`, or on Ray the control deployment's).
 
     Args:
-        joint: the served :class:`~ebjr.joint.JointModel`.
         plan: each row's shadow probability (:class:`~ebjr.calibration.ShadowPlan`).
         metrics: the server's metrics (the shadow counts).
         teacher: ``await teacher(rows) -> logits`` (the engine's shadow batcher).
@@ -165,9 +173,9 @@ class ShadowTraffic:
             and ``await state()``.
     """
 
-    def __init__(self, joint: Any, plan: ShadowPlan, metrics: Any, teacher: Any, room: Any,
-                 sink: Any, seed: int | None = None) -> None:
-        self.joint, self.metrics, self.sink = joint, metrics, sink
+    def __init__(self, plan: ShadowPlan, metrics: Any, teacher: Any, room: Any, sink: Any,
+                 seed: int | None = None) -> None:
+        self.metrics, self.sink = metrics, sink
         self.plan = plan
         self._teacher, self._room = teacher, room
         self._rng = np.random.default_rng(seed)
@@ -179,20 +187,28 @@ class ShadowTraffic:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ per batch
-    def observe(self, batch: Any, routed: Any, mask: np.ndarray, predictions: np.ndarray,
+    def observe(self, batch: Any, student: np.ndarray, mine: np.ndarray,
+                predictions: np.ndarray, scores: Any, threshold: Any,
                 failed: bool) -> BatchShadow:
-        """A student batch was answered: sample its shadows and feed the guarantee, off
-        the response path; the returned handle tells what they found."""
-        found = BatchShadow(mask.size)
+        """A batch was answered: sample its shadows and feed the guarantee, off the
+        response path; the returned handle tells what they found.
+
+        Args:
+            batch: the batch's rows.
+            student: per row, whether it was answered before the teacher (the last stage).
+            mine: per row, the class the student (an earlier stage) gives.
+            predictions: per row, the class served (the teacher's on the rows it answered).
+            scores, threshold: the router's scores and the live threshold (the plan's).
+            failed: whether the teacher failed on the batch's routed rows.
+        """
+        found = BatchShadow(np.asarray(student, dtype=bool))
         if failed:
             self._spawn(self._leave_out("teacher_failed", found))
             return found
-        student = ~mask
-        mine = np.asarray(to_numpy(self.joint.student_classes(routed)))
         disagree = mine != predictions  # routed rows: the teacher's answer; others: equal
-        scores = np.asarray(to_numpy(routed.scores), dtype=np.float64)
+        scores = np.asarray(to_numpy(scores), dtype=np.float64)
         # each row's probability is fixed by its score before the teacher's answer is known
-        prob = self.plan.probabilities(scores, self.joint.threshold)
+        prob = self.plan.probabilities(scores, threshold)
         pick = student & (self._rng.random(student.size) < prob)
         rows = np.flatnonzero(pick)
         if rows.size and not self._room(rows.size):
