@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr.examples.quickstart import _say, single_threaded
+from ebjr.examples.quickstart import _say, single_threaded, write_summary
 
 __all__ = ["DetectionQuickstartConfig", "run_detection_quickstart"]
 
@@ -105,12 +105,13 @@ def run_detection_quickstart(out: str | Path = "ebjr-quickstart",
     ``OUT/detection-summary.json``."""
     import torch
 
-    from ebjr._utils.files import output_folder, write_atomic
+    from ebjr._utils.files import output_folder
     from ebjr.adapters.torch_module import TorchAdapter
-    from ebjr.bundle import dumps, persist
+    from ebjr.bundle import persist
     from ebjr.calibration import MaxDrop
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.evaluation.detection import MapMetric, evaluate_detection
+    from ebjr.joint.cost import speedup
     from ebjr.joint.detector import JointDetector
     from ebjr.zoo.digit_canvas import make_digit_canvases
     from ebjr.zoo.grid_detector import flops_per_image
@@ -170,7 +171,7 @@ def run_detection_quickstart(out: str | Path = "ebjr-quickstart",
             "map": live_map,
             "map_drop": ev["teacher_map"] - live_map,
             "target_met": ev["teacher_map"] - live_map <= cfg.eps,
-            "flops_speedup": flops_t / (flops_s + share * flops_t),
+            "flops_speedup": speedup(flops_s, flops_t, share),
             "routers": {name: {"map_at": {str(x): c.quality_at_share(x)
                                           for x in (0.1, 0.3, 0.5)}}
                         for name, c in ev["curves"].items()},
@@ -179,8 +180,7 @@ def run_detection_quickstart(out: str | Path = "ebjr-quickstart",
         "bundle": str(bundle_path),
         "seconds": time.perf_counter() - start,
     }
-    write_atomic(out / "detection-summary.json", (dumps(summary, indent=2) + "\n").encode(),
-                 "summary")
+    write_summary(out, "detection-summary.json", summary)
     return summary
 
 

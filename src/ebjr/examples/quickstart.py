@@ -132,6 +132,14 @@ def single_threaded(fn: Any) -> Any:
     return run
 
 
+def write_summary(out: Path, filename: str, summary: dict[str, Any]) -> None:
+    """Write a quickstart's ``summary`` as strict JSON to ``out/filename`` (atomically)."""
+    from ebjr._utils.files import write_atomic
+    from ebjr.bundle import dumps
+
+    write_atomic(out / filename, (dumps(summary, indent=2) + "\n").encode(), "summary")
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -190,11 +198,11 @@ def run_quickstart(
     from ebjr.evaluation import evaluate, mcnemar
     from ebjr.evaluation.report import write_report
     from ebjr.joint import JointModel
-    from ebjr.joint.cost import count_flops, measure_latency
+    from ebjr.joint.cost import count_flops, measure_latency, speedup
     from ebjr.training import predict_logits
 
     cfg = cfg or QuickstartConfig()
-    from ebjr._utils.files import output_folder, write_atomic
+    from ebjr._utils.files import output_folder
 
     out = output_folder(out, "output folder")
     cache = output_folder(out / "cache", "cache folder")
@@ -306,7 +314,7 @@ def run_quickstart(
             "accuracy_drop": teacher_acc - held_acc,
             "target_met": teacher_acc - held_acc <= cfg.eps,
             "flops_per_input": flops_s + held_share * flops_t,
-            "flops_speedup": flops_t / (flops_s + held_share * flops_t),
+            "flops_speedup": speedup(flops_s, flops_t, held_share),
             "latency_us": 1e6 * lat_j.per_input_s,
             "measured_speedup": lat_t.per_input_s / lat_j.per_input_s,
             "mcnemar_vs_teacher": sig.as_dict(),
@@ -318,7 +326,7 @@ def run_quickstart(
         "bundle": str(bundle_path),
         "seconds": time.perf_counter() - start,
     }
-    write_atomic(out / "summary.json", (dumps(summary, indent=2) + "\n").encode(), "summary")
+    write_summary(out, "summary.json", summary)
     return summary
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ebjr.examples.quickstart import _say, single_threaded
+from ebjr.examples.quickstart import _say, single_threaded, write_summary
 
 __all__ = ["RegressionQuickstartConfig", "make_friedman_splits", "run_regression_quickstart"]
 
@@ -135,14 +135,14 @@ def run_regression_quickstart(out: str | Path = "ebjr-quickstart",
     ``OUT/regression-summary.json``."""
     import torch
 
-    from ebjr._utils.files import output_folder, write_atomic
+    from ebjr._utils.files import output_folder
     from ebjr.adapters.torch_module import TorchAdapter
-    from ebjr.bundle import dumps, persist
+    from ebjr.bundle import persist
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.calibration.guarantee import GuaranteedDrop
     from ebjr.evaluation.regression import evaluate_regression
     from ebjr.joint import JointModel
-    from ebjr.joint.cost import count_flops
+    from ebjr.joint.cost import count_flops, speedup
     from ebjr.tasks import Regression
 
     cfg = cfg or RegressionQuickstartConfig()
@@ -201,7 +201,7 @@ def run_regression_quickstart(out: str | Path = "ebjr-quickstart",
             "mae": mae,
             "mae_increase": mae - teacher_mae,
             "target_met": mae - teacher_mae <= cfg.eps,
-            "flops_speedup": flops_t / (flops_s + share * flops_t),
+            "flops_speedup": speedup(flops_s, flops_t, share),
             "live_matches_offline": bool(abs(-offline.accuracy - mae) < 1e-9),
             "routers": ev.to_json_dict()["routers"],
             "oracle_mae_at": ev.to_json_dict()["oracle_loss_at"],
@@ -210,8 +210,7 @@ def run_regression_quickstart(out: str | Path = "ebjr-quickstart",
         "bundle": str(bundle_path),
         "seconds": time.perf_counter() - start,
     }
-    write_atomic(out / "regression-summary.json", (dumps(summary, indent=2) + "\n").encode(),
-                 "summary")
+    write_summary(out, "regression-summary.json", summary)
     return summary
 
 

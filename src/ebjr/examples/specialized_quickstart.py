@@ -34,6 +34,7 @@ from ebjr.examples.quickstart import (
     _train_or_load,
     make_digits_traffic,
     single_threaded,
+    write_summary,
 )
 
 __all__ = ["run_specialized_quickstart", "specialized_config"]
@@ -54,13 +55,13 @@ def run_specialized_quickstart(out: str | Path = "ebjr-quickstart",
     ``OUT/specialized-summary.json``."""
     import torch
 
-    from ebjr._utils.files import output_folder, write_atomic
+    from ebjr._utils.files import output_folder
     from ebjr.adapters.torch_module import TorchAdapter
-    from ebjr.bundle import dumps, persist
+    from ebjr.bundle import persist
     from ebjr.calibration.calibrate import calibrate_outputs
     from ebjr.calibration.guarantee import GuaranteedDrop
     from ebjr.joint import JointModel
-    from ebjr.joint.cost import count_flops
+    from ebjr.joint.cost import count_flops, speedup
     from ebjr.training import predict_logits
     from ebjr.training.specialized import ClassMap
 
@@ -111,12 +112,11 @@ def run_specialized_quickstart(out: str | Path = "ebjr-quickstart",
         "calibration": result.bundle.calibration,
         "test": {"n": len(y), "teacher_fraction": share, "accuracy": acc,
                  "accuracy_drop": teacher_acc - acc, "target_met": teacher_acc - acc <= cfg.eps,
-                 "flops_speedup": flops_t / (flops_s + share * flops_t)},
+                 "flops_speedup": speedup(flops_s, flops_t, share)},
         "bundle": str(bundle_path),
         "seconds": time.perf_counter() - start,
     }
-    write_atomic(out / "specialized-summary.json", (dumps(summary, indent=2) + "\n").encode(),
-                 "summary")
+    write_summary(out, "specialized-summary.json", summary)
     return summary
 
 
