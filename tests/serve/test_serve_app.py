@@ -449,3 +449,53 @@ def test_routing_stats_count_a_remote_teachers_calls(bundle):
         served = httpx.get(f"{teacher.url}/v2/models/teacher/stats").json()["model_stats"][0]
     assert counts["teacher_rows"] == served["inference_count"] > 0
     assert counts["teacher_calls"] == served["inference_stats"]["success"]["count"] > 0
+
+
+def _api_routes(routes):
+    """The app's API routes in the order they are tried (FastAPI >= 0.160 keeps an included
+    router as one entry holding its routes; older versions copy them in)."""
+    from fastapi.routing import APIRoute
+
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        elif hasattr(r, "original_router"):
+            yield from _api_routes(r.original_router.routes)
+
+
+def _dependencies(dependant):
+    for d in dependant.dependencies:
+        yield d
+        yield from _dependencies(d)
+
+
+def test_no_route_takes_a_thread_hop_for_its_lookups(bundle):
+    """FastAPI runs a plain-function dependency on a worker thread: a thread hop on every
+    request for a lookup of microseconds. Every dependency of every route is a coroutine."""
+    import inspect
+
+    routes = list(_api_routes(create_app(ServeSettings(bundle=bundle)).routes))
+    assert any(r.path.endswith("/infer") for r in routes)
+    plain = sorted({f"{r.path}: {d.call.__name__}" for r in routes
+                    for d in _dependencies(r.dependant)
+                    if d.call is not None and not inspect.iscoroutinefunction(d.call)})
+    assert plain == []
+
+
+def test_the_infer_route_is_matched_first(bundle):
+    """Routes are tried in order; the inference route comes before every other of ours."""
+    app = create_app(ServeSettings(bundle=bundle))
+    ours = [r.path for r in _api_routes(app.routes) if r.path.startswith("/v2")]
+    assert ours[:2] == ["/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"]
+
+
+def test_is_joint_agrees_with_the_protocol_check(bundle):
+    """``is_joint`` (kept per class) answers as ``isinstance`` against the protocol."""
+    from ebjr.serve.engine import JointEngine, JointEngineAPI, ModelEngine, is_joint
+
+    for role, kind in (("joint", JointEngine), ("student", ModelEngine)):
+        with TestClient(create_app(ServeSettings(bundle=bundle, role=role))) as c:
+            engine = c.app.state.ebjr.engine
+            assert type(engine) is kind
+            assert is_joint(engine) == isinstance(engine, JointEngineAPI) == (role == "joint")
+            assert is_joint(engine) == (role == "joint")  # the kept answer, asked again

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ebjr.serve.settings import ServeSettings
 from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee, shadow_plan
 
 __all__ = ["Engine", "JointAnswer", "JointEngine", "JointEngineAPI", "ModelEngine",
-           "ModelRunner", "TeacherUnavailable", "ask_stage", "split_rows"]
+           "ModelRunner", "TeacherUnavailable", "ask_stage", "is_joint", "split_rows"]
 
 log = logging.getLogger("ebjr.serve")
 
@@ -89,6 +89,20 @@ class JointEngineAPI(Engine, Protocol):
         ...
 
     async def counts(self) -> dict[str, int]: ...
+
+
+_JOINT_TYPES: dict[type, bool] = {}
+
+
+def is_joint(engine: Engine) -> TypeGuard[JointEngineAPI]:
+    """Whether ``engine`` is a :class:`JointEngineAPI`. ``isinstance`` against a runtime
+    protocol inspects every member on every call (tens of microseconds, on each request's
+    path); an engine's class decides it, so the answer is kept per class."""
+    kind = type(engine)
+    found = _JOINT_TYPES.get(kind)
+    if found is None:
+        found = _JOINT_TYPES[kind] = isinstance(engine, JointEngineAPI)
+    return found
 
 
 def split_rows(blocks: list[np.ndarray]) -> list[tuple[int, int]]:

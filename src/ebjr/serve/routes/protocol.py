@@ -22,7 +22,7 @@ from ebjr._version import __version__
 from ebjr.bundle import json_safe
 from ebjr.exceptions import InputError, ModelError, Overloaded, TeacherUnavailable
 from ebjr.serve.edge import request_id_of
-from ebjr.serve.engine import Engine, JointAnswer, JointEngineAPI
+from ebjr.serve.engine import Engine, JointAnswer, is_joint
 from ebjr.serve.protocol import (
     InferRequest,
     InferResponse,
@@ -114,11 +114,11 @@ async def all_stats(state: State) -> dict:
 def _platform(engine: Engine) -> str:
     if engine.kind == "cascade":
         return "ebjr_cascade"
-    return "ebjr_joint" if isinstance(engine, JointEngineAPI) else "ebjr_model"
+    return "ebjr_joint" if is_joint(engine) else "ebjr_model"
 
 
 def _outputs(engine: Engine) -> list[dict[str, Any]]:
-    if isinstance(engine, JointEngineAPI):
+    if is_joint(engine):
         return engine.task.output_specs() + ROUTING_OUTPUTS
     return MODEL_OUTPUTS
 
@@ -132,7 +132,7 @@ async def metadata(request: Request, name: str, engine: Serving) -> dict:
     state = app_state(request)
     s = state.settings
     params: dict[str, Any] = {"role": s.role, "task": state.bundle.make_task().to_spec()}
-    if isinstance(engine, JointEngineAPI):
+    if is_joint(engine):
         params.update(router=engine.router.to_spec(),
                       threshold=json_safe(await engine.threshold()),
                       costs=state.bundle.costs, target=state.bundle.target,
@@ -174,7 +174,8 @@ async def run_inference(state: AppState, engine: Engine, x: np.ndarray
     s, metrics = state.settings, state.metrics
     t0 = time.perf_counter()
     try:
-        result = await asyncio.wait_for(engine.infer(x), s.request_timeout_s)
+        async with asyncio.timeout(s.request_timeout_s):  # no task of its own, as wait_for's
+            result = await engine.infer(x)
     except Exception as exc:
         state.stats.fail[0] += 1
         state.stats.fail[1] += int(1e9 * (time.perf_counter() - t0))
@@ -223,7 +224,7 @@ def _tensors(engine: Engine, result: np.ndarray | JointAnswer
     """The output tensors of ``result`` and the response's parameters."""
     if not isinstance(result, JointAnswer):
         return [("logits", result.astype(np.float32))], {}
-    assert isinstance(engine, JointEngineAPI)
+    assert is_joint(engine)
     tensors = [
         *engine.task.tensors(result),
         ("scores", _finite(result.scores)),
@@ -295,7 +296,7 @@ async def predict(request: Request, name: str, engine: Serving) -> dict:
         state.feedback.put(request_id_of(request.scope), result)
     if not isinstance(result, JointAnswer):
         return {"logits": result.tolist(), "latency_ms": 1e3 * elapsed}
-    assert isinstance(engine, JointEngineAPI)
+    assert is_joint(engine)
     return {
         **engine.task.json_answer(result),
         "scores": _finite(result.scores).tolist(),
@@ -315,3 +316,7 @@ model_route(router, "GET", "/config", config, response_model=ModelConfig, respon
 model_route(router, "GET", "/stats", stats, responses=ERRORS)
 model_route(router, "POST", "/infer", infer, response_model=InferResponse, responses=ERRORS,
             openapi_extra=json_body(InferRequest))
+# the route nearly every request takes is matched first (routes are tried in order, each
+# by its pattern); no other route's pattern matches its paths, so the order changes nothing
+# else
+router.routes.sort(key=lambda r: not getattr(r, "path", "").endswith("/infer"))
