@@ -5,9 +5,10 @@ The workload is ``benchmarks/serve_load.py``'s: the paper's CIFAR-10 pair
 (DenseNet-BC 52-6 student, 64-12 teacher, ``../shared/models/ebjr-densenet``)
 on the second half of the real CIFAR-10 test images, one raw-pixel image per
 request over the Open Inference Protocol v2, thresholds calibrated on the
-first half ("accuracy drop <= 0.5 point"), ``--concurrency`` closed-loop
-keep-alive clients, the same batching everywhere, torch at 1 thread per model
-process.
+first half ("accuracy drop <= 0.5 point"), closed-loop keep-alive clients
+holding ``--concurrency`` images in flight (each value a workload of its own: 64, and
+192 where a server's throughput is limited by its capacity rather than by the
+clients' wait), the same batching everywhere, torch at 1 thread per model process.
 
 Services, all on one local Ray cluster of ``--cpus`` CPUs (the machine's):
 
@@ -17,14 +18,15 @@ Services, all on one local Ray cluster of ``--cpus`` CPUs (the machine's):
 - joint on Ray Serve (``ebjr.ray.serve.build_app``) with the student in the
   ingress replicas (the default), for each router, and with the student in a
   deployment of its own (``--separate`` routers): ``--student-replicas`` and
-  ``--teacher-replicas`` (default 1 and 1: both CPUs);
+  ``--teacher-replicas`` (default 2 and 1, sharing the CPUs);
 - joint ``ebjr serve`` (one process), for comparison.
 
 Every process runs at the same niceness (Ray starts its workers at nice 15 and
-this benchmark at 0: with ``--niceness`` each is set to it, default 0). With
-``--throughput-optimized`` the cluster runs with Ray Serve's own
-``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (set before Ray starts, so every Serve
-process reads it).
+this benchmark at 0: with ``--niceness`` each is set to it, default 0). The
+cluster runs the data plane ``ebjr serve --ray`` gives one it starts
+(``--data-plane fast``: Ray's HAProxy ingress and throughput settings, set by
+:func:`ebjr.ray.data_plane.use_fast_data_plane` before Ray starts), or Ray's own
+defaults (``--data-plane ray-default``).
 
 Speed-up = joint throughput / the *best* teacher-only Ray Serve throughput
 at the same workload, in the same run. Ideal =
@@ -33,7 +35,7 @@ time per image at the serving batch size (1 thread, medians of repeats) and
 the measured teacher share. Reported: throughput, p50/p99, teacher share,
 accuracy, and measured / ideal (target >= 0.8).
 
-    python benchmarks/ray_serve_load.py        # about 12 minutes on 2 cores
+    python benchmarks/ray_serve_load.py        # about 25 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -141,9 +144,9 @@ def measure_ray(app, port: int, workloads: dict, labels, repeats: int,
 
     serve.run(app, name="bench", route_prefix="/")
     try:
-        return {rows: timed(port, reqs, labels, rows, conc, repeats, ray_cpu=True,
-                            niceness=niceness)
-                for rows, (reqs, conc) in workloads.items()}
+        return {key: timed(port, reqs, labels, key[0], conc, repeats, ray_cpu=True,
+                           niceness=niceness)
+                for key, (reqs, conc) in workloads.items()}
     finally:
         serve.delete("bench")
         time.sleep(1.0)  # let the replicas' processes go before the next service starts
@@ -158,8 +161,8 @@ def measure_process(bundle: Path, flags: list[str], workloads: dict, labels, rep
         server.wait_ready()
         renice({"server": [psutil.Process(server.proc.pid)],
                 "load generator": [psutil.Process()]}, niceness)
-        return {rows: timed(server.port, reqs, labels, rows, conc, repeats)
-                for rows, (reqs, conc) in workloads.items()}
+        return {key: timed(server.port, reqs, labels, key[0], conc, repeats)
+                for key, (reqs, conc) in workloads.items()}
     finally:
         server.stop()
 
@@ -167,14 +170,15 @@ def measure_process(bundle: Path, flags: list[str], workloads: dict, labels, rep
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__)
     p.add_argument("--requests", type=int, default=1500, help="requests per timed run")
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[64, 192],
+                   help="images in flight, one workload each")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per service")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--routers", nargs="+", default=["energy", "softmax"])
     p.add_argument("--max-drop", type=float, default=0.005)
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="the Ray cluster's CPUs")
-    p.add_argument("--student-replicas", type=int, default=1)
+    p.add_argument("--student-replicas", type=int, default=2)
     p.add_argument("--teacher-replicas", type=int, default=1)
     p.add_argument("--rows-per-request", type=int, nargs="+", default=[1, 16],
                    help="images per request, one workload each (1 is serve_load.py's)")
@@ -182,25 +186,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="routers also measured with the student in a deployment of its own")
     p.add_argument("--niceness", type=int, default=0,
                    help="every service's processes at this niceness (-1: leave them)")
-    p.add_argument("--throughput-optimized", action="store_true",
-                   help="run the cluster with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between "
-                   "deployments, direct ingress, user code on the replica's loop)")
-    p.add_argument("--haproxy", action="store_true",
-                   help="and RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy instead of Ray's Python "
-                   "proxy, forwarding to the ingress replicas' own ports")
+    p.add_argument("--data-plane", choices=["fast", "ray-default"], default="fast",
+                   help="fast: what ebjr serve --ray sets for a cluster it starts (HAProxy "
+                   "ingress, RAY_SERVE_THROUGHPUT_OPTIMIZED); ray-default: Ray's own")
     p.add_argument("--skip-process", action="store_true",
                    help="do not measure the single-process ebjr serve")
     args = p.parse_args(argv)
     if args.smoke:
-        args.requests, args.concurrency, args.repeats, args.routers = 40, 4, 1, ["energy"]
+        args.requests, args.concurrency, args.repeats, args.routers = 40, [4], 1, ["energy"]
         args.rows_per_request = [1, 4]
     nice = None if args.niceness < 0 else args.niceness
     if nice is not None:  # Ray's workers start at nice 15 unless told
         os.environ["RAY_worker_niceness"] = str(nice)
-    if args.throughput_optimized:  # before Ray starts: its Serve processes read it at import
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    if args.haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    plane: dict = {}
+    if args.data_plane == "fast":  # before Ray starts: its Serve processes read it at import
+        from ebjr.ray.data_plane import use_fast_data_plane
+
+        plane = use_fast_data_plane()
     _common.need(_common.MODELS, "the paper's checkpoints")
 
     import ray
@@ -211,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     z = np.load(_common.DATA / "cifar10-test-images.npz")
     half = len(z["labels"]) // 2
     images, labels = z["images"][half:], z["labels"][half:]
-    # the same images in flight for every workload: concurrency x rows = args.concurrency
-    workloads = {k: (encode(images[: args.requests], k), max(1, args.concurrency // k))
-                 for k in args.rows_per_request}
+    # workload (rows per request, images in flight): requests x rows = images in flight
+    encoded = {k: encode(images[: args.requests], k) for k in args.rows_per_request}
+    workloads = {(k, c): (encoded[k], max(1, c // k))
+                 for c in args.concurrency for k in args.rows_per_request}
     batching = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
                 "teacher_max_batch_size": args.max_batch_size,
                 "teacher_max_wait_ms": args.max_wait_ms, "torch_threads": 1,
@@ -244,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                                 max_request_rows=max(args.rows_per_request), **batching)
                 teacher_only[name] = measure_ray(app, port, workloads, labels, args.repeats,
                                                  nice)
-                for k, r in teacher_only[name].items():
+                for (k, c), r in teacher_only[name].items():
                     rows.append({"service": f"teacher only, Ray Serve ({name})",
-                                 "rows_per_request": k, "replicas": f"{args.cpus} teacher",
-                                 **r})
+                                 "rows_per_request": k, "in_flight": c,
+                                 "replicas": f"{args.cpus} teacher", **r})
             base = {k: max((t[k] for t in teacher_only.values()),
                            key=lambda r: r["throughput_ips"]) for k in workloads}
             # the cluster's CPUs shared by the joint app's replicas (Ray only counts them)
@@ -263,24 +266,26 @@ def main(argv: list[str] | None = None) -> int:
                                 teacher=share, max_request_rows=max(args.rows_per_request),
                                 first_stage_in_ingress=here, **batching)
                 measured = measure_ray(app, port, workloads, labels, args.repeats, nice)
-                for k, r in measured.items():
-                    rows.append(_joint_row(f"joint, {router}, Ray Serve ({where})", k,
+                for key, r in measured.items():
+                    rows.append(_joint_row(f"joint, {router}, Ray Serve ({where})", key,
                                            f"{args.student_replicas} student + "
                                            f"{args.teacher_replicas} teacher",
-                                           r, base[k], times))
+                                           r, base[key], times))
         finally:
             serve.shutdown()
             ray.shutdown()
+            if plane.get("HAPROXY_DIR"):
+                shutil.rmtree(plane["HAPROXY_DIR"], ignore_errors=True)
         flags = ["--torch-threads", "1", "--max-batch-size", str(args.max_batch_size),
                  "--max-wait-ms", str(args.max_wait_ms), "--teacher-max-batch-size",
                  str(args.max_batch_size), "--teacher-max-wait-ms", str(args.max_wait_ms),
                  "--max-request-rows", str(max(args.rows_per_request))]
         for router, bundle in ({} if args.skip_process else bundles).items():
             print(f"joint ebjr serve (one process), {router} router...", file=sys.stderr)
-            for k, r in measure_process(bundle, flags, workloads, labels, args.repeats,
-                                        nice).items():
-                rows.append(_joint_row(f"joint, {router}, ebjr serve", k, "1 process", r,
-                                       base[k], times))
+            for key, r in measure_process(bundle, flags, workloads, labels, args.repeats,
+                                          nice).items():
+                rows.append(_joint_row(f"joint, {router}, ebjr serve", key, "1 process", r,
+                                       base[key], times))
     report = {
         "command": "python benchmarks/ray_serve_load.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -290,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "services": rows,
     }
     out = _common.results_dir(args.smoke)
-    stem = "ray_serve_load" + ("_throughput_optimized" if args.throughput_optimized else "") \
-        + ("_haproxy" if args.haproxy else "")
+    stem = "ray_serve_load" + ("_ray_default" if args.data_plane == "ray-default" else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     md = to_markdown(report)
     (out / f"{stem}.md").write_text(md)
@@ -299,13 +303,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _joint_row(service: str, k: int, replicas: str, r: dict, teacher: dict,
+def _joint_row(service: str, key: tuple[int, int], replicas: str, r: dict, teacher: dict,
                times: dict) -> dict:
-    """A joint service's row: speed-up over the teacher-only Ray app at the same workload."""
+    """A joint service's row: speed-up over the teacher-only Ray app at the same workload
+    (``key``: images per request, images in flight)."""
     ideal = times["teacher"] / (times["student"] + r["teacher_share"] * times["teacher"])
     speedup = r["throughput_ips"] / teacher["throughput_ips"]
-    return {"service": service, "rows_per_request": k, "replicas": replicas, **r,
-            "speedup": speedup, "ideal_speedup": ideal, "efficiency": speedup / ideal}
+    return {"service": service, "rows_per_request": key[0], "in_flight": key[1],
+            "replicas": replicas, **r, "speedup": speedup, "ideal_speedup": ideal,
+            "efficiency": speedup / ideal}
+
+
+def _workload(row: dict) -> tuple[int, int]:
+    return row["rows_per_request"], row.get("in_flight", 0)
 
 
 def to_markdown(r: dict) -> str:
@@ -313,25 +323,27 @@ def to_markdown(r: dict) -> str:
     lines = [
         f"`{r['command'].strip()}`: {s['requests']} CIFAR-10 images per run, sent "
         f"{' or '.join(map(str, s['rows_per_request']))} per request by closed-loop clients "
-        f"({s['concurrency']} images in flight), batching {s['max_batch_size']} rows / "
-        f"{s['max_wait_ms']} ms, torch 1 thread per model process, a local Ray cluster of "
-        f"{s['cpus']} CPUs"
-        f"{' with RAY_SERVE_THROUGHPUT_OPTIMIZED=1' if s.get('throughput_optimized') else ''}"
-        f"{' and HAProxy' if s.get('haproxy') else ''}, "
+        f"({' or '.join(map(str, s['concurrency']))} images in flight), batching "
+        f"{s['max_batch_size']} rows / {s['max_wait_ms']} ms, torch 1 thread per model "
+        f"process, a local Ray cluster of {s['cpus']} CPUs "
+        + ("with Ray's default data plane, " if s.get("data_plane") == "ray-default" else
+           "with the data plane `ebjr serve --ray` sets (HAProxy ingress, "
+           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1), ") +
         f"every process at nice {s.get('niceness', '?')}, medians of {s['repeats']} runs. "
         f"Models alone at batch {s['max_batch_size']}, 1 thread: "
         f"student {1e3 * t['student']:.2f} ms, teacher "
         f"{1e3 * t['teacher']:.2f} ms per image.",
         "",
-        "| service | images / request | replicas | throughput | p50 | p99 | teacher share | "
-        "accuracy | speed-up | ideal | measured / ideal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| service | images / request | in flight | replicas | throughput | p50 | p99 | "
+        "teacher share | accuracy | speed-up | ideal | measured / ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in sorted(r["services"], key=lambda x: x["rows_per_request"]):
+    for row in sorted(r["services"], key=_workload):
         acc = "–" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f} %"
         sp = row.get("speedup")
         lines.append(
-            f"| {row['service']} | {row['rows_per_request']} | {row['replicas']} | "
+            f"| {row['service']} | {row['rows_per_request']} | {row.get('in_flight', '–')} | "
+            f"{row['replicas']} | "
             f"{row['throughput_ips']:.0f} img/s | "
             f"{row['p50_ms']:.0f} ms | {row['p99_ms']:.0f} ms | "
             f"{100 * row['teacher_share']:.1f} % | {acc} | "
@@ -344,13 +356,14 @@ def to_markdown(r: dict) -> str:
               "CPU per request of each process of the Ray Serve applications (ms, user + "
               "system, over the timed runs):", ""]
     roles = ["proxy", "ingress", "student", "control", "teacher", "load generator"]
-    lines += ["| service | images / request | " + " | ".join(roles) + " | total |",
-              "|---|---|" + "---|" * (len(roles) + 1)]
-    for row in sorted(r["services"], key=lambda x: x["rows_per_request"]):
+    lines += ["| service | images / request | in flight | " + " | ".join(roles) + " | total |",
+              "|---|---|---|" + "---|" * (len(roles) + 1)]
+    for row in sorted(r["services"], key=_workload):
         cpu = row.get("cpu_ms_per_request")
         if cpu:
             cells = [f"{cpu[k]:.1f}" if k in cpu else "–" for k in roles]
             lines.append(f"| {row['service']} | {row['rows_per_request']} | "
+                         f"{row.get('in_flight', '–')} | "
                          + " | ".join(cells) + f" | {sum(cpu.values()):.1f} |")
     lines.append("")
     return "\n".join(lines)

@@ -107,3 +107,16 @@ def test_the_serve_config_is_valid_for_ray_serve_and_ebjr(manifest, tmp_path):
     # the same arguments build the application, a real bundle standing in for the volume's
     bundle = make_serve_bundle(tmp_path)
     app(args.model_copy(update={"bundle": str(bundle)}))
+
+
+def test_every_pod_runs_the_fast_data_plane(manifest):
+    """Ray reads the data-plane settings in each of its processes: every pod sets both, as
+    ``ebjr serve --ray`` does for a cluster it starts."""
+    from ebjr.ray.data_plane import FAST
+
+    cluster = manifest["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert {k: env.get(k) for k in FAST} == FAST, container["name"]

@@ -18,7 +18,7 @@ def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
     cfg.write_text("student:\n  ray_actor_options: {num_cpus: 0.5}\n"
                    "teacher:\n  ray_actor_options: {num_cpus: 0.5}\n")
     server = ServerProcess(bundle, "--ray", "--ray-config", str(cfg), "--student-replicas", "2",
-                           env={"RAY_ADDRESS": ""})
+                           env={"RAY_ADDRESS": ""}, log_level="info")
     server.start(timeout=180)
     try:
         client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -30,6 +30,7 @@ def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
         np.testing.assert_array_equal(result.as_numpy("predictions"), want.predictions.numpy())
         assert [a.decode() for a in result.as_numpy("answered_by")] == want.answered_by.tolist()
         assert server.terminate() == 0, server.output()[-3000:]
+        _check_haproxy_gone(server.output())
     finally:
         server.kill()
 
@@ -53,6 +54,24 @@ def _ray_processes_of(pid: int) -> list[str]:
         if f"_{pid} " in cmd and "session_" in cmd:
             out.append(cmd[:80])
     return out
+
+
+def _check_haproxy_gone(log: str) -> None:
+    """The fast data plane's HAProxy (its files in a private directory the server's log
+    names) stopped with the server, and its directory is gone."""
+    import os
+    import re
+
+    import psutil
+
+    found = re.search(r"HAProxy's files in (\S+?)\)", log)
+    assert found, log[-2000:]
+    folder = found.group(1)
+    assert os.path.basename(folder).startswith("ebjr-haproxy-")
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if folder in " ".join(p.info["cmdline"] or [])]
+    assert left == []
+    assert not os.path.exists(folder)
 
 
 def test_more_replicas_than_cpus_fail_at_once_with_a_message(tmp_path):
@@ -98,7 +117,7 @@ def test_a_signal_stops_a_deployment_that_cannot_start(tmp_path, sig):
     try:
         deadline = time.monotonic() + 120
         seen = ""
-        while "Deploying" not in seen and "Adding 1 replica" not in seen:
+        while "deploying 'small' on Ray Serve" not in seen:
             assert time.monotonic() < deadline, seen[-2000:]
             seen += server.proc.stdout.readline()
         time.sleep(2)
@@ -109,5 +128,6 @@ def test_a_signal_stops_a_deployment_that_cannot_start(tmp_path, sig):
         assert "stopped while 'small' was deploying" in out
         assert time.monotonic() - t0 < 60
         assert _ray_processes_of(server.proc.pid) == []
+        _check_haproxy_gone(seen)
     finally:
         server.kill()

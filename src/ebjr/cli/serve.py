@@ -45,6 +45,12 @@ def add_parser(sub: Any) -> None:
                      "instead of running it in the ingress replicas (a second hop per "
                      "request; the load-aware control then sees the whole application's "
                      "teacher queue)")
+    ray.add_argument("--ray-data-plane", choices=["fast", "ray-default"], default="fast",
+                     help="on a cluster started here, 'fast' (the default) turns on Ray's "
+                     "HAProxy ingress and throughput settings (RAY_SERVE_ENABLE_HA_PROXY, "
+                     "RAY_SERVE_THROUGHPUT_OPTIMIZED; each left as the environment sets it); "
+                     "'ray-default' keeps Ray's own. A cluster joined with --ray-address keeps "
+                     "the settings its nodes were started with")
     ray.add_argument("--ray-config", metavar="FILE.yaml",
                      help="deployment options per role (sections ingress/student/teacher: "
                      "num_replicas, autoscaling_config, ray_actor_options, ...)")
@@ -83,6 +89,16 @@ def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
         from ebjr.ray.auth import use_cluster_token
 
         use_cluster_token()  # before Ray is imported: it reads RAY_AUTH_MODE once
+    elif args.ray_data_plane == "fast":
+        from ebjr.ray.data_plane import use_fast_data_plane
+
+        # before Ray is imported; the local cluster inherits it
+        private = use_fast_data_plane().get("HAPROXY_DIR")
+        if private:
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, private, ignore_errors=True)
     try:
         from ebjr.ray.serve import run as run_on_ray
         from ebjr.ray.serve import settings_for_ray

@@ -51,6 +51,7 @@ from ebjr.bundle.cascade import CascadeRecord
 from ebjr.exceptions import InputError
 from ebjr.ray.auth import token_path, use_cluster_token
 from ebjr.ray.control import CascadeControl
+from ebjr.ray.data_plane import data_plane_of
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
 from ebjr.serve.settings import ServeSettings, check_task
 
@@ -517,6 +518,8 @@ def run(
                     "give each a share of a CPU (ray_actor_options: {num_cpus: 0.5} in "
                     "--ray-config)")
         serve.start(http_options={"host": host, "port": port})
+        log.warning("deploying %r on Ray Serve (%s)", app_name, data_plane_of(os.environ)
+                    if local else "the data plane the cluster's nodes were started with")
         serve.run(application, name=app_name, route_prefix="/", blocking=False)
         deploying = False
         log.warning("serving %r on Ray at http://%s:%d (Ctrl-C stops)", app_name, host, port)
