@@ -231,7 +231,7 @@ class StudentReplica:
         # the one mapping of the teacher deployment's failures (also the ingress's teacher)
         from ebjr.ray.student_in_ingress import TeacherDeployment
 
-        self._teacher_call = TeacherDeployment(teacher, settings.request_timeout_s)
+        self._teacher_call = TeacherDeployment(teacher, settings.teacher_timeout_s)
         self.control = control
         _batching(self.infer, settings.max_batch_size, settings.max_wait_ms)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ebjr-student")

@@ -89,7 +89,7 @@ DEPLOYMENT_OPTIONS = (
 )
 
 #: settings a Ray application does not take (they belong to the single-process server)
-_NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_timeout_s", "teacher_retries",
+_NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_retries",
                 "teacher_input_name", "teacher_output_name", "header_timeout_s", "log_level"}
 _SETTINGS = set(ServeSettings.model_fields) - _NOT_FOR_RAY - {"bundle"}
 

@@ -45,8 +45,10 @@ REPORT_EVERY_S = 1.0
 class TeacherDeployment:
     """A later stage's deployment (the teacher, or a cascade's stage ``who``) as the
     engine's callable: ``await stage(rows)`` -> logits, with Ray's failures mapped to
-    :class:`TeacherUnavailable` (the fallback policy then decides) and the request timeout
-    applied."""
+    :class:`TeacherUnavailable` (the fallback policy then decides) and ``timeout_s`` (the
+    settings' ``teacher_timeout_s``) applied: when the teacher's replica dies, Ray Serve
+    holds the calls it had not yet handed over until a replacement starts (about 15 s
+    here), and the rows waiting on them fall back after ``timeout_s`` instead."""
 
     def __init__(self, handle: Any, timeout_s: float, max_in_flight: int = 4,
                  who: str = "teacher") -> None:
@@ -211,7 +213,7 @@ class IngressJointEngine(_FollowsTheApplication, JointEngine):
     def __init__(self, joint: JointModel, settings: ServeSettings, metrics: ServeMetrics,
                  teacher: Any, control: Any, replica: str) -> None:
         JointEngine.__init__(self, joint, settings, metrics,
-                             TeacherDeployment(teacher, settings.request_timeout_s),
+                             TeacherDeployment(teacher, settings.teacher_timeout_s),
                              ControlGuarantee(control) if settings.shadow_rate > 0 else None)
         self._follow(control, replica)
         if self.shadow is not None:
@@ -243,7 +245,7 @@ class IngressCascadeEngine(_FollowsTheApplication, CascadeEngine):
 
     def __init__(self, model: CascadeModel, settings: ServeSettings, metrics: ServeMetrics,
                  stages: dict[str, Any], control: Any, replica: str) -> None:
-        remote = {name: TeacherDeployment(handle, settings.request_timeout_s,
+        remote = {name: TeacherDeployment(handle, settings.teacher_timeout_s,
                                           who=f"stage {name!r}")
                   for name, handle in stages.items()}
         CascadeEngine.__init__(self, model, settings, metrics, remote)

@@ -141,7 +141,10 @@ class ServeSettings(BaseSettings):
         None, description="the teacher's v2 model URL, e.g. http://host:8001/v2/models/teacher "
         "(the bundle's teacher is then not loaded)")
     teacher_timeout_s: float = Field(
-        5.0, gt=0, description="remote teacher: timeout per attempt (s)")
+        5.0, gt=0, description="the longest one teacher call may take before its rows get "
+        "the fallback: a remote teacher's per attempt; on Ray, a call to the teacher "
+        "deployment (or a cascade's later stage), so a call Ray holds for a replica that "
+        "died does not wait for its replacement (s)")
     teacher_retries: Integer = Field(1, ge=0, description="remote teacher: retries after the first")
     teacher_input_name: str = Field("input", description="remote teacher: input tensor name")
     teacher_output_name: str | None = Field(
