@@ -127,10 +127,24 @@ class Connection:
         headers = {
             k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
         }
-        payload = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            payload = await self._chunks()
+        else:
+            payload = await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
         return status, payload
+
+    async def _chunks(self) -> bytes:
+        """A chunked body (Ray's Python proxy sends some responses so), without trailers:
+        each chunk is its size in hex, CRLF, the bytes, CRLF; a chunk of size 0 ends it."""
+        assert self.reader is not None
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append((await self.reader.readexactly(size + 2))[:size])
+            if size == 0:
+                return b"".join(parts)
 
     async def close(self) -> None:
         if self.writer is not None:
