@@ -92,13 +92,17 @@ def use_fast_data_plane(environ: MutableMapping[str, str] | None = None) -> dict
     return chosen
 
 
+def _on(environ: MutableMapping[str, str], key: str) -> bool:
+    return environ.get(key, "0").strip().lower() in ("1", "true")
+
+
 def data_plane_of(environ: MutableMapping[str, str]) -> str:
     """The data plane the settings of ``environ`` give, in words (for the log)."""
-    parts = [name for key, name in (("RAY_SERVE_ENABLE_HA_PROXY", "HAProxy ingress"),
-                                    ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "throughput settings"))
-             if environ.get(key, "0").strip().lower() in ("1", "true")]
+    haproxy = _on(environ, "RAY_SERVE_ENABLE_HA_PROXY")
+    parts = [name for on, name in ((haproxy, "HAProxy ingress"),
+                                   (_on(environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED"),
+                                    "throughput settings")) if on]
     if not parts:
         return "Ray's default data plane"
     where = environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
-    return " + ".join(parts) + (f"; HAProxy's files in {where}" if where and parts[0][0] == "H"
-                                else "")
+    return " + ".join(parts) + (f"; HAProxy's files in {where}" if haproxy and where else "")
