@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         from ebjr.ray.data_plane import use_fast_data_plane
 
         plane = use_fast_data_plane()
+        # Ray keeps a removed direct-ingress replica serving for at least 30 s (for load
+        # balancers outside the cluster): between two services here, that is only a wait
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     _common.need(_common.MODELS, "the paper's checkpoints")
 
     import ray
