@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ebjr.ray.data_plane import FAST, data_plane_of, haproxy_available, use_fast_data_plane
+from ebjr.ray.data_plane import DRAIN, FAST, data_plane_of, haproxy_available, use_fast_data_plane
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def test_both_settings_with_private_files_and_free_ports(haproxy):
                     "RAY_SERVE_HAPROXY_SERVER_STATE_FILE"):
             assert os.path.dirname(env[key]) == folder
         assert env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"] == folder
+        assert env[DRAIN] == "2"  # Ray's own HAProxy is the only load balancer
         ports = {int(env[k]) for k in ("RAY_SERVE_HAPROXY_STATS_PORT",
                                        "RAY_SERVE_HAPROXY_METRICS_PORT")}
         assert len(ports) == 2 and not ports & {8404, 9101}
@@ -47,11 +48,11 @@ def test_what_the_environment_sets_is_kept(haproxy):
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"  # no HAProxy: no folder, no ports
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "9999"
     assert data_plane_of(env) == "throughput settings"
-    env = {**haproxy, "RAY_SERVE_HAPROXY_METRICS_PORT": "9102"}
+    env = {**haproxy, "RAY_SERVE_HAPROXY_METRICS_PORT": "9102", DRAIN: "30"}
     chosen = use_fast_data_plane(env)
     os.rmdir(chosen["HAPROXY_DIR"])
-    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9102"
-    assert "RAY_SERVE_HAPROXY_METRICS_PORT" not in chosen
+    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9102" and env[DRAIN] == "30"
+    assert "RAY_SERVE_HAPROXY_METRICS_PORT" not in chosen and DRAIN not in chosen
 
 
 def test_without_haproxy_nothing_is_set(tmp_path, caplog):

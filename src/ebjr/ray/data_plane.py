@@ -25,7 +25,10 @@ page and Prometheus exporter to fixed ports (8404, 9101) on every interface. For
 cluster started here, :func:`use_fast_data_plane` moves the files to a directory only
 this user can enter, and the two ports to free ones (so a second server on the machine,
 or one a crashed run left behind, cannot collide with them); they still listen on every
-interface (Ray's template binds them so), read-only.
+interface (Ray's template binds them so), read-only. Ray also keeps a removed
+direct-ingress replica serving for at least 30 s, for load balancers outside the cluster;
+a cluster started here has none but Ray's own HAProxy, so the floor is 2 s (a stop no
+longer waits 30 s).
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ import socket
 import tempfile
 from collections.abc import MutableMapping
 
-__all__ = ["FAST", "data_plane_of", "haproxy_available", "use_fast_data_plane"]
+__all__ = ["DRAIN", "FAST", "data_plane_of", "haproxy_available", "use_fast_data_plane"]
 
 log = logging.getLogger("ebjr.ray")
 
 #: the environment of Ray's fast data plane
 FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+#: the least time Ray lets a removed direct-ingress replica drain (Ray's default: 30 s)
+DRAIN = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
 
 def haproxy_available(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -88,6 +93,11 @@ def use_fast_data_plane(environ: MutableMapping[str, str] | None = None) -> dict
         chosen.update({k: str(_free_port()) for k in ("RAY_SERVE_HAPROXY_STATS_PORT",
                                                       "RAY_SERVE_HAPROXY_METRICS_PORT")
                        if k not in env})
+        # Ray keeps a removed direct-ingress replica serving for at least 30 s, for load
+        # balancers outside the cluster; here the only one is Ray's own HAProxy, told at
+        # once, and a Ctrl-C would otherwise wait those 30 s
+        if DRAIN not in env:
+            chosen[DRAIN] = "2"
         chosen["HAPROXY_DIR"] = folder
     env.update({k: v for k, v in chosen.items() if k != "HAPROXY_DIR"})
     return chosen
