@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_plane == "fast":  # before Ray starts: its Serve processes read it at import
         from ebjr.ray.data_plane import use_fast_data_plane
 
-        plane = use_fast_data_plane()
-        # Ray keeps a removed direct-ingress replica serving for at least 30 s (for load
-        # balancers outside the cluster): between two services here, that is only a wait
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+        plane = use_fast_data_plane()  # also the short drain between two services
     _common.need(_common.MODELS, "the paper's checkpoints")
 
     import ray

@@ -67,11 +67,8 @@ def url(bundle, mode):
     # the replicas import the slow teacher's factory from tests/serve_support.py
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
+    # (with the short drain of a cluster ebjr starts: the module's applications come and go)
     plane = use_fast_data_plane() if mode == "student_in_ingress" else {}
-    # Ray keeps a removed direct-ingress replica serving for at least 30 s, for load
-    # balancers outside the cluster; here HAProxy is Ray's own, and the module's
-    # applications come and go (the answers are what these tests check)
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     os.environ.clear()  # the cluster's processes have their environment; the driver's back
     os.environ.update(saved)
