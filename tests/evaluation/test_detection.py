@@ -118,6 +118,89 @@ def test_map_by_pycocotools_and_the_joint_metric():
     assert metric(np.zeros(20, bool)) == pytest.approx(worse["map"])
 
 
+def _coco_file(path, targets, ids, n_classes):
+    """``targets`` (row ``r`` is image ``ids[r]``) written as a COCO annotations file."""
+    import json
+
+    anns = []
+    for i, (boxes, labels) in zip(ids, targets, strict=True):
+        for b, c in zip(boxes, labels, strict=True):
+            anns.append({"id": len(anns) + 1, "image_id": int(i), "category_id": int(c),
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                  float(b[3] - b[1])],
+                         "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0})
+    path.write_text(json.dumps({"images": [{"id": int(i)} for i in ids], "annotations": anns,
+                                "categories": [{"id": c} for c in range(n_classes)]}))
+    return path
+
+
+def _coco_map(path, detections, ids, key):
+    """pycocotools from scratch: the annotations file, the detections as results."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    res = [{"image_id": int(i), "category_id": int(c), "score": float(sc),
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+           for i, d in zip(ids, detections, strict=True)
+           for b, c, sc in zip(d.boxes, d.labels, d.scores, strict=True)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+        ev = COCOeval(gt, gt.loadRes(res), "bbox")
+        ev.params.imgIds = list(ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(ev.stats[0 if key == "map" else 1], 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_metric_equals_pycocotools_on_the_joint_detections_at_every_mask(seed, tmp_path):
+    """The metric reuses each model's per-image evaluation; the reference evaluates the
+    joint detections from scratch. Shuffled COCO image ids, images with no box, tied
+    scores, and a model with no detection at all are included."""
+    rng = np.random.default_rng(seed)
+    n, c = 24, 4
+    truth = random_detections(rng, n, c)
+    targets = [(d.boxes, d.labels) for d in truth]
+
+    def near(d, noise, keep):  # the truth's boxes moved by ``noise``, some dropped
+        k = rng.random(len(d)) < keep
+        return Detections(d.boxes[k] + rng.normal(0, noise, size=d.boxes[k].shape),
+                          d.labels[k], rng.uniform(0.3, 1, size=k.sum()), d.class_logits[k])
+
+    student = [near(d, 1.0, 0.7) for d in truth]
+    teacher = [near(d, 0.3, 0.9) for d in truth]
+    for d in student[:6]:  # tied scores across images
+        d.scores[:] = 0.5
+    ids = [int(i) for i in rng.permutation(1000)[:n]]  # row r is COCO image ids[r]
+    path = _coco_file(tmp_path / "gt.json", targets, ids, c)
+    masks = [rng.random(n) < p for p in (0.0, 0.3, 0.5, 0.7, 1.0)]
+    alone = [mean_average_precision(m, targets, c)["map"] for m in (student, teacher)]
+    assert 0.05 < alone[0] < alone[1] - 0.05  # the masks' choices matter
+    for key in ("map", "map_50"):
+        metric = MapMetric.from_coco(student, teacher, path, ids, key=key)
+        in_memory = MapMetric(student, teacher, targets, c, key=key)
+        for mask in masks:
+            joint = joint_detections(student, teacher, mask)
+            # tied scores across images rank in pycocotools' image order (by id), so the
+            # file's shuffled ids and the in-memory 0..n-1 may differ: each has its reference
+            assert metric(mask) == pytest.approx(_coco_map(path, joint, ids, key), abs=1e-12)
+            want = mean_average_precision(joint, targets, c)[key]
+            assert in_memory(mask) == pytest.approx(want, abs=1e-12)
+    nothing = [Detections.empty(c) for _ in range(n)]
+    metric = MapMetric(nothing, teacher, targets, c)
+    for mask in masks:
+        want = mean_average_precision(joint_detections(nothing, teacher, mask), targets, c)
+        assert metric(mask) == pytest.approx(want["map"], abs=1e-12)
+    with pytest.raises(InputError, match="expected 24 booleans"):
+        metric(np.ones(23, bool))
+    with pytest.raises(InputError, match="repeated image id"):
+        MapMetric.from_coco(student, teacher, path, [ids[0]] * n)
+
+
 def test_joint_detector_sends_only_low_scoring_images_to_the_teacher():
     rng = np.random.default_rng(5)
     images = np.arange(10)

@@ -7,6 +7,7 @@ the scores, routers and the joint detector are re-exported from their homes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,13 @@ class MapMetric:
     ``MapMetric(student, teacher, targets, C)(to_teacher)`` is what
     :func:`ebjr.calibration.curve_from_metric` calls at each operating point;
     :meth:`from_coco` takes the ground truth from a COCO annotations file instead.
+
+    COCO's matching of detections to ground truth is done image by image, and the
+    routing only decides whose detections an image gets. So pycocotools' per-image
+    evaluation runs once for the student and once for the teacher, and each mask only
+    picks one of the two records per image and runs pycocotools' accumulation: the
+    same numbers as evaluating the joint detections from scratch, without repeating
+    the matching at every operating point.
     """
 
     def __init__(self, student: Sequence[Detections], teacher: Sequence[Detections],
@@ -116,10 +124,15 @@ class MapMetric:
                 raise InputError("targets: expected one (boxes, labels) per image")
             gt, image_ids = _coco(targets, n_classes), None
         ids = list(range(len(student))) if image_ids is None else [int(i) for i in image_ids]
+        if len(set(ids)) != len(ids):
+            raise InputError("image_ids: expected one row per image, got a repeated image id")
         self.gt, self.image_ids = gt, None if image_ids is None else ids
-        self.student = [_results([d], [i]) for i, d in zip(ids, student, strict=True)]
-        self.teacher = [_results([d], [i]) for i, d in zip(ids, teacher, strict=True)]
         self.index = 0 if key == "map" else 1
+        self._student = _per_image(gt, _results(student, ids), ids)
+        self._teacher = _per_image(gt, _results(teacher, ids), ids)
+        # pycocotools orders its images by id; row r of the detections is image ids[r]
+        self._rows_of_images = np.argsort(ids, kind="stable")
+        self._n = len(ids)
 
     @classmethod
     def from_coco(cls, student: Sequence[Detections], teacher: Sequence[Detections],
@@ -138,9 +151,38 @@ class MapMetric:
 
     def __call__(self, to_teacher: Any) -> float:
         mask = np.asarray(to_teacher, dtype=bool)
-        res = [r for s, t, m in zip(self.student, self.teacher, mask, strict=True)
-               for r in (t if m else s)]
-        return float(_evaluate(self.gt, res, self.image_ids)[self.index])
+        if mask.shape != (self._n,):
+            raise InputError(f"to_teacher: expected {self._n} booleans, got shape {mask.shape}")
+        # per pycocotools image slot (sorted ids), whether the teacher answered that image
+        teacher_slot = mask[self._rows_of_images]
+        blocks = len(self._student.evalImgs) // self._n  # categories x area ranges
+        pick = np.tile(teacher_slot, blocks)
+        ev = copy.copy(self._student)
+        ev.evalImgs = [t if m else s for s, t, m in
+                       zip(self._student.evalImgs, self._teacher.evalImgs, pick, strict=True)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+            ev.summarize()
+        return float(max(ev.stats[self.index], 0.0))  # -1 (no data) -> 0
+
+
+def _per_image(gt: Any, results: list[dict], image_ids: list[int]) -> Any:
+    """pycocotools' per-image evaluation of ``results`` on ``image_ids`` (not accumulated)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if results:
+            dt = gt.loadRes(results)
+        else:  # loadRes refuses an empty list: a result set with no detection at all
+            dt = COCO()
+            dt.dataset = {"images": list(gt.dataset["images"]), "annotations": [],
+                          "categories": list(gt.dataset.get("categories", []))}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.imgIds = image_ids
+        ev.evaluate()
+    return ev
 
 
 def coco_ground_truth(path: str | Path) -> Any:
