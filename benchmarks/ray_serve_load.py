@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.requests, args.concurrency, args.repeats, args.routers = 40, [4], 1, ["energy"]
-        args.rows_per_request = [1, 4]
+        args.rows_per_request, args.separate = [1, 4], []  # the tests deploy that layout
     nice = None if args.niceness < 0 else args.niceness
     if nice is not None:  # Ray's workers start at nice 15 unless told
         os.environ["RAY_worker_niceness"] = str(nice)
