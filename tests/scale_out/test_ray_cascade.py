@@ -113,6 +113,27 @@ def test_a_thresholds_write_reaches_every_replica_before_it_returns(url, bundle)
     assert stats["counts"]["stage_rows"]["small"] == stats["counts"]["rows"]
 
 
+def test_every_stage_in_the_ingress_replicas_answers_as_the_cascade(url, bundle, mode):
+    """``teacher_in_ingress``: no stage deployment, each ingress replica runs every stage."""
+    if mode != "first_stage_in_ingress":
+        pytest.skip("one layout is enough: the application is its own")
+    no_cpu = {"ray_actor_options": {"num_cpus": 0}}  # "zoo" holds the cluster's 2 CPUs
+    serve.run(build_app(bundle, student=no_cpu, teacher_in_ingress=True, model_name="zoo2",
+                        max_request_rows=256), name="zoo2", route_prefix="/zoo2")
+    try:
+        assert set(serve.status().applications["zoo2"].deployments) == {"ingress", "control"}
+        x = random_rows(120, seed=37)
+        r = httpx.post(f"{url}/zoo2/v2/models/zoo2/infer", json=infer_body(x), timeout=60)
+        assert r.status_code == 200, r.text
+        got = outputs(r.json())
+        got["answered_by"] = got["answered_by"].tolist()
+        want = cascade_reference(bundle, x)
+        check_cascade(got, want)
+        assert len(set(want["answered_by"].tolist())) == 3  # every stage answered some rows
+    finally:
+        serve.delete("zoo2")
+
+
 def test_a_config_file_sets_each_stages_own_deployment_options(bundle, tmp_path):
     from serve_support import make_serve_bundle
 
@@ -139,5 +160,6 @@ def test_cascade_options_are_checked_before_ray_starts(bundle):
     assert cpus_needed(bundle, student=HALF_CPU, teacher=HALF_CPU,
                        first_stage_in_ingress=False) == {
         "ingress": 0.0, "stage0": 0.5, "stage1": 0.5, "stage2": 0.5}
+    assert cpus_needed(bundle, student=HALF_CPU, teacher_in_ingress=True) == {"ingress": 0.5}
     with pytest.raises(InputError, match="not a cascade"):
         build_app(bundle, load_mode="share", load_budget=0.5)

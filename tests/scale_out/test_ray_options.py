@@ -65,6 +65,28 @@ def test_with_the_student_in_the_ingress_its_options_configure_the_ingress():
         "ingress"}  # one model alone: it runs in the ingress
 
 
+def test_with_the_teacher_in_the_ingress_too_the_ingress_is_the_only_model_deployment(
+        bundle):
+    s = ServeSettings(bundle="b.json")
+    opts = deployment_options(s, {"ingress": {"ray_actor_options": {"num_cpus": 2}}},
+                              {"student": 2}, teacher_in_ingress=True)
+    assert set(opts) == {"ingress"}
+    assert opts["ingress"]["num_replicas"] == 2
+    assert opts["ingress"]["ray_actor_options"] == {"num_cpus": 2}
+    assert isinstance(build_app(bundle, teacher_in_ingress=True), Application)
+    for kwargs, message in (
+            ({"first_stage_in_ingress": False}, "needs the student there too"),
+            ({"replicas": {"teacher": 2}}, "the teacher has no deployment of its own"),
+            ({"sections": {"teacher": {"num_replicas": 2}}}, "no deployment of its own")):
+        with pytest.raises(InputError, match=message):
+            deployment_options(s, teacher_in_ingress=True, **kwargs)
+    with pytest.raises(InputError, match="not to role 'teacher'"):
+        deployment_options(ServeSettings(bundle="b.json", role="teacher"),
+                           teacher_in_ingress=True)
+    with pytest.raises(InputError, match="teacher_in_ingress must be true or false"):
+        build_app(bundle, teacher_in_ingress="yes")
+
+
 @pytest.mark.parametrize(("sections", "replicas", "message"), [
     ({"gpu": {}}, None, "unknown deployment 'gpu'"),
     ({"student": {"num_gpus": 1}}, None, "unknown option(s) ['num_gpus'] for the 'student'"),

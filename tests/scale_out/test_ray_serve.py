@@ -255,6 +255,53 @@ def test_one_model_alone_as_ebjr_serve_role_does(url, bundle):
         serve.delete("teacher-alone")
 
 
+def test_both_models_in_the_ingress_replicas_answer_as_the_joint_model(url, bundle, offline,
+                                                                     mode):
+    """``teacher_in_ingress``: no teacher deployment; each ingress replica runs both models,
+    answers as the joint model offline, counts its teacher calls in the application's
+    counts, and applies a threshold written through any replica."""
+    if mode != "student_in_ingress":
+        pytest.skip("one layout is enough: the application is its own")
+    quarter = {"ray_actor_options": {"num_cpus": 0.25}}  # beside "small"'s 1.5 of 2 CPUs
+    serve.run(build_app(bundle, student=quarter, student_replicas=2,
+                        teacher_in_ingress=True, model_name="here", admin_token=TOKEN,
+                        max_request_rows=256, max_wait_ms=5.0),
+              name="here", route_prefix="/here")
+    try:
+        deployments = serve.status().applications["here"].deployments
+        assert set(deployments) == {"ingress", "control"}
+        client = httpclient.InferenceServerClient(url=url.removeprefix("http://") + "/here")
+        x = random_rows(150, seed=41)
+        inputs = [httpclient.InferInput("input", list(x.shape), "FP32")]
+        inputs[0].set_data_from_numpy(x, binary_data=True)
+        result = client.infer("here", inputs)
+        got = {n: result.as_numpy(n) for n in ("predictions", "probabilities", "scores",
+                                                "answered_by")}
+        want = offline(x)
+        _check(got, want)
+        routed = int((want["answered_by"] == "teacher").sum())
+        assert 0 < routed < len(x)
+        deadline = time.monotonic() + 10  # another replica's report is about a second old
+        while True:
+            counts = httpx.get(f"{url}/here/v2/models/here/routing_stats").json()["counts"]
+            if counts["teacher_rows"] >= routed or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert counts["rows"] == len(x) and counts["teacher_rows"] == routed
+        assert counts["teacher_calls"] >= 1
+        r = httpx.put(f"{url}/here/v2/models/here/threshold", json={"threshold": 2.3},
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200, r.text
+        for seed in range(4):  # requests land on either replica
+            x = random_rows(30, seed=50 + seed)
+            r = httpx.post(f"{url}/here/v2/models/here/infer", json=infer_body(x), timeout=60)
+            assert r.status_code == 200, r.text
+            _check(outputs(r.json()), offline(x, threshold=2.3))
+        client.close()
+    finally:
+        serve.delete("here")
+
+
 #: the slow application's teacher call timeout: rows whose call Ray holds for a dead replica
 #: fall back after it instead of waiting for the replacement (about 15 s here)
 TEACHER_TIMEOUT_S = 2.0

@@ -45,6 +45,11 @@ def add_parser(sub: Any) -> None:
                      "instead of running it in the ingress replicas (a second hop per "
                      "request; the load-aware control then sees the whole application's "
                      "teacher queue)")
+    ray.add_argument("--ray-teacher-in-ingress", action="store_true",
+                     help="run the teacher (of a cascade, every stage) in the ingress "
+                     "replicas too: no hop after the proxy, each replica holds every model "
+                     "(for one node, or models small enough to copy; the teacher no longer "
+                     "scales apart from the student)")
     ray.add_argument("--ray-data-plane", choices=["fast", "ray-default"], default="fast",
                      help="on a cluster started here, 'fast' (the default) turns on Ray's "
                      "HAProxy ingress and throughput settings (RAY_SERVE_ENABLE_HA_PROXY, "
@@ -111,5 +116,6 @@ def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
         options[f"{role}_replicas"] = getattr(args, f"{role}_replicas")
     run_on_ray(settings.bundle, address=args.ray_address, host=settings.host, port=settings.port,
                name=settings.name, config=args.ray_config,
-               first_stage_in_ingress=not args.ray_separate_student, **options)
+               first_stage_in_ingress=not args.ray_separate_student,
+               teacher_in_ingress=args.ray_teacher_in_ingress, **options)
     return 0

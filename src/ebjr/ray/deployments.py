@@ -457,7 +457,8 @@ class Ingress:
     model served alone); ``None`` runs that stage here, in this replica, with ``ebjr
     serve``'s own engine: a joint model's routed rows then go to ``teacher`` (the teacher
     deployment; of a cascade, a dict of each later stage's deployment by stage name), and
-    its threshold comes from ``control``.
+    its threshold comes from ``control``. ``teacher`` ``None`` (of a cascade, an empty
+    dict) runs every model here.
     """
 
     def __init__(self, settings: ServeSettings, model: Any = None, control: Any = None,
@@ -498,11 +499,13 @@ class Ingress:
             install(state, load_models(s))
             return
         record = persist.read_record(s.bundle)
+        everything_here = self.teacher is None or self.teacher == {}
         if isinstance(record, CascadeRecord) and isinstance(self.teacher, dict) \
                 and record.cascade.stages[0] in self.teacher:  # every stage a deployment
             joint = persist.load_routing(s.bundle)
         else:
-            joint = persist.load(s.bundle, student_side=True, allow_factories=s.allow_factories,
+            joint = persist.load(s.bundle, student_side=not everything_here,
+                                 allow_factories=s.allow_factories,
                                  allow_torchscript=s.allow_torchscript)
         state.bundle = joint.bundle  # type: ignore[attr-defined]
         replica = serve.get_replica_context().replica_id.unique_id

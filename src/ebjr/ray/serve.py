@@ -5,7 +5,9 @@ Open Inference Protocol v2 API and running the student (``ebjr serve``'s own
 engine, in each ingress replica), a batched ``teacher`` that gets only the
 routed rows, and a one-replica ``control`` holding the live threshold (pushed
 to every ingress replica) and the counts. With ``first_stage_in_ingress=False``
-the student gets a batched deployment of its own (a second hop per request)::
+the student gets a batched deployment of its own (a second hop per request);
+with ``teacher_in_ingress=True`` the teacher runs in the ingress replicas too
+(no hop after the proxy: each replica holds both models)::
 
     from ebjr.ray.serve import build_app
     from ray import serve
@@ -104,6 +106,7 @@ class _AppArgsBase(BaseModel):
     bundle: str
     config: str | None = None
     first_stage_in_ingress: bool = True
+    teacher_in_ingress: bool = False
     student_replicas: int | str | None = None
     teacher_replicas: int | str | None = None
     ingress_replicas: int | str | None = None
@@ -187,13 +190,28 @@ def deployment_options(
     sections: dict[str, dict[str, Any]] | None = None,
     replicas: dict[str, Any] | None = None,
     first_stage_in_ingress: bool = True,
+    teacher_in_ingress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Each deployment's Ray Serve options: defaults, then ``sections``
     (a YAML file's or dicts), then ``replicas`` (``{"student": 2, ...}``) on top.
 
     With ``first_stage_in_ingress`` the first stage (the student, or the one model) runs
     in the ingress replicas: there is no deployment of its own, and its section and
-    replicas configure the ingress (after the ingress's own)."""
+    replicas configure the ingress (after the ingress's own). With ``teacher_in_ingress``
+    too, so does the teacher: the ingress is the only deployment besides the control, and
+    a section or replica count for the teacher is refused (it has no deployment)."""
+    if teacher_in_ingress:
+        if not first_stage_in_ingress:
+            raise InputError("teacher_in_ingress runs every model in the ingress replicas: "
+                             "it needs the student there too (first_stage_in_ingress=True)")
+        if settings.role != "joint":
+            raise InputError(f"teacher_in_ingress applies to a joint model served whole, not "
+                             f"to role {settings.role!r} (one model, already in the ingress)")
+        given = sorted({"teacher"} & (set(sections or {}) | set(replicas or {})))
+        if given:
+            raise InputError("with teacher_in_ingress the teacher has no deployment of its "
+                             "own: set its replicas and options on the ingress (or the "
+                             "student, which runs there too)")
     per_chunk = settings.max_batch_size
     out: dict[str, dict[str, Any]] = {
         # the ingress parses JSON and waits: no core of its own, many requests at once
@@ -228,6 +246,8 @@ def deployment_options(
         out[role].update(_replicas(value, role))
     if first_stage_in_ingress:
         out = _first_stage_in_ingress(settings, out, sections or {}, replicas or {})
+    if teacher_in_ingress:
+        out.pop("teacher", None)
     for opts in out.values():
         if "autoscaling_config" in opts and opts.get("num_replicas") not in (None, "auto"):
             opts.pop("num_replicas")  # autoscaling decides, within its bounds
@@ -266,7 +286,11 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
             True): the student (or the one model) runs in the ingress replicas, so a
             request takes one hop and only routed rows a second; False gives it a
             deployment of its own (its threshold then asked for per batch, and the
-            load-aware control sees the whole application's teacher queue).
+            load-aware control sees the whole application's teacher queue);
+            ``teacher_in_ingress`` (default False; with ``first_stage_in_ingress``): the
+            teacher (of a cascade, every later stage) runs in the ingress replicas too, so
+            a request takes no hop after the proxy and each replica holds every model (for
+            models that fit in each replica: it gives up scaling the teacher apart).
 
     Raises:
         InputError: an unknown option, or a bundle this application cannot serve.
@@ -274,6 +298,7 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     """
     settings, bundle, opts = _prepare(bundle_path, dict(options))
     here = options.get("first_stage_in_ingress", True)
+    everything_here = options.get("teacher_in_ingress", False)
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
     if isinstance(bundle, CascadeRecord):  # the first stage in the ingress, then one each
         stages = bundle.cascade.stages
@@ -284,7 +309,7 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         ).bind(list(bundle.cascade.thresholds), list(stages))
         handles = {name: serve.deployment(ModelReplica, name=stage_deployment(i),
                                           **opts[stage_deployment(i)]).bind(settings, name)
-                   for i, name in enumerate(stages) if i or not here}
+                   for i, name in enumerate(stages) if (i or not here) and not everything_here}
         return ingress.bind(settings, None, control, handles)
     if settings.role != "joint":  # one model alone, as ebjr serve --role
         if here:
@@ -297,6 +322,8 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
         logging_config={"enable_access_log": False},
     ).bind(settings, bundle.threshold)
+    if everything_here:  # no teacher deployment: each ingress replica runs it
+        return ingress.bind(settings, None, control, None)
     teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
         settings, "teacher"
     )
@@ -327,8 +354,11 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
     for role in ROLES:
         options.pop(f"{role}_replicas", None)
     here = options.pop("first_stage_in_ingress", True)
-    if not isinstance(here, bool):
-        raise InputError(f"first_stage_in_ingress must be true or false, got {here!r}")
+    everything_here = options.pop("teacher_in_ingress", False)
+    for name, value in (("first_stage_in_ingress", here),
+                        ("teacher_in_ingress", everything_here)):
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be true or false, got {value!r}")
     unknown = sorted(set(options) - _SETTINGS)
     if unknown:
         hint = sorted(set(unknown) & _NOT_FOR_RAY)
@@ -345,11 +375,11 @@ def _prepare(bundle_path: str | Path, options: dict[str, Any]
                          "traffic feeds the control deployment's monitor")
     bundle = persist.check(path, settings.roles, allow_factories=settings.allow_factories,
                            allow_torchscript=settings.allow_torchscript)
-    opts = deployment_options(settings, sections, replicas, here)
+    opts = deployment_options(settings, sections, replicas, here, everything_here)
     if not isinstance(bundle, CascadeRecord):
         check_task(settings, bundle.make_task())
     if isinstance(bundle, CascadeRecord):
-        opts = _cascade_options(settings, bundle, opts, here, stage_sections)
+        opts = _cascade_options(settings, bundle, opts, here, stage_sections, everything_here)
     elif stage_sections:
         raise InputError(f"sections {sorted(stage_sections)} configure a cascade's stages; "
                          f"{str(path)!r} is a student/teacher bundle")
@@ -363,11 +393,13 @@ def stage_deployment(i: int) -> str:
 
 def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
                      opts: dict[str, dict[str, Any]], here: bool,
-                     sections: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                     sections: dict[str, Any] | None = None,
+                     everything_here: bool = False) -> dict[str, dict[str, Any]]:
     """A cascade's deployments: the ingress (with the first stage, as the student of a pair,
     unless ``here`` is False: then the first stage is ``stage0``, with the student's
     options) and, for each later stage, a deployment with the teacher's options; a
-    ``stageI`` section of the config file then sets that stage's own."""
+    ``stageI`` section of the config file then sets that stage's own. With
+    ``everything_here``, every stage runs in the ingress replicas: no stage deployment."""
     if settings.role != "joint":
         raise InputError(f"{settings.bundle!r} is a cascade: serve it whole (role 'joint'), "
                          "not one model of it")
@@ -379,8 +411,9 @@ def _cascade_options(settings: ServeSettings, bundle: CascadeRecord,
                          "without --ray; on Ray, only a student/teacher pair's does")
     stages = bundle.cascade.stages
     first = {} if here else {stage_deployment(0): dict(opts["student"])}
-    out = {"ingress": opts["ingress"], **first,
-           **{stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}}
+    later = {} if everything_here else {
+        stage_deployment(i): dict(opts["teacher"]) for i in range(1, len(stages))}
+    out = {"ingress": opts["ingress"], **first, **later}
     for name, section in (sections or {}).items():
         if name not in out:
             raise InputError(f"no deployment {name!r}: this cascade's stage deployments are "

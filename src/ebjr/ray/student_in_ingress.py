@@ -208,12 +208,14 @@ class ControlFeedback:
 class IngressJointEngine(_FollowsTheApplication, JointEngine):
     """:class:`JointEngine` in an ingress replica: its threshold is the application's
     (pushed by the control deployment), its counts are reported there, and with
-    ``shadow_rate`` its shadow traffic feeds the application's guarantee there."""
+    ``shadow_rate`` its shadow traffic feeds the application's guarantee there. Routed
+    rows go to ``teacher``, the teacher deployment (``None``: the teacher runs here too)."""
 
     def __init__(self, joint: JointModel, settings: ServeSettings, metrics: ServeMetrics,
                  teacher: Any, control: Any, replica: str) -> None:
         JointEngine.__init__(self, joint, settings, metrics,
-                             TeacherDeployment(teacher, settings.teacher_timeout_s),
+                             None if teacher is None
+                             else TeacherDeployment(teacher, settings.teacher_timeout_s),
                              ControlGuarantee(control) if settings.shadow_rate > 0 else None)
         self._follow(control, replica)
         if self.shadow is not None:
