@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="images per request, one workload each (1 is serve_load.py's)")
     p.add_argument("--separate", nargs="*", default=["energy"],
                    help="routers also measured with the student in a deployment of its own")
+    p.add_argument("--everything-in-ingress", nargs="*", default=["energy", "softmax"],
+                   help="routers also measured with both models in the ingress replicas "
+                   "(--ray-teacher-in-ingress: no hop after the proxy), one per CPU")
     p.add_argument("--niceness", type=int, default=0,
                    help="every service's processes at this niceness (-1: leave them)")
     p.add_argument("--data-plane", choices=["fast", "ray-default"], default="fast",
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.requests, args.concurrency, args.repeats, args.routers = 40, [4], 1, ["energy"]
         args.rows_per_request, args.separate = [1, 4], []  # the tests deploy that layout
+        args.everything_in_ingress = ["energy"]
     nice = None if args.niceness < 0 else args.niceness
     if nice is not None:  # Ray's workers start at nice 15 unless told
         os.environ["RAY_worker_niceness"] = str(nice)
@@ -256,21 +260,25 @@ def main(argv: list[str] | None = None) -> int:
             # the cluster's CPUs shared by the joint app's replicas (Ray only counts them)
             share = {"ray_actor_options": {"num_cpus": math.floor(
                 1000 * args.cpus / (args.student_replicas + args.teacher_replicas)) / 1000}}
-            plan = [(router, True) for router in bundles] + [
-                (router, False) for router in args.separate if router in bundles]
-            for router, here in plan:
-                where = "student in ingress" if here else "student deployment"
+            two_hops = {"student_replicas": args.student_replicas,
+                        "teacher_replicas": args.teacher_replicas, "student": share,
+                        "teacher": share}
+            replicas = (f"{args.student_replicas} student + {args.teacher_replicas} teacher")
+            plan = [(r, "student in ingress", two_hops, replicas) for r in bundles] + [
+                (r, "student deployment", {**two_hops, "first_stage_in_ingress": False},
+                 replicas) for r in args.separate if r in bundles] + [
+                (r, "both models in ingress", {"student_replicas": args.cpus,
+                                               "student": one_cpu, "teacher_in_ingress": True},
+                 f"{args.cpus} student + teacher")
+                for r in args.everything_in_ingress if r in bundles]
+            for router, where, layout, replicas in plan:
                 print(f"joint on Ray Serve, {router} router, {where}...", file=sys.stderr)
-                app = build_app(bundles[router], student_replicas=args.student_replicas,
-                                teacher_replicas=args.teacher_replicas, student=share,
-                                teacher=share, max_request_rows=max(args.rows_per_request),
-                                first_stage_in_ingress=here, **batching)
+                app = build_app(bundles[router], max_request_rows=max(args.rows_per_request),
+                                **layout, **batching)
                 measured = measure_ray(app, port, workloads, labels, args.repeats, nice)
                 for key, r in measured.items():
                     rows.append(_joint_row(f"joint, {router}, Ray Serve ({where})", key,
-                                           f"{args.student_replicas} student + "
-                                           f"{args.teacher_replicas} teacher",
-                                           r, base[key], times))
+                                           replicas, r, base[key], times))
         finally:
             serve.shutdown()
             ray.shutdown()
