@@ -511,8 +511,8 @@ class Ingress:
         replica = serve.get_replica_context().replica_id.unique_id
         engine: Any
         if isinstance(joint, CascadeModel):  # ``teacher``: each later stage's deployment
-            engine = IngressCascadeEngine(joint, s, state.metrics, self.teacher, self.control,
-                                          replica)
+            engine = IngressCascadeEngine(joint, s, state.metrics, dict(self.teacher or {}),
+                                          self.control, replica)
         else:
             engine = IngressJointEngine(joint, s, state.metrics, self.teacher, self.control,
                                         replica)
