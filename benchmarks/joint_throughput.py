@@ -64,7 +64,8 @@ def median_time(fn, chunks, repeats: int) -> float:
     return statistics.median(run_stream(fn, chunks) for _ in range(repeats))
 
 
-def bench_pair(name: str, student, teacher, x: torch.Tensor, repeats: int) -> list[dict]:
+def bench_pair(name: str, student, teacher, x: torch.Tensor, repeats: int,
+               sizes=(1, 32, 256), fractions=(0.1, 0.2, 0.3, 0.4, 0.5)) -> list[dict]:
     student.eval()
     teacher.eval()
     router = get_router("energy")
@@ -72,12 +73,12 @@ def bench_pair(name: str, student, teacher, x: torch.Tensor, repeats: int) -> li
         scores = router.score(torch.cat([student(c) for c in batches(x, 256)])).numpy()
     rows = []
     flops_s, flops_t = count_flops(student, x[:2]), count_flops(teacher, x[:2])
-    for b in (1, 32, 256):
+    for b in sizes:
         chunks = batches(x, b)
         with torch.inference_mode():
             t_s = median_time(student, chunks, repeats)
             t_t = median_time(teacher, chunks, repeats)
-        for f in (0.1, 0.2, 0.3, 0.4, 0.5):
+        for f in fractions:
             threshold = float(np.quantile(scores, f))
             joint = JointModel(student, teacher, router, threshold, profile=True)
             t_j = median_time(joint.predict, chunks, repeats)
@@ -152,14 +153,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stream", type=int, default=512, help="inputs per timed stream")
     args = parser.parse_args()
-    if args.smoke:
+    grid = {}
+    if args.smoke:  # every code path, on a smaller grid
         args.repeats, args.stream = 1, 64
+        grid = {"sizes": (1, 32), "fractions": (0.2,)}
     torch.manual_seed(0)
     x = stream_inputs(args.stream)
-    rows = bench_pair(
-        "DenseNet-BC 52-6 -> 64-12", make_densenet(52, 6), make_densenet(64, 12), x, args.repeats
-    )
-    rows += bench_pair("ResNet-20 -> ResNet-56", make_resnet(20), make_resnet(56), x, args.repeats)
+    rows = bench_pair("DenseNet-BC 52-6 -> 64-12", make_densenet(52, 6), make_densenet(64, 12),
+                      x, args.repeats, **grid)
+    rows += bench_pair("ResNet-20 -> ResNet-56", make_resnet(20), make_resnet(56), x,
+                       args.repeats, **grid)
     meta = {
         "torch_threads": torch.get_num_threads(),
         "stream": args.stream,
