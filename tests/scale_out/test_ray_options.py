@@ -210,3 +210,17 @@ def test_the_teacher_deployments_failures_become_the_fallback_policys_input(outc
     assert info.value.kind == kind
     ok = TeacherDeployment(type("Handle", (), {"infer": _Method(0.0)})(), timeout_s=1.0)
     assert asyncio.run(ok(np.ones((2, 1)))).shape == (2, 1)
+
+
+def test_the_command_line_passes_the_layout_and_refuses_a_bad_one_before_ray_starts(
+        bundle, capsys):
+    from ebjr.cli import main
+
+    code = main(["serve", bundle, "--ray", "--ray-data-plane", "ray-default",
+                 "--ray-teacher-in-ingress", "--ray-separate-student"])
+    assert code == 2
+    assert "needs the student there too" in capsys.readouterr().err
+    code = main(["serve", bundle, "--ray", "--ray-data-plane", "ray-default",
+                 "--ray-teacher-in-ingress", "--teacher-replicas", "2"])
+    assert code == 2
+    assert "the teacher has no deployment of its own" in capsys.readouterr().err
