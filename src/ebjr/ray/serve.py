@@ -207,8 +207,7 @@ def deployment_options(
         if settings.role != "joint":
             raise InputError(f"teacher_in_ingress applies to a joint model served whole, not "
                              f"to role {settings.role!r} (one model, already in the ingress)")
-        given = sorted({"teacher"} & (set(sections or {}) | set(replicas or {})))
-        if given:
+        if "teacher" in (sections or {}) or "teacher" in (replicas or {}):
             raise InputError("with teacher_in_ingress the teacher has no deployment of its "
                              "own: set its replicas and options on the ingress (or the "
                              "student, which runs there too)")
