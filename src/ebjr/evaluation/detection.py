@@ -126,7 +126,6 @@ class MapMetric:
         ids = list(range(len(student))) if image_ids is None else [int(i) for i in image_ids]
         if len(set(ids)) != len(ids):
             raise InputError("image_ids: expected one row per image, got a repeated image id")
-        self.gt, self.image_ids = gt, None if image_ids is None else ids
         self.index = 0 if key == "map" else 1
         self._student = _per_image(gt, _results(student, ids), ids)
         self._teacher = _per_image(gt, _results(teacher, ids), ids)
