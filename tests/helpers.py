@@ -65,3 +65,18 @@ def checkpoint(dataset: str, depth: int, growth: int) -> Path:
     if not path.is_file():
         pytest.skip(f"needs the paper's checkpoint {path} (../shared/models; CI has it)")
     return path
+
+
+def coco_annotations(truth, ids, categories) -> dict:
+    """``truth`` (``(boxes, labels)`` per row; row ``r`` is image ``ids[r]``) as a COCO
+    annotations document with the category ids ``categories``."""
+    images = [{"id": int(i), "width": 100, "height": 100} for i in ids]
+    anns = []
+    for i, (boxes, labels) in zip(ids, truth, strict=True):
+        for b, c in zip(boxes, labels, strict=True):
+            w, h = b[2] - b[0], b[3] - b[1]
+            anns.append({"id": len(anns) + 1, "image_id": int(i), "category_id": int(c),
+                         "bbox": [float(b[0]), float(b[1]), float(w), float(h)],
+                         "area": float(w * h), "iscrowd": 0})
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": int(c), "name": str(c)} for c in categories]}

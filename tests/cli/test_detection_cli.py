@@ -12,6 +12,7 @@ from ebjr.calibration import MaxDrop, curve_from_metric, select_threshold
 from ebjr.cli import main
 from ebjr.evaluation.detection import MapMetric, detection_scores
 from ebjr.scores.detection import Detections
+from helpers import coco_annotations
 
 pytest.importorskip("pycocotools", reason="pip install 'ebjr[detection]'")
 
@@ -36,19 +37,6 @@ def _world(n=40, seed=0):
     return truth, student, teacher
 
 
-def _coco(truth, ids):
-    images = [{"id": int(i), "width": 100, "height": 100} for i in ids]
-    anns = []
-    for i, (boxes, labels) in zip(ids, truth, strict=True):
-        for b, c in zip(boxes, labels, strict=True):
-            w, h = b[2] - b[0], b[3] - b[1]
-            anns.append({"id": len(anns) + 1, "image_id": int(i), "category_id": int(c),
-                         "bbox": [float(b[0]), float(b[1]), float(w), float(h)],
-                         "area": float(w * h), "iscrowd": 0})
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
-
-
 @pytest.fixture
 def files(tmp_path):
     truth, student, teacher = _world()
@@ -56,7 +44,7 @@ def files(tmp_path):
     sp, tp, gp = tmp_path / "s.npz", tmp_path / "t.npz", tmp_path / "gt.json"
     save_detections(sp, student, ids)
     save_detections(tp, teacher, ids)
-    gp.write_text(json.dumps(_coco(truth, ids)))
+    gp.write_text(json.dumps(coco_annotations(truth, ids, (1, 2, 3))))
     return sp, tp, gp, truth, student, teacher
 
 
@@ -113,7 +101,7 @@ def test_what_does_not_apply_to_a_detector_is_refused(files, tmp_path, capsys, e
 def test_image_ids_missing_from_the_ground_truth_are_named(files, tmp_path, capsys):
     sp, tp, _, truth, *_ = files
     gp = tmp_path / "other.json"
-    gp.write_text(json.dumps(_coco(truth, np.arange(40))))
+    gp.write_text(json.dumps(coco_annotations(truth, np.arange(40), (1, 2, 3))))
     assert main(["evaluate", str(sp), str(tp), "--task", "detection", "--ground-truth",
                  str(gp)]) == 2
     assert "image ids [100, 101" in capsys.readouterr().err

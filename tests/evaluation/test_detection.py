@@ -1,6 +1,7 @@
 """Detection energy (eq. 12-14) against a direct implementation, mAP via pycocotools,
 the joint detector, the digit canvases and the grid detector."""
 
+import json
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from ebjr.evaluation.detection import (
     mean_average_precision,
 )
 from ebjr.exceptions import InputError
+from helpers import coco_annotations
 
 
 def random_detections(rng, n_images, n_classes=5, with_coords=True, max_boxes=4):
@@ -118,22 +120,6 @@ def test_map_by_pycocotools_and_the_joint_metric():
     assert metric(np.zeros(20, bool)) == pytest.approx(worse["map"])
 
 
-def _coco_file(path, targets, ids, n_classes):
-    """``targets`` (row ``r`` is image ``ids[r]``) written as a COCO annotations file."""
-    import json
-
-    anns = []
-    for i, (boxes, labels) in zip(ids, targets, strict=True):
-        for b, c in zip(boxes, labels, strict=True):
-            anns.append({"id": len(anns) + 1, "image_id": int(i), "category_id": int(c),
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
-                                  float(b[3] - b[1])],
-                         "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0})
-    path.write_text(json.dumps({"images": [{"id": int(i)} for i in ids], "annotations": anns,
-                                "categories": [{"id": c} for c in range(n_classes)]}))
-    return path
-
-
 def _coco_map(path, detections, ids, key):
     """pycocotools from scratch: the annotations file, the detections as results."""
     import contextlib
@@ -176,7 +162,8 @@ def test_the_metric_equals_pycocotools_on_the_joint_detections_at_every_mask(see
     for d in student[:6]:  # tied scores across images
         d.scores[:] = 0.5
     ids = [int(i) for i in rng.permutation(1000)[:n]]  # row r is COCO image ids[r]
-    path = _coco_file(tmp_path / "gt.json", targets, ids, c)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(coco_annotations(targets, ids, range(c))))
     masks = [rng.random(n) < p for p in (0.0, 0.3, 0.5, 0.7, 1.0)]
     alone = [mean_average_precision(m, targets, c)["map"] for m in (student, teacher)]
     assert 0.05 < alone[0] < alone[1] - 0.05  # the masks' choices matter
