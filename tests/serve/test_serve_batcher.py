@@ -109,3 +109,57 @@ def test_in_flight_limit_lets_batches_grow_while_busy():
 
     calls = run(main())
     assert sum(map(sum, calls)) == 20 and len(calls) < 20
+
+
+def _two_phase(finish_delay: float, fail: bool = False):
+    """A batcher whose ``run`` (one slot) is quick and whose ``finish`` is slow, as the
+    joint engine's student and teacher; it records when each batch's run started."""
+    starts, finished = [], []
+
+    async def run_part(blocks):
+        starts.append((asyncio.get_running_loop().time(), [b.shape[0] for b in blocks]))
+        await asyncio.sleep(0.01)
+        return blocks
+
+    async def finish(blocks):
+        await asyncio.sleep(finish_delay)
+        if fail:
+            raise RuntimeError("teacher broke")
+        finished.append(len(blocks))
+        return [b.sum(axis=1) for b in blocks]
+
+    b = Batcher("student", run_part, max_batch=4, max_wait_s=0.0, max_queue_rows=64,
+                max_in_flight=1, finish=finish)
+    return b, starts, finished
+
+
+def test_finish_runs_off_the_slot_so_the_next_batch_starts_meanwhile():
+    async def main():
+        b, starts, finished = _two_phase(finish_delay=0.3)
+        b.start()
+        xs = [np.full((1, 3), i, dtype=np.float32) for i in range(12)]
+        t0 = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(b.submit(x) for x in xs))
+        await b.close()
+        return xs, results, [t - t0 for t, _ in starts], starts, finished
+
+    xs, results, began, starts, finished = run(main())
+    for x, r in zip(xs, results, strict=True):  # the results are finish's, per block
+        np.testing.assert_array_equal(r, x.sum(axis=1))
+    assert [n for _, n in starts] == [[1] * 4] * 3 and sum(finished) == 12
+    # with one slot held through finish, the third batch would start after 0.6 s
+    assert began[2] < 0.3
+
+
+def test_a_failure_in_finish_reaches_every_block_and_frees_nothing_twice():
+    async def main():
+        b, _, _ = _two_phase(finish_delay=0.0, fail=True)
+        b.start()
+        out = await asyncio.gather(*(b.submit(np.ones((1, 2))) for _ in range(6)),
+                                   return_exceptions=True)
+        await b.close()
+        return out, b._slots._value
+
+    out, free = run(main())
+    assert len(out) == 6 and all(isinstance(e, RuntimeError) for e in out)
+    assert free == 1  # the one slot, released once per batch

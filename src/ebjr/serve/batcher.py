@@ -4,7 +4,9 @@ A :class:`Batcher` owns a bounded queue of row blocks. Its loop takes a free
 slot (at most ``max_in_flight`` batches run at once), waits until
 ``max_batch`` rows are queued or the oldest block has waited ``max_wait_s``,
 and hands the blocks, in arrival order, to ``run``, which returns one result
-per block. Blocks with a different row shape than the first wait for the next
+per block (or, with ``finish``, what ``finish`` turns into them after the slot
+is free again: a batch's later part, e.g. the teacher, then overlaps the
+next). Blocks with a different row shape than the first wait for the next
 batch. Every submitted block gets exactly one outcome: its result, ``run``'s
 exception, or :class:`Overloaded` at submission.
 """
@@ -61,6 +63,11 @@ class Batcher:
             refused with :class:`Overloaded`.
         max_in_flight: batches running at once.
         on_batch: called with the rows of each batch (metrics).
+        finish: ``async finish(out) -> results``, called with what ``run``
+            returned after the batch's slot is free: the part of a batch that
+            waits on something else (the joint model's teacher), so that the
+            next batch forms and starts meanwhile, from every row that queued
+            while ``run`` ran.
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class Batcher:
         max_queue_rows: int,
         max_in_flight: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        finish: Callable[[Any], Awaitable[list[Any]]] | None = None,
     ) -> None:
         self.name = name
         self._run = run
@@ -87,6 +95,7 @@ class Batcher:
         self._loop_task: asyncio.Task | None = None
         self._closing = False
         self._on_batch = on_batch
+        self._finish = finish
         self._rows_per_s = 0.0  # smoothed service rate, for Retry-After
         self.stats = BatchStats()
 
@@ -193,8 +202,13 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(rows)
         start = time.perf_counter()
+        holding = True
         try:
             results = await self._run([b.x for b in blocks])
+            if self._finish is not None:
+                self._slots.release()
+                holding = False
+                results = await self._finish(results)
         except BaseException as exc:  # every block gets an outcome, whatever happened
             for b in blocks:
                 if not b.future.done():
@@ -206,7 +220,8 @@ class Batcher:
                 if not b.future.done():
                     b.future.set_result(r)
         finally:
-            self._slots.release()
+            if holding:
+                self._slots.release()
             end = time.perf_counter()
             self._count(blocks, rows, start, end)
             elapsed = max(end - start, 1e-6)

@@ -62,13 +62,15 @@ class CascadeEngine:
         ]
         self.batchers = [
             Batcher(name, self._run_front if i == 0 else self._stage_call(i),
+                    finish=self._finish_front if i == 0 else None,
                     max_batch=settings.max_batch_size if i == 0
                     else settings.teacher_max_batch_size,
                     max_wait_s=(settings.max_wait_ms if i == 0
                                 else settings.teacher_max_wait_ms) / 1000,
                     max_queue_rows=settings.max_queue_rows if i == 0
                     else settings.teacher_max_queue_rows,
-                    max_in_flight=8 if i == 0 else getattr(self._runners[i], "max_in_flight", 1),
+                    # the first stage's later stages wait off its slot (see JointEngine)
+                    max_in_flight=getattr(self._runners[i], "max_in_flight", 1),
                     on_batch=lambda n, name=name: metrics.batch_rows.labels(name).observe(n))
             for i, name in enumerate(self.stages)
         ]
@@ -180,13 +182,19 @@ class CascadeEngine:
 
         return run
 
-    async def _run_front(self, blocks: list[np.ndarray]) -> list[Any]:
+    async def _run_front(self, blocks: list[np.ndarray]) -> Any:
+        """The first stage on a batch (the batch's slot): what :meth:`_finish_front` needs."""
         batch = np.concatenate(blocks)
         walk = CascadeWalk(self.model.cascade, self.model.thresholds, len(batch))
         try:
             first = await self._runners[0](batch)
         except TeacherUnavailable as exc:  # a first stage elsewhere: no earlier answer exists
             raise ModelError(str(exc), self.stages[0]) from exc
+        return batch, [len(b) for b in blocks], walk, first
+
+    async def _finish_front(self, out: Any) -> list[Any]:
+        """The later stages of a batch, off the first stage's slot; then split."""
+        batch, sizes, walk, first = out
         rows = walk.feed(first)
         failure: TeacherUnavailable | None = None
         while rows is not None:
@@ -210,8 +218,8 @@ class CascadeEngine:
             found = self.shadow.observe(batch, answer.answered_by != last, served,
                                         served, out.scores, out.thresholds,
                                         failure is not None or bool(np.any(out.fallback)))
-        return split_answers(answer, out.fallback, failure, [len(b) for b in blocks],
-                             self.settings.fallback, shadow=found)
+        return split_answers(answer, out.fallback, failure, sizes, self.settings.fallback,
+                             shadow=found)
 
     async def close(self) -> None:
         """Finish every queued request (earlier stages first), then stop."""

@@ -256,8 +256,11 @@ class JointEngine:
             max_batch=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_rows=settings.max_queue_rows,
-            max_in_flight=8,  # student batches waiting for the teacher do not block the student
+            # one student batch at a time: the next one forms from every row that queued
+            # while it ran (under load, full batches); its teacher rows wait off the slot
+            max_in_flight=1,
             on_batch=lambda n: metrics.batch_rows.labels("student").observe(n),
+            finish=self._finish_student,
         )
         self.teacher_batcher = Batcher(
             "teacher",
@@ -403,9 +406,15 @@ class JointEngine:
     ) -> tuple[np.ndarray | None, TeacherUnavailable | None]:
         return await ask_stage(self.teacher_batcher, rows, "teacher", self.metrics)
 
-    async def _run_student(self, blocks: list[np.ndarray]) -> list[Any]:
+    async def _run_student(self, blocks: list[np.ndarray]) -> Any:
+        """The student on a batch (the batch's slot): what :meth:`_finish_student` needs."""
         batch = np.concatenate(blocks)
         routed = await self._student(batch, self.next_threshold())
+        return batch, [len(b) for b in blocks], routed
+
+    async def _finish_student(self, out: Any) -> list[Any]:
+        """The rest of a routed batch, off the student's slot: the teacher, merge, split."""
+        batch, sizes, routed = out
         if self.control is not None:
             self.control.observe(to_numpy(routed.scores))
         self.metrics.observe_routing(len(batch), routed.k)
@@ -414,8 +423,8 @@ class JointEngine:
             lambda mask, predictions, failed: shadow.observe(
                 batch, ~mask, np.asarray(to_numpy(self.joint.student_classes(routed))),
                 predictions, routed.scores, self.joint.threshold, failed))
-        return await finish_batch(self.joint, batch, [len(b) for b in blocks], routed,
-                                  self._ask_teacher, self.settings.fallback, observe)
+        return await finish_batch(self.joint, batch, sizes, routed, self._ask_teacher,
+                                  self.settings.fallback, observe)
 
     async def close(self) -> None:
         """Finish every queued request (student first, its teacher calls after), then stop."""
