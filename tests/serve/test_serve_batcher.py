@@ -111,9 +111,10 @@ def test_in_flight_limit_lets_batches_grow_while_busy():
     assert sum(map(sum, calls)) == 20 and len(calls) < 20
 
 
-def _two_phase(finish_delay: float, fail: bool = False):
-    """A batcher whose ``run`` (one slot) is quick and whose ``finish`` is slow, as the
-    joint engine's student and teacher; it records when each batch's run started."""
+def _two_phase(finish_delay: float = 0.0, fail: bool = False, in_flight: int = 8,
+               gate: asyncio.Event | None = None, max_queue_rows: int = 64):
+    """A batcher whose ``run`` (one at a time) is quick and whose ``finish`` is slow, as
+    the joint engine's student and teacher; it records when each batch's run started."""
     starts, finished = [], []
 
     async def run_part(blocks):
@@ -123,13 +124,16 @@ def _two_phase(finish_delay: float, fail: bool = False):
 
     async def finish(blocks):
         await asyncio.sleep(finish_delay)
+        if gate is not None:
+            await gate.wait()
         if fail:
             raise RuntimeError("teacher broke")
         finished.append(len(blocks))
         return [b.sum(axis=1) for b in blocks]
 
-    b = Batcher("student", run_part, max_batch=4, max_wait_s=0.0, max_queue_rows=64,
-                max_in_flight=1, finish=finish)
+    b = Batcher("student", run_part, max_batch=4, max_wait_s=0.0,
+                max_queue_rows=max_queue_rows, max_in_flight=in_flight, max_running=1,
+                finish=finish)
     return b, starts, finished
 
 
@@ -147,8 +151,10 @@ def test_finish_runs_off_the_slot_so_the_next_batch_starts_meanwhile():
     for x, r in zip(xs, results, strict=True):  # the results are finish's, per block
         np.testing.assert_array_equal(r, x.sum(axis=1))
     assert [n for _, n in starts] == [[1] * 4] * 3 and sum(finished) == 12
-    # with one slot held through finish, the third batch would start after 0.6 s
+    # with run's slot held through finish, the third batch would start after 0.6 s
     assert began[2] < 0.3
+    # one run at a time: each starts after the previous one's 10 ms
+    assert all(b - a >= 0.009 for a, b in zip(began, began[1:], strict=False))
 
 
 def test_a_failure_in_finish_reaches_every_block_and_frees_nothing_twice():
@@ -158,8 +164,29 @@ def test_a_failure_in_finish_reaches_every_block_and_frees_nothing_twice():
         out = await asyncio.gather(*(b.submit(np.ones((1, 2))) for _ in range(6)),
                                    return_exceptions=True)
         await b.close()
-        return out, b._slots._value
+        return out, b._slots._value, b._running._value
 
-    out, free = run(main())
+    out, free, running = run(main())
     assert len(out) == 6 and all(isinstance(e, RuntimeError) for e in out)
-    assert free == 1  # the one slot, released once per batch
+    assert (free, running) == (8, 1)  # every slot released once per batch
+
+
+def test_batches_waiting_in_finish_count_in_flight_so_a_full_queue_refuses():
+    async def main():
+        gate = asyncio.Event()
+        b, starts, _ = _two_phase(in_flight=2, gate=gate, max_queue_rows=8)
+        b.start()
+        first = [asyncio.ensure_future(b.submit(np.ones((4, 2)))) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both batches ran and wait in finish
+        first += [asyncio.ensure_future(b.submit(np.ones((4, 2)))) for _ in range(2)]
+        await asyncio.sleep(0.1)  # no slot for a third batch: 8 rows queue
+        with pytest.raises(Overloaded):  # (a third batch started: this one would wait)
+            await asyncio.wait_for(b.submit(np.ones((1, 2))), 2.0)
+        started = len(starts)
+        gate.set()
+        out = await asyncio.gather(*first)
+        await b.close()
+        return started, out
+
+    started, out = run(main())
+    assert started == 2 and len(out) == 4

@@ -1,12 +1,13 @@
 """Dynamic batching: concurrent requests coalesce into one model call.
 
 A :class:`Batcher` owns a bounded queue of row blocks. Its loop takes a free
-slot (at most ``max_in_flight`` batches run at once), waits until
-``max_batch`` rows are queued or the oldest block has waited ``max_wait_s``,
-and hands the blocks, in arrival order, to ``run``, which returns one result
-per block (or, with ``finish``, what ``finish`` turns into them after the slot
-is free again: a batch's later part, e.g. the teacher, then overlaps the
-next). Blocks with a different row shape than the first wait for the next
+slot (at most ``max_in_flight`` batches started and not yet answered, and at
+most ``max_running`` of them in ``run``), waits until ``max_batch`` rows are
+queued or the oldest block has waited ``max_wait_s``, and hands the blocks, in
+arrival order, to ``run``, which returns one result per block (or, with
+``finish``, what ``finish`` turns into them once ``run``'s slot is free again:
+a batch's later part, e.g. the teacher, then overlaps the next batch's
+``run``). Blocks with a different row shape than the first wait for the next
 batch. Every submitted block gets exactly one outcome: its result, ``run``'s
 exception, or :class:`Overloaded` at submission.
 """
@@ -61,13 +62,17 @@ class Batcher:
         max_wait_s: longest the oldest block waits for company.
         max_queue_rows: rows that may wait; a block that would exceed it is
             refused with :class:`Overloaded`.
-        max_in_flight: batches running at once.
+        max_in_flight: batches started and not yet answered (bounds the work
+            a full queue stands behind: beyond it, blocks wait and, past
+            ``max_queue_rows``, are refused).
         on_batch: called with the rows of each batch (metrics).
         finish: ``async finish(out) -> results``, called with what ``run``
-            returned after the batch's slot is free: the part of a batch that
+            returned once ``run``'s slot is free: the part of a batch that
             waits on something else (the joint model's teacher), so that the
             next batch forms and starts meanwhile, from every row that queued
             while ``run`` ran.
+        max_running: batches in ``run`` at once (default ``max_in_flight``;
+            with ``finish``, e.g. 1 for a model on one thread).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Batcher:
         max_in_flight: int = 1,
         on_batch: Callable[[int], None] | None = None,
         finish: Callable[[Any], Awaitable[list[Any]]] | None = None,
+        max_running: int | None = None,
     ) -> None:
         self.name = name
         self._run = run
@@ -89,7 +95,8 @@ class Batcher:
         self.max_queue_rows = max_queue_rows
         self._queue: collections.deque[_Block] = collections.deque()
         self._rows = 0
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = asyncio.Semaphore(max_in_flight)  # started, not yet answered
+        self._running = asyncio.Semaphore(max_running or max_in_flight)  # in run
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
@@ -159,8 +166,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()
+            await self._running.acquire()
             while not self._queue:
                 if self._closing:
+                    self._running.release()
                     self._slots.release()
                     return
                 self._wake.clear()
@@ -202,12 +211,12 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(rows)
         start = time.perf_counter()
-        holding = True
+        running = True
         try:
             results = await self._run([b.x for b in blocks])
+            self._running.release()
+            running = False
             if self._finish is not None:
-                self._slots.release()
-                holding = False
                 results = await self._finish(results)
         except BaseException as exc:  # every block gets an outcome, whatever happened
             for b in blocks:
@@ -220,8 +229,9 @@ class Batcher:
                 if not b.future.done():
                     b.future.set_result(r)
         finally:
-            if holding:
-                self._slots.release()
+            if running:
+                self._running.release()
+            self._slots.release()
             end = time.perf_counter()
             self._count(blocks, rows, start, end)
             elapsed = max(end - start, 1e-6)

@@ -70,7 +70,8 @@ class CascadeEngine:
                     max_queue_rows=settings.max_queue_rows if i == 0
                     else settings.teacher_max_queue_rows,
                     # the first stage's later stages wait off its slot (see JointEngine)
-                    max_in_flight=getattr(self._runners[i], "max_in_flight", 1),
+                    max_in_flight=8 if i == 0 else getattr(self._runners[i], "max_in_flight", 1),
+                    max_running=getattr(self._runners[i], "max_in_flight", 1),
                     on_batch=lambda n, name=name: metrics.batch_rows.labels(name).observe(n))
             for i, name in enumerate(self.stages)
         ]

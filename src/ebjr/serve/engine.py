@@ -257,8 +257,9 @@ class JointEngine:
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_rows=settings.max_queue_rows,
             # one student batch at a time: the next one forms from every row that queued
-            # while it ran (under load, full batches); its teacher rows wait off the slot
-            max_in_flight=1,
+            # while it ran (under load, full batches); up to 8 wait for the teacher
+            max_in_flight=8,
+            max_running=1,
             on_batch=lambda n: metrics.batch_rows.labels("student").observe(n),
             finish=self._finish_student,
         )
