@@ -111,19 +111,22 @@ def test_in_flight_limit_lets_batches_grow_while_busy():
     assert sum(map(sum, calls)) == 20 and len(calls) < 20
 
 
-def _two_phase(finish_delay: float = 0.0, fail: bool = False, in_flight: int = 8,
-               gate: asyncio.Event | None = None, max_queue_rows: int = 64):
-    """A batcher whose ``run`` (one at a time) is quick and whose ``finish`` is slow, as
-    the joint engine's student and teacher; it records when each batch's run started."""
-    starts, finished = [], []
+def _two_phase(fail: bool = False, in_flight: int = 8, gate: asyncio.Event | None = None,
+               max_queue_rows: int = 64):
+    """A batcher whose ``run`` (one at a time) is quick and whose ``finish`` waits for
+    ``gate``, as the joint engine's student and teacher. It records, as each batch's run
+    starts, its blocks' rows and how many batches had finished; and the most runs at once."""
+    starts, finished, running = [], [], {"now": 0, "most": 0}
 
     async def run_part(blocks):
-        starts.append((asyncio.get_running_loop().time(), [b.shape[0] for b in blocks]))
+        starts.append(([b.shape[0] for b in blocks], len(finished)))
+        running["now"] += 1
+        running["most"] = max(running["most"], running["now"])
         await asyncio.sleep(0.01)
+        running["now"] -= 1
         return blocks
 
     async def finish(blocks):
-        await asyncio.sleep(finish_delay)
         if gate is not None:
             await gate.wait()
         if fail:
@@ -134,32 +137,42 @@ def _two_phase(finish_delay: float = 0.0, fail: bool = False, in_flight: int = 8
     b = Batcher("student", run_part, max_batch=4, max_wait_s=0.0,
                 max_queue_rows=max_queue_rows, max_in_flight=in_flight, max_running=1,
                 finish=finish)
-    return b, starts, finished
+    return b, starts, finished, running
+
+
+async def _until(check, timeout_s: float = 5.0) -> None:
+    async def poll():
+        while not check():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout_s)
 
 
 def test_finish_runs_off_the_slot_so_the_next_batch_starts_meanwhile():
     async def main():
-        b, starts, finished = _two_phase(finish_delay=0.3)
+        gate = asyncio.Event()
+        b, starts, finished, running = _two_phase(gate=gate)
         b.start()
         xs = [np.full((1, 3), i, dtype=np.float32) for i in range(12)]
-        t0 = asyncio.get_running_loop().time()
-        results = await asyncio.gather(*(b.submit(x) for x in xs))
+        pending = asyncio.gather(*(b.submit(x) for x in xs))
+        await _until(lambda: len(starts) == 3)  # with run's slot held through finish: 1
+        done_before = len(finished)
+        gate.set()
+        results = await pending
         await b.close()
-        return xs, results, [t - t0 for t, _ in starts], starts, finished
+        return xs, results, starts, finished, running["most"], done_before
 
-    xs, results, began, starts, finished = run(main())
+    xs, results, starts, finished, most, done_before = run(main())
     for x, r in zip(xs, results, strict=True):  # the results are finish's, per block
         np.testing.assert_array_equal(r, x.sum(axis=1))
-    assert [n for _, n in starts] == [[1] * 4] * 3 and sum(finished) == 12
-    # with run's slot held through finish, the third batch would start after 0.6 s
-    assert began[2] < 0.3
-    # one run at a time: each starts after the previous one's 10 ms
-    assert all(b - a >= 0.009 for a, b in zip(began, began[1:], strict=False))
+    assert [rows for rows, _ in starts] == [[1] * 4] * 3 and sum(finished) == 12
+    assert done_before == 0 and [k for _, k in starts] == [0, 0, 0]
+    assert most == 1  # one batch in run at a time
 
 
 def test_a_failure_in_finish_reaches_every_block_and_frees_nothing_twice():
     async def main():
-        b, _, _ = _two_phase(finish_delay=0.0, fail=True)
+        b, _, _, _ = _two_phase(fail=True)
         b.start()
         out = await asyncio.gather(*(b.submit(np.ones((1, 2))) for _ in range(6)),
                                    return_exceptions=True)
@@ -174,12 +187,13 @@ def test_a_failure_in_finish_reaches_every_block_and_frees_nothing_twice():
 def test_batches_waiting_in_finish_count_in_flight_so_a_full_queue_refuses():
     async def main():
         gate = asyncio.Event()
-        b, starts, _ = _two_phase(in_flight=2, gate=gate, max_queue_rows=8)
+        b, starts, _, _ = _two_phase(in_flight=2, gate=gate, max_queue_rows=8)
         b.start()
         first = [asyncio.ensure_future(b.submit(np.ones((4, 2)))) for _ in range(2)]
-        await asyncio.sleep(0.1)  # both batches ran and wait in finish
+        await _until(lambda: len(starts) == 2)  # both batches ran and wait in finish
         first += [asyncio.ensure_future(b.submit(np.ones((4, 2)))) for _ in range(2)]
-        await asyncio.sleep(0.1)  # no slot for a third batch: 8 rows queue
+        await _until(lambda: b.queued_rows == 8)  # no slot for a third batch: they queue
+        await asyncio.sleep(0.05)  # (time for a third batch to start, were there a slot)
         with pytest.raises(Overloaded):  # (a third batch started: this one would wait)
             await asyncio.wait_for(b.submit(np.ones((1, 2))), 2.0)
         started = len(starts)
