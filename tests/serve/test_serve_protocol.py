@@ -38,6 +38,8 @@ def test_nested_data_is_accepted():
         (dict(shape=[1, 2], datatype="INT32", data=[1.5, 1.0]), None, None, "whole numbers"),
         (dict(shape=[-1, 2], datatype="FP32", data=[1.0, 1.0]), None, None, "non-negative"),
         (dict(shape=[], datatype="FP32", data=[1.0]), None, None, "[batch, ...]"),
+        # the model reads float32: an FP64 value past its range would become infinity
+        (dict(shape=[1, 2], datatype="FP64", data=[1e300, 1.0]), None, None, "reads float32"),
     ],
 )
 def test_bad_tensors_are_refused_with_a_message(tensor, row_shape, max_rows, message):

@@ -208,6 +208,9 @@ _LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
+_FP32_MAX = float(np.finfo(np.float32).max)
+
+
 def decode_tensor(
     t: InferTensor,
     row_shape: tuple[int, ...] | None = None,
@@ -263,6 +266,11 @@ def decode_tensor(
         )
     if t.datatype.startswith(("INT", "UINT")) and not np.array_equal(arr, np.round(arr)):
         raise InputError(f"input {t.name!r}: datatype {t.datatype} needs whole numbers")
+    if t.datatype == "FP64" and arr.size and np.abs(arr).max() > _FP32_MAX:
+        raise InputError(
+            f"input {t.name!r}: the model reads float32, whose values lie in "
+            f"[{-_FP32_MAX:g}, {_FP32_MAX:g}]; got [{arr.min():g}, {arr.max():g}]"
+        )
     return arr.reshape(shape).astype(np.float32)
 
 
