@@ -1,13 +1,21 @@
+import json
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from pydantic import ValidationError
 
 from ebjr.exceptions import InputError
-from ebjr.serve.protocol import InferTensor, decode_tensor, encode_tensor
+from ebjr.serve.protocol import (
+    InferRequest,
+    InferTensor,
+    decode_tensor,
+    encode_tensor,
+    infer_request_fast,
+)
 
 
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4),
@@ -63,3 +71,89 @@ def test_encode_names_datatypes():
     assert encode_tensor("a", np.array([1, 2], dtype=np.int64))["datatype"] == "INT64"
     assert encode_tensor("b", np.array(["x"]))["datatype"] == "BYTES"
     assert encode_tensor("c", np.zeros((2, 3), np.float32))["shape"] == [2, 3]
+
+
+# ------------------------------------------------- the fast reader of the common request
+_NUMBER = st.one_of(
+    st.integers(-300, 300), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, -0.0, 1e308]))
+_ODD = st.sampled_from([True, False, None, "7", [], [1, 2], {"a": 1}])
+
+
+@st.composite
+def _requests(draw):
+    """JSON request bodies: mostly well-formed ones with numbers, and every kind of flaw
+    the schema refuses (booleans, nulls, strings, ragged or deep nesting, odd fields)."""
+    rows = draw(st.integers(0, 3))
+    width = draw(st.integers(1, 4))
+    flat = draw(st.lists(_NUMBER, min_size=rows * width, max_size=rows * width))
+    data = draw(st.sampled_from(["flat", "nested", "odd", "ragged"]))
+    if data == "nested" and rows:
+        flat = [flat[i * width:(i + 1) * width] for i in range(rows)]
+    elif data == "odd" and flat:
+        flat[draw(st.integers(0, len(flat) - 1))] = draw(_ODD)
+    elif data == "ragged" and rows > 1:
+        flat = [flat[:width], flat[width:width + 1]]
+    tensor = {"name": draw(st.sampled_from(["input", "x", 7])),
+              "shape": draw(st.sampled_from([[rows, width], [rows * width], ["2"], [-1, 2]])),
+              "datatype": draw(st.sampled_from(["FP32", "FP64", "INT8", "UINT8", "INT64",
+                                                "BYTES", "BOOL", 3])),
+              "data": flat}
+    if draw(st.booleans()):
+        tensor["parameters"] = draw(st.sampled_from([{}, {"binary_data_size": 4}, []]))
+    if draw(st.integers(0, 9)) == 0:
+        tensor["extra"] = 1
+    body = {"inputs": draw(st.sampled_from([[tensor], [tensor, tensor], tensor, []]))
+            if draw(st.integers(0, 5)) == 0 else [tensor]}
+    if draw(st.booleans()):
+        body["id"] = draw(st.sampled_from(["r1", "true", "", 5, None]))
+    if draw(st.booleans()):
+        body["outputs"] = draw(st.sampled_from([[{"name": "scores"}], [{}], "all"]))
+    return json.dumps(body).encode()
+
+
+def _outcome(make):
+    try:
+        return make()
+    except (InputError, ValidationError) as exc:
+        return ("refused", type(exc).__name__, str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_requests())
+def test_the_fast_reader_accepts_only_what_the_schema_does_and_decodes_alike(raw):
+    """``infer_request_fast`` (orjson + one numpy conversion) against the full pydantic
+    validation: it may pass a body on to the full reader, but whatever it reads must be
+    what the full reader reads, tensor values and refusals included."""
+    fast = infer_request_fast(raw)
+    full = _outcome(lambda: InferRequest.model_validate_json(raw))
+    if fast is None:
+        return
+    assert isinstance(full, InferRequest), f"the fast reader took what the schema refuses: {full}"
+    assert fast.model_dump(exclude={"inputs"}) == full.model_dump(exclude={"inputs"})
+    ft, gt = fast.inputs[0], full.inputs[0]
+    assert ft.model_dump(exclude={"data"}) == gt.model_dump(exclude={"data"})
+    for shape in (None, (2,), (4,)):
+        a = _outcome(lambda ft=ft, shape=shape: decode_tensor(ft, shape, 8))
+        b = _outcome(lambda gt=gt, shape=shape: decode_tensor(gt, shape, 8))
+        assert type(a) is type(b), (a, b)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        else:
+            assert a == b
+
+
+def test_the_fast_reader_reads_the_common_request_and_passes_the_rest_on():
+    x = np.arange(12, dtype=np.uint8).reshape(2, 6)
+    raw = json.dumps({"id": "a", "inputs": [{"name": "input", "shape": [2, 6],
+                                             "datatype": "UINT8",
+                                             "data": x.reshape(-1).tolist()}]}).encode()
+    got = infer_request_fast(raw)
+    assert got is not None and got.id == "a"
+    np.testing.assert_array_equal(decode_tensor(got.inputs[0]), x.astype(np.float32))
+    # booleans anywhere, binary data, several inputs, no JSON: the full reader's
+    for other in (raw.replace(b'"a"', b"true"), b'{"inputs": []}', b"not json",
+                  b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32"}]}',
+                  b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", '
+                  b'"data": [null]}]}'):
+        assert infer_request_fast(other) is None

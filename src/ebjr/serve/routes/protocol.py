@@ -36,6 +36,7 @@ from ebjr.serve.protocol import (
     check_shape,
     decode_tensor,
     encode_response,
+    infer_request_fast,
     split_body,
 )
 from ebjr.serve.routes import ERRORS, json_body, model_route
@@ -245,7 +246,7 @@ async def _decode(state: AppState, request: Request, name: str
     """The request's JSON header and its one input tensor, checked against the model."""
     header, rest = split_body(await state.bodies.read(request),
                               request.headers.get("inference-header-content-length"))
-    body: InferRequest = await state.bodies.parse(header, InferRequest)
+    body: InferRequest = await state.bodies.parse(header, InferRequest, infer_request_fast)
     if len(body.inputs) != 1:
         raise InputError(f"this model takes one input, {INPUT_NAME!r}; got {len(body.inputs)}: "
                          f"{[t.name for t in body.inputs]}")
