@@ -90,6 +90,17 @@ DEPLOYMENT_OPTIONS = (
     "logging_config",
 )
 
+#: the control deployment: one replica, no CPU of its own. Besides calls that take
+#: milliseconds, its open calls are the replicas' standing threshold watches (up to 10 s
+#: each), which Serve would wait out before it stops the replica, on every delete, redeploy
+#: and shutdown (an idle application's delete: 11-21 s with them, 3 s without). So it waits
+#: at most 2 s for its calls to end.
+CONTROL: dict[str, Any] = {
+    "name": "control", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0},
+    "max_ongoing_requests": 100_000, "logging_config": {"enable_access_log": False},
+    "graceful_shutdown_wait_loop_s": 0.2, "graceful_shutdown_timeout_s": 2.0,
+}
+
 #: settings a Ray application does not take (they belong to the single-process server)
 _NOT_FOR_RAY = {"host", "port", "remote_teacher", "teacher_retries",
                 "teacher_input_name", "teacher_output_name", "header_timeout_s", "log_level"}
@@ -301,11 +312,8 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **opts["ingress"])
     if isinstance(bundle, CascadeRecord):  # the first stage in the ingress, then one each
         stages = bundle.cascade.stages
-        control = serve.deployment(
-            CascadeControl, name="control", num_replicas=1,
-            ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
-            logging_config={"enable_access_log": False},
-        ).bind(list(bundle.cascade.thresholds), list(stages))
+        control = serve.deployment(CascadeControl, **CONTROL).bind(
+            list(bundle.cascade.thresholds), list(stages))
         handles = {name: serve.deployment(ModelReplica, name=stage_deployment(i),
                                           **opts[stage_deployment(i)]).bind(settings, name)
                    for i, name in enumerate(stages) if (i or not here) and not everything_here}
@@ -316,11 +324,7 @@ def build_app(bundle_path: str | Path, **options: Any) -> Application:
         model = serve.deployment(ModelReplica, name=settings.role,
                                  **opts[settings.role]).bind(settings, settings.role)
         return ingress.bind(settings, model)
-    control = serve.deployment(
-        Control, name="control", num_replicas=1,
-        ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000,
-        logging_config={"enable_access_log": False},
-    ).bind(settings, bundle.threshold)
+    control = serve.deployment(Control, **CONTROL).bind(settings, bundle.threshold)
     if everything_here:  # no teacher deployment: each ingress replica runs it
         return ingress.bind(settings, None, control, None)
     teacher = serve.deployment(ModelReplica, name="teacher", **opts["teacher"]).bind(
