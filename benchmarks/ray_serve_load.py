@@ -35,7 +35,12 @@ time per image at the serving batch size (1 thread, medians of repeats) and
 the measured teacher share. Reported: throughput, p50/p99, teacher share,
 accuracy, and measured / ideal (target >= 0.8).
 
+With ``--encoding binary`` the requests carry binary tensors instead of JSON:
+the body Triton's ``tritonclient.http`` builds by default (a JSON header, then
+the raw pixels) and binary outputs, read back with its ``InferResult``.
+
     python benchmarks/ray_serve_load.py        # about 25 minutes on 2 cores
+    python benchmarks/ray_serve_load.py --encoding binary
 """
 
 from __future__ import annotations
@@ -60,16 +65,30 @@ import serve_load
 HERE = Path(__file__).resolve().parent
 
 
-def encode(images: np.ndarray, rows: int) -> list[tuple[bytes, bytes]]:
-    """Requests of ``rows`` images each (raw UINT8 pixels, JSON), for /v2/models/cifar10/infer."""
+def encode(images: np.ndarray, rows: int, encoding: str = "json") -> list[tuple[bytes, bytes]]:
+    """Requests of ``rows`` images each (raw UINT8 pixels), for /v2/models/cifar10/infer: JSON,
+    or binary tensors as Triton's client sends them by default (its own request body: the
+    pixels as raw bytes after a JSON header, and every output asked for in binary)."""
     out = []
     for a in range(0, len(images) - rows + 1, rows):
         x = images[a : a + rows]
-        body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
-                                       "datatype": "UINT8", "data": x.reshape(-1).tolist()}]},
-                          separators=(",", ":")).encode()
+        extra = ""
+        if encoding == "binary":
+            from tritonclient.http import InferenceServerClient, InferInput
+
+            tensor = InferInput("input", list(x.shape), "UINT8")
+            tensor.set_data_from_numpy(x)  # binary_data=True, the client's default
+            body, json_len = InferenceServerClient.generate_request_body([tensor])
+            extra = f"Inference-Header-Content-Length: {json_len}\r\n"
+            kind = "application/octet-stream"
+        else:
+            body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
+                                           "datatype": "UINT8",
+                                           "data": x.reshape(-1).tolist()}]},
+                              separators=(",", ":")).encode()
+            kind = "application/json"
         head = (f"POST /v2/models/cifar10/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+                f"Content-Type: {kind}\r\n{extra}Content-Length: {len(body)}\r\n\r\n")
         out.append((head.encode(), body))
     return out
 
@@ -91,17 +110,24 @@ def _ray_processes() -> dict:
 
 
 def _cpu(procs: dict) -> dict:
-    total = {}
+    """CPU seconds (user + system) so far of each live process, by role and pid."""
+    total: dict = {}
     for role, ps in procs.items():
-        t = 0.0
+        total[role] = {}
         for p in ps:
             try:
                 c = p.cpu_times()
-                t += c.user + c.system
-            except Exception:  # a process that ended counts what it had
+                total[role][p.pid] = c.user + c.system
+            except Exception:  # a process that ended (HAProxy reloads start a new one)
                 pass
-        total[role] = t
     return total
+
+
+def _cpu_spent(before: dict, after: dict) -> dict:
+    """CPU seconds each role spent between two :func:`_cpu` readings, over the processes
+    alive at both (an ended process's share is lost, never counted negative)."""
+    return {role: sum(t - before[role][pid] for pid, t in after[role].items()
+                      if pid in before[role]) for role in before}
 
 
 def renice(procs: dict, niceness: int | None) -> None:
@@ -132,8 +158,8 @@ def timed(port: int, requests, labels, rows: int, concurrency: int, repeats: int
     out = {**med, "throughput_runs": [r["throughput_ips"] for r in runs]}
     if ray_cpu:
         n = repeats * len(requests)
-        after = _cpu(procs)
-        out["cpu_ms_per_request"] = {k: 1e3 * (after[k] - before[k]) / n for k in before}
+        spent = _cpu_spent(before, _cpu(procs))
+        out["cpu_ms_per_request"] = {k: 1e3 * v / n for k, v in spent.items()}
     return out
 
 
@@ -192,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-plane", choices=["fast", "ray-default"], default="fast",
                    help="fast: what ebjr serve --ray sets for a cluster it starts (HAProxy "
                    "ingress, RAY_SERVE_THROUGHPUT_OPTIMIZED); ray-default: Ray's own")
+    p.add_argument("--encoding", choices=["json", "binary"], default="json",
+                   help="the requests' tensors: JSON, or binary (Triton's and KServe's "
+                   "clients' default; results go to ray_serve_load_binary.*)")
     p.add_argument("--skip-process", action="store_true",
                    help="do not measure the single-process ebjr serve")
     args = p.parse_args(argv)
@@ -218,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     half = len(z["labels"]) // 2
     images, labels = z["images"][half:], z["labels"][half:]
     # workload (rows per request, images in flight): requests x rows = images in flight
-    encoded = {k: encode(images[: args.requests], k) for k in args.rows_per_request}
+    encoded = {k: encode(images[: args.requests], k, args.encoding)
+               for k in args.rows_per_request}
     workloads = {(k, c): (encoded[k], max(1, c // k))
                  for c in args.concurrency for k in args.rows_per_request}
     batching = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
@@ -303,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "services": rows,
     }
     out = _common.results_dir(args.smoke)
-    stem = "ray_serve_load" + ("_ray_default" if args.data_plane == "ray-default" else "")
+    stem = "ray_serve_load" + ("_ray_default" if args.data_plane == "ray-default" else "") + (
+        "_binary" if args.encoding == "binary" else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     md = to_markdown(report)
     (out / f"{stem}.md").write_text(md)
@@ -346,7 +377,10 @@ def to_markdown(r: dict) -> str:
     t, s = r["compute_per_image_s"], r["settings"]
     lines = [
         f"`{r['command'].strip()}`: {s['requests']} CIFAR-10 images per run, sent "
-        f"{' or '.join(map(str, s['rows_per_request']))} per request by closed-loop clients "
+        f"{' or '.join(map(str, s['rows_per_request']))} per request "
+        + ("as binary tensors (Triton's client's request body, binary outputs) "
+           if s.get("encoding") == "binary" else "as JSON ")
+        + "by closed-loop clients "
         f"({' or '.join(map(str, s['concurrency']))} images in flight), batching "
         f"{s['max_batch_size']} rows / {s['max_wait_ms']} ms, torch 1 thread per model "
         f"process, a local Ray cluster of {s['cpus']} CPUs "

@@ -116,7 +116,9 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes, int | None]:
+        """One request; its status, body and (for a binary-tensor answer) the length of the
+        body's JSON part (``Inference-Header-Content-Length``, else None)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writer.write(head + body)
@@ -133,7 +135,8 @@ class Connection:
             payload = await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
-        return status, payload
+        json_len = headers.get("inference-header-content-length")
+        return status, payload, None if json_len is None else int(json_len)
 
     async def _chunks(self) -> bytes:
         """A chunked body (Ray's Python proxy sends some responses so), without trailers:
@@ -183,7 +186,8 @@ def encode_requests(images: np.ndarray, path: str) -> list[tuple[bytes, bytes]]:
 async def closed_loop(
     port: int, requests: list[tuple[bytes, bytes]], concurrency: int, timeout: float = 120.0
 ) -> tuple[list, float]:
-    """Send every request with ``concurrency`` workers; per request (status|None, latency, body)."""
+    """Send every request with ``concurrency`` workers; per request (status|None, latency,
+    body, the length of a binary answer's JSON part or None)."""
     results: list = [None] * len(requests)
     next_i = 0
 
@@ -195,12 +199,13 @@ async def closed_loop(
             next_i += 1
             t0 = time.perf_counter()
             try:
-                status, body = await asyncio.wait_for(conn.request(*requests[i]), timeout)
+                status, body, json_len = await asyncio.wait_for(conn.request(*requests[i]),
+                                                                timeout)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-                results[i] = (None, time.perf_counter() - t0, repr(exc).encode())
+                results[i] = (None, time.perf_counter() - t0, repr(exc).encode(), None)
                 await conn.close()
                 continue
-            results[i] = (status, time.perf_counter() - t0, body)
+            results[i] = (status, time.perf_counter() - t0, body, json_len)
         await conn.close()
 
     start = time.perf_counter()
@@ -259,15 +264,27 @@ class Server:
             self.proc.kill()
 
 
+def outputs(body: bytes, json_len: int | None) -> dict:
+    """An answer's outputs by name: from its JSON, or (a binary-tensor answer) read by
+    Triton's own client, as a user's code reads it."""
+    if json_len is None:
+        return {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
+    from tritonclient.http import InferResult
+
+    result = InferResult.from_response_body(body, header_length=json_len)
+    return {o["name"]: [v.decode() if isinstance(v, bytes) else v
+                        for v in result.as_numpy(o["name"]).reshape(-1)]
+            for o in result.get_response()["outputs"]}
+
+
 def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int = 1) -> dict:
     """Throughput (requests/s and images/s), latency per request, teacher share and
     accuracy over images (request ``i`` carries images ``i * rows`` to ``(i + 1) * rows``)."""
-    ok = [(lat, json.loads(body), i) for i, (status, lat, body) in enumerate(results)
-          if status == 200]
+    ok = [(lat, outputs(body, json_len), i)
+          for i, (status, lat, body, json_len) in enumerate(results) if status == 200]
     lat = np.array([r[0] for r in ok])
     right = routed = images = 0
-    for _, payload, i in ok:
-        outs = {o["name"]: o["data"] for o in payload["outputs"]}
+    for _, outs, i in ok:
         want = labels[i * rows : (i + 1) * rows]
         if "predictions" in outs:
             pred = np.asarray(outs["predictions"])
@@ -286,9 +303,9 @@ def summarise(results: list, elapsed: float, labels: np.ndarray, rows: int = 1) 
         "teacher_share": routed / max(1, images),
         "accuracy": right / images if images and len(ok) == len(results) else None,
         "served": len(ok),
-        "shed": sum(1 for s, _, _ in results if s in (429, 503)),
-        "lost": sum(1 for s, _, _ in results if s is None),
-        "other": sum(1 for s, _, _ in results if s is not None and s not in (200, 429, 503)),
+        "shed": sum(1 for r in results if r[0] in (429, 503)),
+        "lost": sum(1 for r in results if r[0] is None),
+        "other": sum(1 for r in results if r[0] is not None and r[0] not in (200, 429, 503)),
     }
 
 
