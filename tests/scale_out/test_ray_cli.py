@@ -2,6 +2,10 @@
 serves the application (Triton's client gets the offline joint model's answers), and
 stops cleanly on SIGTERM."""
 
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -9,16 +13,23 @@ pytest.importorskip("ray.serve", reason="pip install 'ebjr[ray]'")
 httpclient = pytest.importorskip("tritonclient.http", reason="pip install 'ebjr[test]'")
 
 import ebjr  # noqa: E402
-from serve_support import ServerProcess, make_serve_bundle, random_rows  # noqa: E402
+from serve_support import ServerProcess, free_port, make_serve_bundle, random_rows  # noqa: E402
 
 
 def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
+    """With a stale record of the last ``ray start`` cluster in Ray's temporary folder (a
+    cluster that was killed leaves one): a plain ``ray.init()`` would try to join it and
+    hang; ``ebjr serve --ray`` starts a cluster of its own."""
     bundle = str(make_serve_bundle(tmp_path))
     cfg = tmp_path / "deploy.yaml"
     cfg.write_text("student:\n  ray_actor_options: {num_cpus: 0.5}\n"
                    "teacher:\n  ray_actor_options: {num_cpus: 0.5}\n")
+    ray_tmp = tempfile.mkdtemp(prefix="ebjr-ray-", dir="/tmp")  # short: Ray's socket paths
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+        f.write(f"127.0.0.1:{free_port()}")  # nothing listens there
     server = ServerProcess(bundle, "--ray", "--ray-config", str(cfg), "--student-replicas", "2",
-                           env={"RAY_ADDRESS": ""}, log_level="info")
+                           env={"RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp}, log_level="info")
     server.start(timeout=180)
     try:
         client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -33,6 +44,7 @@ def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
         _check_haproxy_gone(server.output())
     finally:
         server.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_ebjr_serve_ray_refuses_a_remote_teacher(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from ebjr.cli._common import add_trust_args
@@ -49,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
         from ebjr.ray.data import predict_files
 
-        ray.init(address=args.ray_address, ignore_reinit_error=True,
+        # without an address: a local cluster of its own, never the last one `ray start`
+        # recorded (Ray's own default for ray.init())
+        address = args.ray_address or (None if os.environ.get("RAY_ADDRESS") else "local")
+        ray.init(address=address, ignore_reinit_error=True,
                  include_dashboard=False, log_to_driver=False)
         try:
             summary = predict_files(

@@ -523,8 +523,9 @@ def run(
     needed = cpus_needed(bundle_path, **options)
     app_name = name or options.get("model_name") or Path(bundle_path).stem
     local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local:
-        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+    if local:  # "local": a cluster of its own, never the last one `ray start` recorded
+        ray.init(address="local", include_dashboard=False, ignore_reinit_error=True,
+                 log_to_driver=True)
         _check_ray_token()
     else:
         use_cluster_token()  # effective when Ray was not imported yet (ebjr serve --ray)
