@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
         from ebjr.ray.data import predict_files
 
-        # without an address: a local cluster of its own, never the last one `ray start`
-        # recorded (Ray's own default for ray.init())
+        # without an address: a local cluster of its own (a plain ray.init() would join the
+        # last cluster `ray start` recorded, and hang on a stale record)
         address = args.ray_address or (None if os.environ.get("RAY_ADDRESS") else "local")
         ray.init(address=address, ignore_reinit_error=True,
                  include_dashboard=False, log_to_driver=False)
