@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from ebjr.cli._common import add_trust_args
@@ -48,12 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         import ray
 
+        from ebjr.ray.auth import cluster_address
         from ebjr.ray.data import predict_files
 
-        # without an address: a local cluster of its own (a plain ray.init() would join the
-        # last cluster `ray start` recorded, and hang on a stale record)
-        address = args.ray_address or (None if os.environ.get("RAY_ADDRESS") else "local")
-        ray.init(address=address, ignore_reinit_error=True,
+        ray.init(address=cluster_address(args.ray_address), ignore_reinit_error=True,
                  include_dashboard=False, log_to_driver=False)
         try:
             summary = predict_files(

@@ -1,4 +1,5 @@
-"""Ray's token, for a client that joins a cluster (no Ray import: it must run before Ray's).
+"""Which cluster ebjr's commands join, and Ray's token for joining one (no Ray import: it
+must run before Ray's).
 
 Ray 2.60 turns token authentication on for a cluster once a token exists, and its
 clients send the token only when ``RAY_AUTH_MODE=token`` is set *before* Ray is
@@ -12,9 +13,19 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["token_path", "use_cluster_token"]
+__all__ = ["cluster_address", "token_path", "use_cluster_token"]
 
 log = logging.getLogger("ebjr.ray")
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The address ``ray.init`` gets for ``--ray-address`` (``None``: not given): that
+    cluster; else ``$RAY_ADDRESS``'s (``None``: Ray reads it); else ``"local"``, a new local
+    cluster. A plain ``ray.init()`` would instead join the last cluster ``ray start``
+    recorded, and hang on a stale record a killed cluster left."""
+    if address:
+        return address
+    return None if os.environ.get("RAY_ADDRESS") else "local"
 
 
 def token_path() -> Path:

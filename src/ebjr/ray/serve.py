@@ -51,7 +51,7 @@ from ray.serve import Application
 
 from ebjr.bundle.cascade import CascadeRecord
 from ebjr.exceptions import InputError
-from ebjr.ray.auth import token_path, use_cluster_token
+from ebjr.ray.auth import cluster_address, token_path, use_cluster_token
 from ebjr.ray.control import CascadeControl
 from ebjr.ray.data_plane import data_plane_of
 from ebjr.ray.deployments import Control, Ingress, ModelReplica, StudentReplica
@@ -522,9 +522,10 @@ def run(
     application = build_app(bundle_path, **options)  # bad options fail before Ray starts
     needed = cpus_needed(bundle_path, **options)
     app_name = name or options.get("model_name") or Path(bundle_path).stem
-    local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local:  # "local": a cluster of its own, never the last one `ray start` recorded
-        ray.init(address="local", include_dashboard=False, ignore_reinit_error=True,
+    address = cluster_address(address)
+    local = address == "local"
+    if local:
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
                  log_to_driver=True)
         _check_ray_token()
     else:
