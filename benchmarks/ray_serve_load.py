@@ -69,13 +69,13 @@ def encode(images: np.ndarray, rows: int, encoding: str = "json") -> list[tuple[
     """Requests of ``rows`` images each (raw UINT8 pixels), for /v2/models/cifar10/infer: JSON,
     or binary tensors as Triton's client sends them by default (its own request body: the
     pixels as raw bytes after a JSON header, and every output asked for in binary)."""
+    if encoding == "binary":
+        from tritonclient.http import InferenceServerClient, InferInput
     out = []
     for a in range(0, len(images) - rows + 1, rows):
         x = images[a : a + rows]
         extra = ""
         if encoding == "binary":
-            from tritonclient.http import InferenceServerClient, InferInput
-
             tensor = InferInput("input", list(x.shape), "UINT8")
             tensor.set_data_from_numpy(x)  # binary_data=True, the client's default
             body, json_len = InferenceServerClient.generate_request_body([tensor])

@@ -30,8 +30,8 @@ def test_ebjr_serve_ray_serves_and_stops_on_sigterm(tmp_path):
         f.write(f"127.0.0.1:{free_port()}")  # nothing listens there
     server = ServerProcess(bundle, "--ray", "--ray-config", str(cfg), "--student-replicas", "2",
                            env={"RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp}, log_level="info")
-    server.start(timeout=180)
-    try:
+    try:  # (a server that does not start is killed too, and the folder removed)
+        server.start(timeout=180)
         client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
         x = random_rows(40, seed=9)
         inputs = [httpclient.InferInput("input", list(x.shape), "FP32")]
