@@ -65,6 +65,8 @@ ON_THE_COMMAND_LINE = {
     "allowed_origins": ("https://app.example.com", ["https://app.example.com"]),
     "allowed_hosts": ("api.example.com", ["api.example.com"]),
     "log_level": ("debug", "debug"),
+    "share_model_thread": ("false", False),
+    "reuse_freed_memory": (None, True),  # the default; --no-reuse-freed-memory below
 }
 
 
@@ -72,6 +74,13 @@ def parse(argv):
     parser = argparse.ArgumentParser()
     source = add_settings_arguments(parser)
     return settings_from_arguments(source, parser.parse_args(argv))
+
+
+def test_flags_that_turn_a_default_off_or_back_to_automatic():
+    assert parse(["b.json", "--no-reuse-freed-memory"]).reuse_freed_memory is False
+    assert parse(["b.json", "--share-model-thread", "true"]).share_model_thread is True
+    assert parse(["b.json", "--share-model-thread", "none"]).share_model_thread is None
+    assert parse(["b.json"]).share_model_thread is None
 
 
 def test_every_setting_has_a_flag():

@@ -44,6 +44,7 @@ from ebjr.joint.step import JointAnswer, finish_batch, model_failure
 from ebjr.ray.control import RoutingControl
 from ebjr.serve.batcher import BatchStats
 from ebjr.serve.metrics import ServeMetrics
+from ebjr.serve.process import prepare_process, share_model_thread
 from ebjr.serve.settings import ServeSettings
 
 __all__ = ["Control", "Ingress", "ModelReplica", "RayJointEngine", "RayModelEngine",
@@ -69,16 +70,16 @@ def _batching(method: Any, rows: int, wait_ms: float) -> None:
     method.set_batch_wait_timeout_s(wait_ms / 1000)
 
 
-def _set_threads(settings: ServeSettings) -> None:
-    """Torch's intra-op threads in a replica: ``torch_threads``, or the CPUs Ray reserved
-    for it (at least one), so that replicas on one node do not oversubscribe its cores."""
-    import torch
-
-    n = settings.torch_threads
-    if n is None:
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        n = max(1, round(cpus))
-    torch.set_num_threads(n)
+def _in_replica(settings: ServeSettings) -> ServeSettings:
+    """``settings`` as this replica applies them, once set up: torch's intra-op threads
+    (``torch_threads``, or the CPUs Ray reserved for it, at least one, so that replicas on
+    one node do not oversubscribe its cores), the allocator, and whether its models share
+    a thread (from the CPUs Ray reserved, not the node's cores the process could run on)."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    n = settings.torch_threads or max(1, round(cpus))
+    prepare_process(n, settings.reuse_freed_memory)
+    share = share_model_thread(settings.share_model_thread, cpus, n)
+    return settings.model_copy(update={"torch_threads": n, "share_model_thread": share})
 
 
 class _Metrics:
@@ -153,7 +154,7 @@ class ModelReplica:
     def __init__(self, settings: ServeSettings, role: str = "teacher") -> None:
         from ebjr.bundle import persist
 
-        _set_threads(settings)
+        settings = _in_replica(settings)
         self.role = role
         self.model, bundle = persist.load_model(
             settings.bundle, role, allow_factories=settings.allow_factories,
@@ -221,8 +222,7 @@ class StudentReplica:
     def __init__(self, settings: ServeSettings, teacher: Any, control: Any) -> None:
         from ebjr.bundle import persist
 
-        _set_threads(settings)
-        self.settings = settings
+        self.settings = settings = _in_replica(settings)
         self.joint = persist.load(
             settings.bundle, allow_factories=settings.allow_factories,
             allow_torchscript=settings.allow_torchscript, student_side=True
@@ -467,8 +467,8 @@ class Ingress:
         self.model = model
         self.control = control
         self.teacher = teacher
-        if model is None:
-            _set_threads(settings)
+        if model is None:  # the first stage runs here
+            self.settings = _in_replica(settings)
 
     def _load(self, state: Any) -> None:
         from ebjr.bundle import read_bundle

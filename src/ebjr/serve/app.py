@@ -52,6 +52,7 @@ from ebjr.serve.cascade_engine import CascadeEngine
 from ebjr.serve.edge import BodyGuard, BrowserGuard, RequestEdge, request_id_of
 from ebjr.serve.engine import JointEngine, ModelEngine
 from ebjr.serve.errors import answer_for
+from ebjr.serve.process import prepare_process
 from ebjr.serve.protocol import (
     FeedbackRequest,
     InferRequest,
@@ -82,10 +83,7 @@ def load_models(s: ServeSettings) -> tuple[Any, Any]:
     """
     from ebjr.bundle import persist
 
-    if s.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(s.torch_threads)
+    prepare_process(s.torch_threads, s.reuse_freed_memory)
     trust = {"allow_factories": s.allow_factories, "allow_torchscript": s.allow_torchscript}
     if s.role == "joint":
         # with a remote teacher the engine calls it (RemoteTeacher); the model only routes

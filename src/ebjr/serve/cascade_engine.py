@@ -30,6 +30,7 @@ from ebjr.serve.batcher import Batcher
 from ebjr.serve.engine import ModelRunner, ask_stage, split_rows
 from ebjr.serve.feedback import LocalFeedback
 from ebjr.serve.metrics import ServeMetrics
+from ebjr.serve.process import model_threads
 from ebjr.serve.settings import ServeSettings
 from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee
 
@@ -57,8 +58,11 @@ class CascadeEngine:
         if unknown:
             raise InputError(f"remote stages {unknown} are not stages of {list(self.stages)}")
         self._remote = remote
+        threads = model_threads(settings.share_model_thread, settings.torch_threads,
+                                [name for name in self.stages if name not in remote])
         self._runners: list[Any] = [
-            remote.get(name) or ModelRunner(self._local(name), name) for name in self.stages
+            remote.get(name) or ModelRunner(self._local(name), name, threads[name])
+            for name in self.stages
         ]
         self.batchers = [
             Batcher(name, self._run_front if i == 0 else self._stage_call(i),

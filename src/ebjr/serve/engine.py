@@ -26,6 +26,7 @@ from ebjr.serve.batcher import Batcher
 from ebjr.serve.feedback import LocalFeedback
 from ebjr.serve.load_control import LoadAwareThreshold, load_control_state
 from ebjr.serve.metrics import ServeMetrics
+from ebjr.serve.process import model_threads
 from ebjr.serve.settings import ServeSettings
 from ebjr.serve.shadow import LocalGuarantee, ShadowTraffic, live_guarantee, shadow_plan
 
@@ -135,17 +136,18 @@ async def ask_stage(batcher: Batcher, rows: np.ndarray, who: str, metrics: Serve
 
 
 class ModelRunner:
-    """Runs ``fn`` on its own thread: ``await runner(*args) -> fn(*args)``.
+    """Runs ``fn`` on ``pool`` (default: a thread of its own): ``await runner(*args) ->
+    fn(*args)``.
 
     The inputs were checked at the protocol edge, so anything ``fn`` raises
     (a crash, or NaN/inf outputs caught by the output checks) is the model's
     fault: it comes out as :class:`ModelError` naming the model.
     """
 
-    def __init__(self, fn: Any, name: str) -> None:
+    def __init__(self, fn: Any, name: str, pool: ThreadPoolExecutor | None = None) -> None:
         self._fn = fn
         self.name = name
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{name}")
+        self._pool = pool or ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{name}")
 
     async def __call__(self, rows: np.ndarray, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -155,6 +157,7 @@ class ModelRunner:
             raise model_failure(self.name, rows, exc) from exc
 
     async def close(self) -> None:
+        """Wait for its running call, then stop its thread (a shared one: for every model)."""
         self._pool.shutdown(wait=True)
 
 
@@ -235,13 +238,15 @@ class JointEngine:
         self.joint = joint
         self.settings = settings
         self.metrics = metrics
-        self._student = ModelRunner(joint.route, "student")
         self._remote = teacher is not None  # its calls are counted here, not by the joint model
+        threads = model_threads(settings.share_model_thread, settings.torch_threads,
+                                ["student"] if self._remote else ["student", "teacher"])
+        self._student = ModelRunner(joint.route, "student", threads["student"])
         self._teacher = (
             teacher
             if teacher is not None
             else ModelRunner(lambda rows, count=True: joint.task.host(
-                joint.run_teacher(rows, rows, count=count)), "teacher")
+                joint.run_teacher(rows, rows, count=count)), "teacher", threads["teacher"])
         )
         self.control: LoadAwareThreshold | None = None
         if settings.load_mode is not None:

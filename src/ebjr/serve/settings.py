@@ -66,7 +66,8 @@ class ServeSettings(BaseSettings):
     """Settings of the inference service; see each field's description (``ebjr serve --help``).
 
     The joint engine runs the student and the teacher on two threads of their
-    own, beside the HTTP event loop; on a small CPU ``torch_threads=1`` avoids
+    own, beside the HTTP event loop (one shared thread when the CPUs are too few for
+    both: ``share_model_thread``); on a small CPU ``torch_threads=1`` avoids
     oversubscription (docs/serve.md has the measurements).
     """
 
@@ -187,6 +188,15 @@ class ServeSettings(BaseSettings):
     torch_threads: Integer | None = Field(
         None, gt=0, description="torch intra-op threads; none: torch's, one per core (1 "
         "suits a joint server on a small CPU)")
+    share_model_thread: bool | None = Field(
+        None, description="run every model of the process on one thread, one batch after "
+        "another, instead of one thread each; none: share when the process has fewer CPUs "
+        "than two models at once would use (2 x torch_threads; a Ray replica: the CPUs Ray "
+        "reserved for it), where two model threads only take turns on a core")
+    reuse_freed_memory: CliImplicitFlag[bool] = Field(
+        True, description="keep the memory a model frees after a batch for the next one "
+        "(glibc's malloc), instead of returning it to the OS and faulting it in again: less "
+        "CPU per batch, resident memory up to the models' peak")
     allow_factories: list[str] = Field(
         default_factory=list, description="also trust this exact model builder of the bundle, "
         "e.g. mypkg.models:make_net (repeat the flag for more; no patterns)")
