@@ -92,9 +92,14 @@ def build_bundles(folder: Path, routers: list[str], max_drop: float) -> dict[str
 
 
 def compute_times(batch: int, repeats: int, threads: int) -> dict[str, float]:
-    """Seconds per image of each model alone at ``batch`` (median of ``repeats``)."""
+    """Seconds per image of each model alone at ``batch`` (median of ``repeats``), with
+    the allocator setting the servers run them with (``--reuse-freed-memory``, the
+    default; it is process-wide, and this process is the load generator)."""
     import torch
 
+    from ebjr.serve.process import reuse_freed_memory
+
+    reuse_freed_memory()
     torch.set_num_threads(threads)
     from ebjr.joint.cost import measure_latency
     from ebjr.zoo.densenet import make_densenet
