@@ -1,17 +1,20 @@
-"""CPU per image of the paper's DenseNets on one core: glibc's default allocator against
-the memory reuse ``ebjr serve`` sets (``--reuse-freed-memory``), and a joint replica's
-two models on a thread each against one shared thread (``--share-model-thread``).
+"""CPU per image of the paper's DenseNets: glibc's default allocator against the memory
+reuse ``ebjr serve`` sets (``--reuse-freed-memory``), and a joint engine's two models on a
+thread each against one shared thread (``--share-model-thread``).
 
-Each allocator setting runs in a process of its own (the setting is process-wide),
-pinned to one core, torch at one thread, on real CIFAR-10 test images:
+Each allocator setting runs in a process of its own (the setting is process-wide), torch
+at one thread, on real CIFAR-10 test images, pinned to one core:
 
 - the teacher alone at ``--batch`` images per call;
 - the joint pattern of a one-CPU Ray replica: student batches of ``--batch`` images and
   teacher batches of ``--routed`` (the routed rows of a student batch), on two threads
-  that take turns on the core, and on one thread, one batch after the other.
+  that take turns on the core, and on one thread, one batch after the other;
 
-Reported: CPU milliseconds (user, system) per image, medians of ``--repeats`` runs; for
-the joint pattern, per student image (a student batch and its teacher batch).
+then, on two cores at two torch threads per model (``ebjr serve --torch-threads 2`` on
+this machine), the same joint pattern both ways, where the two threads can run at once.
+
+Reported: CPU and wall milliseconds per image, medians of ``--repeats`` runs; for the
+joint pattern, per student image (a student batch and its teacher batch).
 
     python benchmarks/model_threads.py        # about a minute
 """
@@ -40,7 +43,8 @@ def child(reuse: bool, batch: int, routed: int, rounds: int, repeats: int) -> di
     from ebjr.serve.process import reuse_freed_memory
     from ebjr.zoo.densenet import load_ebjr_checkpoint
 
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, set(cores[:1]))
     applied = reuse_freed_memory() if reuse else False
     torch.set_num_threads(1)
 
@@ -61,12 +65,13 @@ def child(reuse: bool, batch: int, routed: int, rounds: int, repeats: int) -> di
             for _ in range(n):
                 model(x)
 
-    def cpu(fn) -> tuple[float, float]:
-        """User and system CPU seconds of this process while ``fn`` ran."""
-        before = os.times()
+    def cpu(fn) -> tuple[float, float, float]:
+        """User and system CPU seconds of this process while ``fn`` ran, and the wall time."""
+        before, start = os.times(), time.perf_counter()
         fn()
         after = os.times()
-        return after.user - before.user, after.system - before.system
+        return (after.user - before.user, after.system - before.system,
+                time.perf_counter() - start)
 
     def two_threads() -> None:
         jobs = [threading.Thread(target=calls, args=(m, x, rounds))
@@ -89,14 +94,22 @@ def child(reuse: bool, batch: int, routed: int, rounds: int, repeats: int) -> di
     calls(teacher, xs, 2)
     calls(teacher, xt, 2)
     out: dict = {"reuse_applied": applied}
-    for name, fn, images_per_run in (
-            ("teacher alone", lambda: calls(teacher, xs, rounds), rounds * batch),
-            ("joint, two threads", two_threads, rounds * batch),
-            ("joint, one thread", one_thread, rounds * batch)):
+
+    def measure(name: str, fn) -> None:
         runs = [cpu(fn) for _ in range(repeats)]
-        user = statistics.median(r[0] for r in runs) / images_per_run * 1e3
-        system = statistics.median(r[1] for r in runs) / images_per_run * 1e3
-        out[name] = {"user_ms": user, "system_ms": system}
+        out[name] = {k: statistics.median(r[i] for r in runs) / (rounds * batch) * 1e3
+                     for i, k in enumerate(("user_ms", "system_ms", "wall_ms"))}
+
+    measure("teacher alone", lambda: calls(teacher, xs, rounds))
+    measure("joint, two threads", two_threads)
+    measure("joint, one thread", one_thread)
+    if len(cores) >= 2:  # two cores, two torch threads per model
+        os.sched_setaffinity(0, set(cores[:2]))
+        torch.set_num_threads(2)
+        calls(student, xs, 2)
+        calls(teacher, xt, 2)
+        measure("2 cores: joint, two threads", two_threads)
+        measure("2 cores: joint, one thread", one_thread)
     return out
 
 
@@ -135,21 +148,26 @@ def main(argv: list[str] | None = None) -> int:
 def to_markdown(r: dict) -> str:
     s = r["settings"]
     lines = [
-        f"`{r['command'].strip()}`: the paper's CIFAR-10 DenseNets on one core, torch 1 "
-        f"thread, real test images; student batches of {s['batch']}, teacher batches of "
-        f"{s['batch']} alone and of {s['routed']} in the joint pattern; CPU per image "
-        f"(user + system), medians of {s['repeats']} runs of {s['rounds']} batches.",
+        f"`{r['command'].strip()}`: the paper's CIFAR-10 DenseNets, real test images; "
+        f"student batches of {s['batch']}, teacher batches of {s['batch']} alone and of "
+        f"{s['routed']} in the joint pattern; on one core at 1 torch thread, then on two "
+        f"cores at 2 torch threads per model; per image, medians of {s['repeats']} runs of "
+        f"{s['rounds']} batches.",
         "",
-        "| allocator | work | CPU per image | of which system |",
-        "|---|---|---|---|",
+        "| allocator | work | CPU per image | of which system | wall per image |",
+        "|---|---|---|---|---|",
     ]
     for mode, label in (("default", "glibc's default"), ("reuse", "freed memory reused")):
-        for work in ("teacher alone", "joint, two threads", "joint, one thread"):
-            m = r["cpu_per_image"][mode][work]
+        for work, m in r["cpu_per_image"][mode].items():
+            if work == "reuse_applied":
+                continue
+            if not work.startswith("2 cores"):
+                work = "1 core: " + work
             lines.append(f"| {label} | {work} | {m['user_ms'] + m['system_ms']:.2f} ms | "
-                         f"{m['system_ms']:.2f} ms |")
+                         f"{m['system_ms']:.2f} ms | {m['wall_ms']:.2f} ms |")
     lines += ["", "The joint rows count a student batch and its teacher batch per student "
-              "image."]
+              "image. On one core the wall time is the CPU time; on two, two model threads "
+              "can run at once."]
     return "\n".join(lines) + "\n"
 
 

@@ -78,7 +78,7 @@ def _in_replica(settings: ServeSettings) -> ServeSettings:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     n = settings.torch_threads or max(1, round(cpus))
     prepare_process(n, settings.reuse_freed_memory)
-    share = share_model_thread(settings.share_model_thread, cpus, n)
+    share = share_model_thread(settings.share_model_thread, cpus)
     return settings.model_copy(update={"torch_threads": n, "share_model_thread": share})
 
 

@@ -58,7 +58,7 @@ class CascadeEngine:
         if unknown:
             raise InputError(f"remote stages {unknown} are not stages of {list(self.stages)}")
         self._remote = remote
-        threads = model_threads(settings.share_model_thread, settings.torch_threads,
+        threads = model_threads(settings.share_model_thread,
                                 [name for name in self.stages if name not in remote])
         self._runners: list[Any] = [
             remote.get(name) or ModelRunner(self._local(name), name, threads[name])

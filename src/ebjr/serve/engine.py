@@ -239,7 +239,7 @@ class JointEngine:
         self.settings = settings
         self.metrics = metrics
         self._remote = teacher is not None  # its calls are counted here, not by the joint model
-        threads = model_threads(settings.share_model_thread, settings.torch_threads,
+        threads = model_threads(settings.share_model_thread,
                                 ["student"] if self._remote else ["student", "teacher"])
         self._student = ModelRunner(joint.route, "student", threads["student"])
         self._teacher = (

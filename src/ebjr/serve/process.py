@@ -65,8 +65,12 @@ def reuse_freed_memory() -> bool:
 
 
 def _mallopt() -> bool:
+    try:  # glibc names its version; other C libraries (musl, macOS, Windows) do not
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        glibc = None
     name = ctypes.util.find_library("c")
-    if name is None or os.confstr("CS_GNU_LIBC_VERSION") is None:
+    if glibc is None or name is None:
         return False
     try:
         libc = ctypes.CDLL(name)
@@ -107,22 +111,21 @@ def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-def share_model_thread(setting: bool | None, cpus: float, torch_threads: int | None) -> bool:
+def share_model_thread(setting: bool | None, cpus: float) -> bool:
     """Whether the models of one process run on one shared thread: ``setting``, or (None)
-    when the process has fewer ``cpus`` than two models running at once would use, each
-    on ``torch_threads`` intra-op threads (None: torch's default, one per core)."""
-    if setting is not None:
-        return setting
-    per_model = cpus if torch_threads is None else torch_threads
-    return cpus < 2 * per_model
+    when the process has less than two ``cpus``, so that two model threads could never
+    run at once. With two or more, each model keeps its thread even when their intra-op
+    threads oversubscribe the cores: on 2 cores at 2 torch threads per model, the joint
+    pattern of ``benchmarks/model_threads.py`` took 2.1 ms per image on two threads and
+    3.5 on one."""
+    return cpus < 2 if setting is None else setting
 
 
-def model_threads(share: bool | None, torch_threads: int | None,
-                  names: list[str]) -> dict[str, ThreadPoolExecutor]:
+def model_threads(share: bool | None, names: list[str]) -> dict[str, ThreadPoolExecutor]:
     """The thread each model of ``names`` runs on: one each, or one for all (``share``, or
     None: :func:`share_model_thread` on this process's CPUs), which then runs one call at
     a time, in the order they were asked."""
-    if share_model_thread(share, process_cpus(), torch_threads):
+    if share_model_thread(share, process_cpus()):
         one = ThreadPoolExecutor(1, thread_name_prefix="ebjr-models")
         return dict.fromkeys(names, one)
     return {name: ThreadPoolExecutor(1, thread_name_prefix=f"ebjr-{name}") for name in names}

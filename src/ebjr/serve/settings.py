@@ -190,9 +190,9 @@ class ServeSettings(BaseSettings):
         "suits a joint server on a small CPU)")
     share_model_thread: bool | None = Field(
         None, description="run every model of the process on one thread, one batch after "
-        "another, instead of one thread each; none: share when the process has fewer CPUs "
-        "than two models at once would use (2 x torch_threads; a Ray replica: the CPUs Ray "
-        "reserved for it), where two model threads only take turns on a core")
+        "another, instead of one thread each; none: share when the process has less than 2 "
+        "CPUs (a Ray replica: the CPUs Ray reserved for it), where two model threads only "
+        "take turns on a core")
     reuse_freed_memory: CliImplicitFlag[bool] = Field(
         True, description="keep the memory a model frees after a batch for the next one "
         "(glibc's malloc), instead of returning it to the OS and faulting it in again: less "
