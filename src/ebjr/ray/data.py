@@ -42,6 +42,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
 
 from ebjr._utils.arrays import to_numpy
 from ebjr.joint.functional import take_rows
+from ebjr.serve.process import prepare_process
 
 __all__ = ["joint_map_batches", "predict_files", "read_inputs"]
 
@@ -49,10 +50,10 @@ class _StudentStage:
     """Holds the student (and the router and threshold); routes every row."""
 
     def __init__(self, bundle: str, column: str, trust: dict[str, Any],
-                 threads: int | None) -> None:
+                 setup: dict[str, Any]) -> None:
         from ebjr.bundle import persist
 
-        _threads(threads)
+        prepare_process(**setup)
         self.joint = persist.load(bundle, student_side=True, **trust)
         self.column = column
 
@@ -71,10 +72,10 @@ class _TeacherStage:
     """Holds the teacher; answers the routed rows of each batch, passes the rest through."""
 
     def __init__(self, bundle: str, column: str, trust: dict[str, Any],
-                 threads: int | None, keep_input: bool, on_teacher_batch: Any) -> None:
+                 setup: dict[str, Any], keep_input: bool, on_teacher_batch: Any) -> None:
         from ebjr.bundle import persist
 
-        _threads(threads)
+        prepare_process(**setup)
         self.teacher, record = persist.load_model(bundle, "teacher", **trust)
         self.task = record.make_task()
         self.column = column
@@ -113,11 +114,11 @@ class _CascadeStage:
     every cascade server) and leaves the rest open for the next stage."""
 
     def __init__(self, bundle: str, i: int, column: str, trust: dict[str, Any],
-                 threads: int | None, keep_input: bool) -> None:
+                 setup: dict[str, Any], keep_input: bool) -> None:
         from ebjr.bundle import persist
         from ebjr.bundle.cascade import read_cascade_document
 
-        _threads(threads)
+        prepare_process(**setup)
         self.cascade = read_cascade_document(bundle).cascade
         self.i, self.name = i, self.cascade.stages[i]
         self.model, _ = persist.load_model(bundle, self.name, **trust)
@@ -171,13 +172,6 @@ class _CascadeStage:
         return out
 
 
-def _threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def _column(batch: dict[str, np.ndarray], column: str) -> np.ndarray:
     if column not in batch:
         raise InputError(f"the dataset has no column {column!r}; its columns are {sorted(batch)}")
@@ -201,6 +195,7 @@ def joint_map_batches(
     student_num_cpus: float | None = None,
     teacher_num_cpus: float | None = None,
     torch_threads: int | None = 1,
+    reuse_freed_memory: bool = True,
     allow_factories: list[str] | None = None,
     allow_torchscript: bool = False,
     keep_input: bool = False,
@@ -231,6 +226,8 @@ def joint_map_batches(
             tasks beside every actor (``(CPUs - 1) / actors``, at least 0.1):
             what an actor really uses is ``torch_threads``.
         torch_threads: intra-op threads per actor (``None``: torch's default).
+        reuse_freed_memory: each actor keeps the memory its model frees after a batch for
+            the next one (glibc; as ``ebjr serve --reuse-freed-memory``, docs/serve.md).
         allow_factories, allow_torchscript: what the bundle may run besides the
             registered model builders (see :func:`ebjr.load`).
         keep_input: keep ``column`` in the output (default: dropped).
@@ -255,10 +252,11 @@ def joint_map_batches(
     trust = {"allow_factories": list(allow_factories or []),
              "allow_torchscript": allow_torchscript}
     record = persist.check(path, **trust)  # in the driver: a bad bundle fails before any actor
+    setup = {"torch_threads": torch_threads, "reuse_memory": reuse_freed_memory}
     if isinstance(record, CascadeRecord):
         return _cascade_map_batches(ds, path, record, column, batch_size, student_concurrency,
                                     teacher_concurrency, student_num_cpus, teacher_num_cpus,
-                                    torch_threads, trust, keep_input)
+                                    setup, trust, keep_input)
     point = curve_point_at(record.curve, record.threshold)
     share = None if point is None else float(point["teacher_fraction"])
     stream_batch = (
@@ -268,7 +266,7 @@ def joint_map_batches(
     default_cpus = _default_cpus(sum(int(p.max_size or p.min_size or 1) for p in pools))
     routed = ds.map_batches(
         _StudentStage,
-        fn_constructor_args=(path, column, trust, torch_threads),
+        fn_constructor_args=(path, column, trust, setup),
         batch_size=batch_size,
         batch_format="numpy",
         compute=pools[0],
@@ -277,7 +275,7 @@ def joint_map_batches(
     )
     return routed.map_batches(
         _TeacherStage,
-        fn_constructor_args=(path, column, trust, torch_threads, keep_input, on_teacher_batch),
+        fn_constructor_args=(path, column, trust, setup, keep_input, on_teacher_batch),
         batch_size=stream_batch,
         batch_format="numpy",
         compute=pools[1],
@@ -289,7 +287,7 @@ def joint_map_batches(
 def _cascade_map_batches(ds: ray.data.Dataset, path: str, record: Any, column: str,
                          batch_size: int, first_concurrency: Any, later_concurrency: Any,
                          first_cpus: float | None, later_cpus: float | None,
-                         threads: int | None, trust: dict[str, Any],
+                         setup: dict[str, Any], trust: dict[str, Any],
                          keep_input: bool) -> ray.data.Dataset:
     """A cascade's stages, one ``map_batches`` each (the first with the student's actor
     options, every later one with the teacher's); each stage's model sees only the rows
@@ -301,7 +299,7 @@ def _cascade_map_batches(ds: ray.data.Dataset, path: str, record: Any, column: s
         cpus = first_cpus if i == 0 else later_cpus
         ds = ds.map_batches(
             _CascadeStage,
-            fn_constructor_args=(path, i, column, trust, threads, keep_input),
+            fn_constructor_args=(path, i, column, trust, setup, keep_input),
             batch_size=batch_size,
             batch_format="numpy",
             compute=pools[i],
