@@ -277,6 +277,9 @@ def test_both_models_in_the_ingress_replicas_answer_as_the_joint_model(url, bund
     try:
         deployments = serve.status().applications["here"].deployments
         assert set(deployments) == {"ingress", "control"}
+        # a replica of a quarter CPU runs its two models on one thread, one after the other
+        stats = serve.get_deployment_handle("ingress", app_name="here").stats.remote().result()
+        assert stats["model_threads"] == 1
         client = httpclient.InferenceServerClient(url=url.removeprefix("http://") + "/here")
         x = random_rows(150, seed=41)
         inputs = [httpclient.InferInput("input", list(x.shape), "FP32")]

@@ -91,7 +91,9 @@ def test_a_joint_engines_models_run_on_one_thread_or_one_each(tmp_path, shared):
     settings = ServeSettings(bundle=str(bundle), share_model_thread=shared, max_batch_size=8,
                              max_wait_ms=1.0, teacher_max_batch_size=8)
     x = random_rows(96, seed=3)
-    answers = asyncio.run(_serve(JointEngine(joint, settings, ServeMetrics()), x))
+    engine = JointEngine(joint, settings, ServeMetrics())
+    assert engine.model_threads == (1 if shared else 2)
+    answers = asyncio.run(_serve(engine, x))
     assert threads == ({"ebjr-models_0"} if shared else {"ebjr-student_0", "ebjr-teacher_0"})
     if shared:
         assert not overlapped()  # one model call at a time
@@ -110,7 +112,9 @@ def test_a_cascades_local_stages_run_on_one_thread_or_one_each(tmp_path, shared)
     settings = ServeSettings(bundle=str(bundle), share_model_thread=shared, max_batch_size=8,
                              max_wait_ms=1.0, teacher_max_batch_size=8)
     x = random_rows(96, seed=4)
-    answers = asyncio.run(_serve(CascadeEngine(model, settings, ServeMetrics()), x))
+    engine = CascadeEngine(model, settings, ServeMetrics())
+    assert engine.model_threads == (1 if shared else 3)
+    answers = asyncio.run(_serve(engine, x))
     assert threads == ({"ebjr-models_0"} if shared
                        else {"ebjr-small_0", "ebjr-mid_0", "ebjr-big_0"})
     if shared:

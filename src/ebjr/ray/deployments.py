@@ -521,7 +521,7 @@ class Ingress:
 
     def stats(self) -> dict[str, Any]:
         """This replica's id, process and node; with the student here, its batches so far,
-        its threshold and the threshold version it applied."""
+        its threshold, the threshold version it applied and the threads its models run on."""
         out: dict[str, Any] = {"replica": serve.get_replica_context().replica_id.unique_id,
                                "pid": os.getpid(),
                                "node": ray.get_runtime_context().get_node_id()}
@@ -530,7 +530,8 @@ class Ingress:
             joint = getattr(engine, "joint", None)
             model = engine.model if joint is None else joint
             out.update(batches=model.counts()["batches"], version=engine.version,
-                       threshold=list(model.thresholds) if joint is None else joint.threshold)
+                       threshold=list(model.thresholds) if joint is None else joint.threshold,
+                       model_threads=engine.model_threads)
         return out
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -60,6 +60,8 @@ class CascadeEngine:
         self._remote = remote
         threads = model_threads(settings.share_model_thread,
                                 [name for name in self.stages if name not in remote])
+        #: threads the local stages run on (1 when they share one)
+        self.model_threads = len(set(threads.values()))
         self._runners: list[Any] = [
             remote.get(name) or ModelRunner(self._local(name), name, threads[name])
             for name in self.stages

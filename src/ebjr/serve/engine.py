@@ -241,6 +241,8 @@ class JointEngine:
         self._remote = teacher is not None  # its calls are counted here, not by the joint model
         threads = model_threads(settings.share_model_thread,
                                 ["student"] if self._remote else ["student", "teacher"])
+        #: threads the local models run on (1 when they share one)
+        self.model_threads = len(set(threads.values()))
         self._student = ModelRunner(joint.route, "student", threads["student"])
         self._teacher = (
             teacher
