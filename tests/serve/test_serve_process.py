@@ -83,20 +83,29 @@ async def _serve(engine, x, rows=4):
         await engine.close()
 
 
+def _serve_recorded(engine_class, model, adapters, bundle, shared, names, seed):
+    """``model``'s engine with ``share_model_thread=shared`` on 96 random rows, 4 per
+    request: checks the threads its models ran on (``names`` when each has its own) and
+    that shared ones never ran two calls at once; returns the rows and the answers."""
+    threads, overlapped = _record(adapters)
+    settings = ServeSettings(bundle=str(bundle), share_model_thread=shared, max_batch_size=8,
+                             max_wait_ms=1.0, teacher_max_batch_size=8)
+    x = random_rows(96, seed=seed)
+    engine = engine_class(model, settings, ServeMetrics())
+    assert engine.model_threads == (1 if shared else len(names))
+    answers = asyncio.run(_serve(engine, x))
+    assert threads == ({"ebjr-models_0"} if shared else {f"ebjr-{n}_0" for n in names})
+    if shared:
+        assert not overlapped()  # one model call at a time
+    return x, answers
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_joint_engines_models_run_on_one_thread_or_one_each(tmp_path, shared):
     bundle = make_serve_bundle(tmp_path)
     joint = ebjr.load(bundle)
-    threads, overlapped = _record([joint.student, joint.teacher])
-    settings = ServeSettings(bundle=str(bundle), share_model_thread=shared, max_batch_size=8,
-                             max_wait_ms=1.0, teacher_max_batch_size=8)
-    x = random_rows(96, seed=3)
-    engine = JointEngine(joint, settings, ServeMetrics())
-    assert engine.model_threads == (1 if shared else 2)
-    answers = asyncio.run(_serve(engine, x))
-    assert threads == ({"ebjr-models_0"} if shared else {"ebjr-student_0", "ebjr-teacher_0"})
-    if shared:
-        assert not overlapped()  # one model call at a time
+    x, answers = _serve_recorded(JointEngine, joint, [joint.student, joint.teacher], bundle,
+                                 shared, ["student", "teacher"], seed=3)
     want = ebjr.load(bundle).predict(x)
     got = np.concatenate([a.predictions for a in answers])
     np.testing.assert_array_equal(got, np.asarray(want.predictions))
@@ -108,17 +117,8 @@ def test_a_joint_engines_models_run_on_one_thread_or_one_each(tmp_path, shared):
 def test_a_cascades_local_stages_run_on_one_thread_or_one_each(tmp_path, shared):
     bundle = make_cascade_bundle(tmp_path)
     model = ebjr.load(bundle)
-    threads, overlapped = _record(model.adapters.values())
-    settings = ServeSettings(bundle=str(bundle), share_model_thread=shared, max_batch_size=8,
-                             max_wait_ms=1.0, teacher_max_batch_size=8)
-    x = random_rows(96, seed=4)
-    engine = CascadeEngine(model, settings, ServeMetrics())
-    assert engine.model_threads == (1 if shared else 3)
-    answers = asyncio.run(_serve(engine, x))
-    assert threads == ({"ebjr-models_0"} if shared
-                       else {"ebjr-small_0", "ebjr-mid_0", "ebjr-big_0"})
-    if shared:
-        assert not overlapped()
+    x, answers = _serve_recorded(CascadeEngine, model, model.adapters.values(), bundle, shared,
+                                 ["small", "mid", "big"], seed=4)
     want = cascade_reference(bundle, x)
     got = np.concatenate([a.predictions for a in answers])
     np.testing.assert_array_equal(got, want["predictions"])
