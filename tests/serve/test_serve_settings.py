@@ -138,6 +138,8 @@ def test_the_token_is_not_in_the_repr():
     ({"role": "teacher", "load_mode": "share", "load_budget": 0.1}, "needs role 'joint'"),
     ({"role": "student", "remote_teacher": "http://h/v2/models/t"}, "needs role 'joint'"),
     ({"input_shape": [3, "x"]}, "input_shape.1: Input should be a valid integer"),
+    ({"share_model_thread": "maybe"}, "share_model_thread: Input should be a valid boolean"),
+    ({"reuse_freed_memory": "sometimes"}, "reuse_freed_memory: Input should be a valid boolean"),
 ])
 def test_bad_settings_are_named(values, message):
     with pytest.raises(InputError) as e:
